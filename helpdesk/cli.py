@@ -1,0 +1,217 @@
+"""``helpdesk``: the command line (argparse), one small function per command.
+
+Exit status: 0 success, 1 a user error (one line on stderr, never a
+traceback), 2 usage. Every command builds the app through ``app.build``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from helpdesk import app as app_module
+from helpdesk import queries, service
+from helpdesk.clock import Clock, parse_iso
+from helpdesk.errors import HelpdeskError, UserError
+from helpdesk.intake import Incoming
+from helpdesk.pipeline import Tally
+from helpdesk.sources import files
+
+log = logging.getLogger("helpdesk")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HelpdeskError as exc:
+        print(f"helpdesk: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="helpdesk", description="An email-driven helpdesk.")
+    parser.add_argument("--config", default=os.environ.get("HELPDESK_CONFIG", "config.toml"),
+                        help="config file (default: ./config.toml or $HELPDESK_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the service (SMTP intake, polling, delivery)")
+    run.add_argument("--once", action="store_true", help="one pass, then exit")
+    run.add_argument("--now", type=_moment, help="pretend it is this moment (ISO 8601)")
+    run.set_defaults(func=cmd_run)
+
+    ingest = sub.add_parser("ingest", help="take raw RFC 5322 files (or - for stdin)")
+    ingest.add_argument("--mailbox", help="mailbox name (default: from the recipients)")
+    ingest.add_argument("files", nargs="+", metavar="FILE")
+    ingest.set_defaults(func=cmd_ingest)
+
+    tickets = sub.add_parser("tickets", help="list tickets")
+    tickets.add_argument("--status", help="only tickets in this status")
+    tickets.add_argument("--json", action="store_true", help="machine-readable output")
+    tickets.set_defaults(func=cmd_tickets)
+
+    show = sub.add_parser("show", help="show one ticket with its messages")
+    show.add_argument("id", metavar="ID", help="e.g. T-42")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_show)
+
+    quarantine = sub.add_parser("quarantine", help="list or retry quarantined mail")
+    quarantine.add_argument("action", nargs="?", default="list", choices=("list", "retry"))
+    quarantine.add_argument("id", nargs="?", metavar="ID")
+    quarantine.set_defaults(func=cmd_quarantine)
+    return parser
+
+
+def _moment(text: str):
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 moment: {text!r}") from None
+
+
+def _build(args, now=None) -> app_module.App:
+    app = app_module.build(args.config, Clock(now))
+    _logging(app.config.helpdesk.log_level)
+    return app
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
+
+
+# --- commands ----------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    app = _build(args, args.now)
+    service.run(app, once=args.once)
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    app = _build(args)
+    named = _named_mailbox(app, args.mailbox)
+    tally, duplicates, unreadable = Tally(), 0, 0
+    progress = _Progress(len(args.files))
+    size = app.config.intake.batch_size
+    for start in range(0, len(args.files), size):
+        batch = []
+        for path in args.files[start:start + size]:
+            try:
+                raw = files.read(path)
+            except OSError as exc:
+                print(f"helpdesk: cannot read {path}: {exc.strerror}", file=sys.stderr)
+                unreadable += 1
+                continue
+            batch.append(Incoming(raw, files.mailbox_for(raw, app.config, named).name, "file"))
+        duplicates += sum(s.duplicate for s in app.store(batch))
+        app.process(tally)
+        progress.update(start + len(batch) + unreadable)
+    app.deliver()
+    progress.done()
+    print(_summary(tally, duplicates, unreadable))
+    return 1 if unreadable else 0
+
+
+def cmd_tickets(args) -> int:
+    _build(args)
+    rows = queries.list_tickets(args.status)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for row in rows:
+        print(f"{row['id']:>8}  {row['status']:<20} {row['messages']:>3} msg  "
+              f"{row['requester']:<30} {row['subject']}")
+    if not rows:
+        print("no tickets" + (f" with status {args.status}" if args.status else ""))
+    return 0
+
+
+def cmd_show(args) -> int:
+    _build(args)
+    detail = queries.ticket_detail(args.id)
+    if args.json:
+        print(json.dumps(detail, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{detail['id']}  [{detail['status']}]  {detail['subject']}")
+    print(f"requester: {detail['requester_name']} <{detail['requester']}>   created {detail['created_at']}")
+    for m in detail["messages"]:
+        print(f"\n--- {m['direction']}  {m['created_at']}  from {m['from']}")
+        print(m["body"])
+        for a in m["attachments"]:
+            state = f"refused: {a['refused']}" if a["refused"] else f"{a['size']} bytes"
+            print(f"    [attachment] {a['filename']} ({a['content_type']}, {state})")
+    for o in detail["outbox"]:
+        print(f"\n>>> {o['kind']} to {o['to']}: {o['status']}" + (f" ({o['last_error']})" if o["last_error"] else ""))
+    return 0
+
+
+def cmd_quarantine(args) -> int:
+    app = _build(args)
+    if args.action == "retry":
+        if not args.id:
+            raise UserError("quarantine retry needs an ID (see 'helpdesk quarantine list')")
+        outcome = app.pipeline.retry(queries.quarantine_id(args.id))
+        app.deliver()
+        where = f" T-{outcome.ticket_id}" if outcome.ticket_id else ""
+        print(f"message {outcome.raw_id}: {outcome.kind}{where} {outcome.detail}".rstrip())
+        return 0 if outcome.kind != "quarantined" else 1
+    rows = queries.quarantined()
+    for row in rows:
+        print(f"{row['id']:>6}  {row['received_at']}  {row['mailbox']:<10} {row['reason']}")
+    if not rows:
+        print("quarantine is empty")
+    return 0
+
+
+# --- ingest helpers ----------------------------------------------------------
+
+def _named_mailbox(app, name):
+    if name is None:
+        return None
+    try:
+        return app.config.mailbox(name)
+    except LookupError:
+        names = ", ".join(m.name for m in app.config.mailboxes)
+        raise UserError(f"no mailbox named {name!r} (configured: {names})") from None
+
+
+def _summary(tally: Tally, duplicates: int, unreadable: int) -> str:
+    c, why = tally.counts, tally.reasons
+    dropped = why["dropped"] + why["bounce"]
+    parts = [f"{c['new_ticket']} new tickets", f"{c['reply']} threaded replies",
+             f"{duplicates} duplicates skipped",
+             f"{c['dropped'] + c['bounce']} dropped{_reasons(dropped)}",
+             f"{c['quarantined']} quarantined{_reasons(why['quarantined'])}"]
+    if unreadable:
+        parts.append(f"{unreadable} unreadable")
+    return "ingested: " + ", ".join(parts)
+
+
+def _reasons(counter) -> str:
+    if not counter:
+        return ""
+    return " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(counter.items())) + ")"
+
+
+class _Progress:
+    """A counter on a terminal; silent when stderr is piped."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.active = sys.stderr.isatty() and total > 1
+
+    def update(self, done: int) -> None:
+        if self.active:
+            print(f"\r{done}/{self.total} messages", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.active:
+            print(file=sys.stderr)

@@ -1,0 +1,46 @@
+"""One exception tree for the whole helpdesk.
+
+    HelpdeskError                 anything the helpdesk raises on purpose
+    ├── ConfigError               config.toml is wrong: message names file, section, key
+    ├── UserError                 a command-line user asked for something impossible
+    │   └── NotFound              an unknown id (``no ticket T-99``)
+    ├── StoreError                the database refused (could not store a raw message, ...)
+    └── DeliveryError             an outgoing mail could not be handed over
+        ├── TemporaryDeliveryError    retry later (4xx, refused connection, timeout)
+        └── PermanentDeliveryError    give up and record it (5xx)
+
+The command line turns every ``HelpdeskError`` into one line on stderr and exit
+status 1; anything else is a bug and is quarantined (pipeline) or logged.
+"""
+
+
+class HelpdeskError(Exception):
+    """Base of every error the helpdesk raises deliberately."""
+
+
+class ConfigError(HelpdeskError):
+    """The configuration cannot be used; the message is the whole explanation."""
+
+
+class UserError(HelpdeskError):
+    """A request from the command line that cannot be honoured."""
+
+
+class NotFound(UserError):
+    """An id that names nothing."""
+
+
+class StoreError(HelpdeskError):
+    """The database could not store something that must be stored."""
+
+
+class DeliveryError(HelpdeskError):
+    """An outgoing message was not accepted by the transport."""
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Worth retrying later: 4xx replies, refused connections, timeouts."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Not worth retrying: 5xx replies, invalid recipients."""

@@ -1,0 +1,109 @@
+"""Store raw inbound messages durably, exactly once, before anything else.
+
+Every source (SMTP, Maildir, IMAP, files) hands its bytes here and
+acknowledges its own side only after ``store`` returned: a crash after that
+re-processes, never loses. The dedupe key is the Message-ID plus a digest of
+the content that survives transport (body and originating headers, line
+endings normalised), so the same mail fetched over IMAP and delivered by SMTP
+is one message; without a Message-ID the digest alone decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import peewee as pw
+
+from helpdesk.clock import Clock, naive_utc
+from helpdesk.errors import StoreError
+from helpdesk.models import RawMessage, db
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_KEY_HEADERS = re.compile(rb"^(message-id|from|subject|date):[ \t]*(.*(?:\r?\n[ \t].*)*)",
+                          re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    raw: bytes
+    mailbox: str
+    source: str
+    envelope_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stored:
+    raw_id: int | None      # None: a duplicate of an already stored message
+    dedupe_key: str
+
+    @property
+    def duplicate(self) -> bool:
+        return self.raw_id is None
+
+
+def fingerprint(raw: bytes) -> tuple[str | None, str]:
+    """(Message-ID, dedupe key) from the header block only: no full parse."""
+    match = _HEADER_END.search(raw)
+    head, body = (raw[:match.start()], raw[match.end():]) if match else (raw, b"")
+    fields = {name.lower(): b" ".join(value.split()) for name, value in _KEY_HEADERS.findall(head)}
+    message_id = fields.get(b"message-id", b"").decode("ascii", "replace").strip() or None
+    digest = hashlib.sha256()
+    for name in (b"from", b"subject", b"date"):
+        digest.update(fields.get(name, b"") + b"\0")
+    digest.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
+    key = hashlib.sha256(f"{message_id or ''}\0{digest.hexdigest()}".encode()).hexdigest()
+    return message_id, key
+
+
+def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
+    """Insert the batch in one transaction; duplicates (also within it) are skipped."""
+    if not batch:
+        return []
+    now = naive_utc(clock.now())
+    prints = [fingerprint(item.raw) for item in batch]
+    try:
+        with db.atomic():
+            known = _existing_keys([key for _, key in prints])
+            rows, order = _new_rows(batch, prints, known, now)
+            if rows:
+                RawMessage.insert_many(rows).on_conflict_ignore().execute()
+            ids = _ids_for(order)
+    except pw.DatabaseError as exc:
+        raise StoreError(f"could not store raw message: {exc}".splitlines()[0]) from exc
+    return [Stored(ids.get(key) if key in order else None, key) for _, key in prints]
+
+
+def _new_rows(batch, prints, known, now):
+    rows, order = [], []
+    for item, (message_id, key) in zip(batch, prints):
+        if key in known or key in order:
+            continue
+        order.append(key)
+        rows.append({
+            "dedupe_key": key, "message_id": message_id, "mailbox": item.mailbox,
+            "source": item.source, "envelope_to": ",".join(item.envelope_to),
+            "received_at": now, "size": len(item.raw), "raw": item.raw, "status": "pending",
+        })
+    return rows, order
+
+
+def _existing_keys(keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        query = RawMessage.select(RawMessage.dedupe_key).where(RawMessage.dedupe_key.in_(chunk))
+        found.update(row.dedupe_key for row in query)
+    return found
+
+
+def _ids_for(keys: list[str]) -> dict[str, int]:
+    """Ids now stored under these keys; a racing process's row is processed once anyway."""
+    ids: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        query = (RawMessage.select(RawMessage.id, RawMessage.dedupe_key)
+                 .where(RawMessage.dedupe_key.in_(chunk)))
+        ids.update((row.dedupe_key, row.id) for row in query)
+    return ids

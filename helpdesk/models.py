@@ -1,0 +1,227 @@
+"""The peewee models and the database connection: the store layer's schema.
+
+SQLite is the embedded default and PostgreSQL the way to scale out, so only
+portable SQL is used: no SQLite-only pragmas outside ``connect()``, no
+PostgreSQL-only types. Times are naive UTC (see ``clock``).
+
+Schema changes are numbered steps in ``MIGRATIONS``; ``connect()`` applies the
+missing ones, so an old database is upgraded in place.
+"""
+
+from __future__ import annotations
+
+import peewee as pw
+from playhouse.db_url import connect as url_connect
+
+from helpdesk.errors import ConfigError, StoreError
+
+db = pw.DatabaseProxy()
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Meta(BaseModel):
+    """Key/value facts about the database itself (schema version)."""
+
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+
+class RawMessage(BaseModel):
+    """Every inbound message exactly as received; the unit of exactly-once.
+
+    ``dedupe_key`` is unique, so a second copy (from any source) is refused by
+    the database itself, even from two processes at once.
+    """
+
+    dedupe_key = pw.CharField(max_length=64, unique=True)
+    message_id = pw.TextField(null=True)
+    mailbox = pw.CharField(max_length=64)
+    source = pw.CharField(max_length=32)
+    envelope_to = pw.TextField(default="")
+    received_at = pw.DateTimeField()
+    size = pw.IntegerField()
+    raw = pw.BlobField()
+    status = pw.CharField(max_length=16, default="pending", index=True)
+    reason = pw.TextField(null=True)
+    outcome = pw.CharField(max_length=32, null=True)
+    ticket_id = pw.IntegerField(null=True)
+    processed_at = pw.DateTimeField(null=True)
+
+
+class Ticket(BaseModel):
+    mailbox = pw.CharField(max_length=64)
+    subject = pw.TextField()
+    requester = pw.CharField(max_length=320, index=True)
+    requester_name = pw.TextField(default="")
+    status = pw.CharField(max_length=32, default="new")
+    priority = pw.CharField(max_length=16, default="normal")
+    assignee = pw.CharField(max_length=320, null=True)
+    created_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+    follow_up_of = pw.IntegerField(null=True)
+
+    class Meta:
+        indexes = ((("status", "updated_at"), False),)
+
+
+class Participant(BaseModel):
+    """Who may post into a ticket; reply addresses are issued per participant."""
+
+    ticket = pw.ForeignKeyField(Ticket, backref="participants", on_delete="CASCADE")
+    address = pw.CharField(max_length=320)
+    name = pw.TextField(default="")
+    role = pw.CharField(max_length=16)
+
+    class Meta:
+        indexes = ((("ticket", "address"), True), (("address",), False))
+
+
+class Message(BaseModel):
+    """One entry of a ticket's conversation: inbound, outbound or internal note."""
+
+    ticket = pw.ForeignKeyField(Ticket, backref="messages", on_delete="CASCADE")
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    direction = pw.CharField(max_length=8)
+    sender = pw.CharField(max_length=320)
+    recipients = pw.TextField(default="")
+    subject = pw.TextField(default="")
+    body = pw.TextField(default="")
+    full_text = pw.TextField(default="")
+    message_id = pw.TextField(null=True)
+    auto = pw.BooleanField(default=False)
+    created_at = pw.DateTimeField()
+
+
+class ThreadRef(BaseModel):
+    """Message-IDs known to belong to a ticket: its own, referenced and sent ones.
+
+    A reply that arrives before the mail it answers still meets it here,
+    because both carry the parent's Message-ID.
+    """
+
+    msgid = pw.CharField(max_length=255)
+    ticket = pw.ForeignKeyField(Ticket, on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("msgid", "ticket"), True),)
+
+
+class Attachment(BaseModel):
+    message = pw.ForeignKeyField(Message, backref="attachments", on_delete="CASCADE")
+    filename = pw.TextField()
+    content_type = pw.CharField(max_length=255)
+    size = pw.IntegerField()
+    sha256 = pw.CharField(max_length=64, null=True)
+    inline = pw.BooleanField(default=False)
+    refused = pw.TextField(null=True)
+
+
+class Outbox(BaseModel):
+    """Mail waiting to leave, written in the same transaction as its cause."""
+
+    kind = pw.CharField(max_length=32)
+    ticket = pw.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
+    message_id = pw.CharField(max_length=255, unique=True)
+    envelope_from = pw.CharField(max_length=320)
+    recipient = pw.CharField(max_length=320)
+    headers = pw.TextField()
+    subject = pw.TextField()
+    text = pw.TextField()
+    html = pw.TextField(null=True)
+    status = pw.CharField(max_length=16, default="queued")
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = pw.DateTimeField()
+    last_error = pw.TextField(null=True)
+    created_at = pw.DateTimeField()
+    sent_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = (
+            (("status", "next_attempt_at"), False),
+            (("recipient", "kind", "created_at"), False),
+        )
+
+
+class Bounce(BaseModel):
+    """A delivery failure report, kept against the address that failed."""
+
+    address = pw.CharField(max_length=320, index=True)
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    ticket = pw.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
+    status = pw.CharField(max_length=32, default="")
+    diagnostic = pw.TextField(default="")
+    created_at = pw.DateTimeField()
+
+
+MODELS = (Meta, RawMessage, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
+
+# Each entry upgrades the schema by one version; never edit a released step.
+MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True),)
+
+
+def connect(url: str) -> pw.Database:
+    """Open the database named by ``url``, bind the models, upgrade the schema."""
+    database = _open(url)
+    db.initialize(database)
+    try:
+        database.connect(reuse_if_open=True)
+        migrate(database)
+    except pw.OperationalError as exc:
+        raise StoreError(f"database {redact(url)}: {exc}".splitlines()[0]) from exc
+    return database
+
+
+def _open(url: str) -> pw.Database:
+    if url.startswith("sqlite:"):
+        # WAL lets the SMTP thread write while the loop reads; FULL makes a
+        # commit durable before we answer 250.
+        pragmas = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 1,
+                   "busy_timeout": 30000, "cache_size": -32000}
+        return pw.SqliteDatabase(url.removeprefix("sqlite:///"), pragmas=pragmas,
+                                 check_same_thread=False)
+    if url.startswith(("postgresql:", "postgres:")):
+        try:
+            return url_connect(url)
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise ConfigError(
+                "PostgreSQL needs the driver: pip install 'helpdesk[postgres]'") from exc
+    raise ConfigError(f"database url {redact(url)}: expected sqlite:/// or postgresql://")
+
+
+def migrate(database: pw.Database) -> None:
+    """Apply the migration steps this database has not seen yet."""
+    with database.atomic():
+        database.create_tables([Meta], safe=True)
+        row = Meta.get_or_none(Meta.key == "schema_version")
+        version = int(row.value) if row else 0
+        for step in MIGRATIONS[version:]:
+            step(database)
+        (Meta.insert(key="schema_version", value=str(len(MIGRATIONS)))
+         .on_conflict(conflict_target=[Meta.key], update={Meta.value: str(len(MIGRATIONS))})
+         .execute())
+
+
+def write_transaction():
+    """A transaction that takes the write lock up front.
+
+    On SQLite a deferred transaction that reads first can fail to upgrade when
+    another process wrote meanwhile; IMMEDIATE waits for the lock instead.
+    PostgreSQL locks rows as they are written, so a plain transaction is right.
+    """
+    if isinstance(db.obj, pw.SqliteDatabase):
+        return db.atomic("IMMEDIATE")
+    return db.atomic()
+
+
+def redact(url: str) -> str:
+    """A URL fit for a log line: the password replaced."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, cred = head.partition("//")
+    return f"{scheme}//{cred.split(':', 1)[0]}:***@{tail}"

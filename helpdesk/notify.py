@@ -1,0 +1,121 @@
+"""Domain events → rendered mail in the outbox, inside the caller's transaction.
+
+Templates live in ``templates/<audience>/<event>.{subject,txt,html}.j2`` and
+are rendered with ``StrictUndefined`` (a missing variable is a bug, not an
+empty string) and autoescaping for HTML only. Nothing here talks SMTP: the
+row written here is delivered later by ``outbox``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from helpdesk.clock import Clock, naive_utc
+from helpdesk.models import Outbox, ThreadRef
+
+_BLANKS = re.compile(r"\s+")
+LOOP_HEADER = "X-Helpdesk-Loop"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One mail to one recipient, as business code asks for it."""
+
+    event: str                        # template name, e.g. "ack"
+    audience: str                     # template folder: customer, staff, ...
+    recipient: str
+    recipient_name: str
+    context: dict
+    ticket_id: int | None = None
+    reply_to: str | None = None
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    auto: str | None = "auto-replied"  # Auto-Submitted value; None for human mail
+    token: str = ""                    # "[T-42]": kept in every subject of the thread
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path) -> None:
+        loader = jinja2.FileSystemLoader(str(templates_dir))
+        self.env = jinja2.Environment(
+            loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
+                                                default_for_string=False, default=False))
+
+    def render(self, audience: str, event: str, context: dict) -> Rendered:
+        base = f"{audience}/{event}"
+        subject = _BLANKS.sub(" ", self.env.get_template(f"{base}.subject.j2").render(context)).strip()
+        text = self.env.get_template(f"{base}.txt.j2").render(context)
+        try:
+            html_template = self.env.get_template(f"{base}.html.j2")
+        except jinja2.TemplateNotFound:
+            return Rendered(subject, text, None)
+        return Rendered(subject, text, html_template.render(context))
+
+
+@dataclass
+class Notifier:
+    renderer: Renderer
+    clock: Clock
+    sender_address: str
+    sender_name: str
+    instance: str = field(default="")
+
+    def queue(self, notice: Notice) -> str:
+        """Render and insert into the outbox; returns the new Message-ID."""
+        rendered = self.renderer.render(notice.audience, notice.event, notice.context)
+        subject = _with_token(rendered.subject, notice.token)
+        message_id = new_message_id(self.sender_address)
+        now = naive_utc(self.clock.now())
+        Outbox.insert(
+            kind=notice.event, ticket=notice.ticket_id, message_id=message_id,
+            envelope_from=self.sender_address, recipient=notice.recipient,
+            headers=json.dumps(self._headers(notice)), subject=subject,
+            text=rendered.text, html=rendered.html, status="queued",
+            next_attempt_at=now, created_at=now).execute()
+        if notice.ticket_id is not None:
+            ThreadRef.insert(msgid=message_id, ticket=notice.ticket_id).on_conflict_ignore().execute()
+        return message_id
+
+    def _headers(self, notice: Notice) -> dict:
+        headers = {
+            "From": [self.sender_name, self.sender_address],
+            "To": [notice.recipient_name, notice.recipient],
+            LOOP_HEADER: self.instance or self.sender_address,
+        }
+        if notice.reply_to:
+            headers["Reply-To"] = [self.sender_name, notice.reply_to]
+        if notice.in_reply_to:
+            headers["In-Reply-To"] = f"<{notice.in_reply_to}>"
+        refs = tuple(dict.fromkeys(notice.references + ((notice.in_reply_to,) if notice.in_reply_to else ())))
+        if refs:
+            headers["References"] = " ".join(f"<{r}>" for r in refs[-20:])
+        if notice.auto:
+            headers["Auto-Submitted"] = notice.auto
+            headers["X-Auto-Response-Suppress"] = "All"
+        return headers
+
+
+def new_message_id(address: str) -> str:
+    """Unguessable, so knowing a Message-ID is as good as being in the thread."""
+    domain = address.rpartition("@")[2] or "helpdesk.invalid"
+    return f"{secrets.token_hex(12)}@{domain}"
+
+
+def _with_token(subject: str, token: str) -> str:
+    if not token or token.lower() in subject.lower():
+        return subject
+    return f"{token} {subject}"

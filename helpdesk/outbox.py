@@ -1,0 +1,86 @@
+"""Deliver queued mail through a transport, with retries and a visible record.
+
+Rows are claimed in id order, composed at send time (the stored row stays the
+source of truth) and marked in small groups: a crash between hand-over and
+marking can send one group again, never lose a mail. Temporary failures wait
+``retry_delay * 2**attempts``; permanent ones, or running out of attempts,
+leave the row ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from helpdesk.clock import Clock, naive_utc
+from helpdesk.compose import compose
+from helpdesk.errors import PermanentDeliveryError, TemporaryDeliveryError
+from helpdesk.models import Outbox, db
+
+log = logging.getLogger("helpdesk.outbox")
+GROUP = 50
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    retry_delay: dt.timedelta = dt.timedelta(minutes=1)
+
+    def next_attempt(self, now: dt.datetime, attempts: int) -> dt.datetime | None:
+        if attempts >= self.max_attempts:
+            return None
+        return now + self.retry_delay * (2 ** (attempts - 1))
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+
+def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = 1000) -> DeliveryReport:
+    report = DeliveryReport()
+    now = naive_utc(clock.now())
+    due = list(Outbox.select().where((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))
+               .order_by(Outbox.id).limit(limit))
+    for start in range(0, len(due), GROUP):
+        updates = [_attempt(row, transport, now, policy, report) for row in due[start:start + GROUP]]
+        with db.atomic():
+            for row_id, fields in updates:
+                Outbox.update(**fields).where(Outbox.id == row_id).execute()
+    return report
+
+
+def _attempt(row: Outbox, transport, now: dt.datetime, policy: RetryPolicy, report: DeliveryReport):
+    attempts = row.attempts + 1
+    try:
+        data = compose(message_id=row.message_id, subject=row.subject, text=row.text,
+                       html=row.html, headers_json=row.headers, date=now.replace(tzinfo=dt.timezone.utc))
+        where = transport.send(row.envelope_from, [row.recipient], data)
+    except TemporaryDeliveryError as exc:
+        retry_at = policy.next_attempt(now, attempts)
+        if retry_at is None:
+            return _failed(row, attempts, f"gave up after {attempts} attempts: {exc}", report)
+        report.deferred += 1
+        log.warning("deferred mail %s to %s (attempt %d): %s", row.id, row.recipient, attempts, exc)
+        return row.id, {"attempts": attempts, "next_attempt_at": retry_at, "last_error": str(exc)}
+    except PermanentDeliveryError as exc:
+        return _failed(row, attempts, str(exc), report)
+    except Exception as exc:  # noqa: BLE001 - one broken row must not stop the queue
+        return _failed(row, attempts, f"could not compose: {type(exc).__name__}: {exc}", report)
+    report.sent += 1
+    log.info("sent %s mail to %s [%s] subject=%r via %s", row.kind, row.recipient,
+             _ticket_label(row), row.subject, where)
+    return row.id, {"attempts": attempts, "status": "sent", "sent_at": now, "last_error": None}
+
+
+def _failed(row: Outbox, attempts: int, reason: str, report: DeliveryReport):
+    report.failed += 1
+    log.error("failed mail %s to %s: %s", row.id, row.recipient, reason)
+    return row.id, {"attempts": attempts, "status": "failed", "last_error": reason}
+
+
+def _ticket_label(row: Outbox) -> str:
+    return f"T-{row.ticket_id}" if row.ticket_id else "-"

@@ -1,0 +1,109 @@
+"""The read side for the command line: tickets and quarantine as plain dicts.
+
+Each listing is a fixed number of queries whatever its length (message counts
+come from one grouped query), so ``tickets`` stays fast on a large database.
+"""
+
+from __future__ import annotations
+
+import re
+
+import peewee as pw
+
+from helpdesk.clock import to_utc
+from helpdesk.errors import NotFound, UserError
+from helpdesk.models import Attachment, Message, Outbox, RawMessage, Ticket
+
+_TICKET_ID = re.compile(r"^(?:T-?)?(\d{1,12})$", re.IGNORECASE)
+
+
+def ticket_number(text: str) -> int:
+    match = _TICKET_ID.match(text.strip())
+    if match is None:
+        raise UserError(f"not a ticket id: {text!r} (expected e.g. T-42)")
+    return int(match.group(1))
+
+
+def list_tickets(status: str | None = None) -> list[dict]:
+    query = Ticket.select().order_by(Ticket.id)
+    if status:
+        query = query.where(Ticket.status == status)
+    tickets = list(query)
+    counts = _message_counts([t.id for t in tickets])
+    return [_ticket_summary(t, counts.get(t.id, 0)) for t in tickets]
+
+
+def ticket_detail(text: str) -> dict:
+    number = ticket_number(text)
+    ticket = Ticket.get_or_none(Ticket.id == number)
+    if ticket is None:
+        raise NotFound(f"no ticket T-{number}")
+    messages = list(Message.select().where(Message.ticket == number).order_by(Message.created_at, Message.id))
+    files = _attachments([m.id for m in messages])
+    detail = _ticket_summary(ticket, len(messages))
+    detail["messages"] = [_message(m, files.get(m.id, [])) for m in messages]
+    detail["outbox"] = [_outgoing(o) for o in Outbox.select().where(Outbox.ticket == number).order_by(Outbox.id)]
+    return detail
+
+
+def quarantined() -> list[dict]:
+    rows = (RawMessage.select(RawMessage.id, RawMessage.mailbox, RawMessage.source, RawMessage.reason,
+                              RawMessage.received_at, RawMessage.message_id, RawMessage.size)
+            .where(RawMessage.status == "quarantined").order_by(RawMessage.id))
+    return [{"id": r.id, "mailbox": r.mailbox, "source": r.source, "reason": r.reason,
+             "received_at": _iso(r.received_at), "message_id": r.message_id, "size": r.size} for r in rows]
+
+
+def quarantine_id(text: str) -> int:
+    if not text.strip().isdigit():
+        raise UserError(f"not a quarantine id: {text!r} (expected a number from 'helpdesk quarantine')")
+    number = int(text)
+    row = RawMessage.get_or_none(RawMessage.id == number)
+    if row is None or row.status != "quarantined":
+        raise NotFound(f"no quarantined message {number}")
+    return number
+
+
+def _message_counts(ids: list[int]) -> dict[int, int]:
+    if not ids:
+        return {}
+    query = (Message.select(Message.ticket, pw.fn.COUNT(Message.id).alias("n"))
+             .group_by(Message.ticket))
+    if len(ids) < 1000:
+        query = query.where(Message.ticket.in_(ids))
+    return {row.ticket_id: row.n for row in query}
+
+
+def _attachments(message_ids: list[int]) -> dict[int, list[dict]]:
+    found: dict[int, list[dict]] = {}
+    if not message_ids:
+        return found
+    for a in Attachment.select().where(Attachment.message.in_(message_ids)).order_by(Attachment.id):
+        found.setdefault(a.message_id, []).append({
+            "filename": a.filename, "content_type": a.content_type, "size": a.size,
+            "sha256": a.sha256, "inline": a.inline, "refused": a.refused})
+    return found
+
+
+def _ticket_summary(t: Ticket, messages: int) -> dict:
+    return {"id": f"T-{t.id}", "status": t.status, "subject": t.subject, "requester": t.requester,
+            "requester_name": t.requester_name, "mailbox": t.mailbox, "priority": t.priority,
+            "assignee": t.assignee, "messages": messages, "created_at": _iso(t.created_at),
+            "updated_at": _iso(t.updated_at),
+            "follow_up_of": f"T-{t.follow_up_of}" if t.follow_up_of else None}
+
+
+def _message(m: Message, files: list[dict]) -> dict:
+    return {"direction": m.direction, "from": m.sender, "to": m.recipients, "subject": m.subject,
+            "body": m.body, "full_text": m.full_text, "message_id": m.message_id, "auto": m.auto,
+            "created_at": _iso(m.created_at), "attachments": files}
+
+
+def _outgoing(o: Outbox) -> dict:
+    return {"kind": o.kind, "to": o.recipient, "subject": o.subject, "status": o.status,
+            "attempts": o.attempts, "last_error": o.last_error, "message_id": o.message_id,
+            "created_at": _iso(o.created_at)}
+
+
+def _iso(moment) -> str | None:
+    return to_utc(moment).isoformat().replace("+00:00", "Z") if moment else None

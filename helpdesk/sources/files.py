@@ -1,0 +1,37 @@
+"""Raw RFC 5322 files or stdin: what ``helpdesk ingest`` reads.
+
+The mailbox is the one named on the command line, else the first configured
+mailbox whose address is among the message's recipients, else the first
+tickets mailbox, so a saved .eml lands where it was sent.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from helpdesk.config import Config, Mailbox
+
+_RECIPIENT_HEADERS = re.compile(rb"^(?:to|cc|delivered-to|x-original-to):(.*(?:\r?\n[ \t].*)*)",
+                                re.IGNORECASE | re.MULTILINE)
+_ADDRESS = re.compile(rb"[\w.!#$%&'*+/=?^`{|}~-]+@[\w.-]+")
+
+
+def read(path: str) -> bytes:
+    """Bytes of a file, or of stdin for ``-``; OSError says what went wrong."""
+    if path == "-":
+        import sys
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def mailbox_for(raw: bytes, config: Config, named: Mailbox | None) -> Mailbox:
+    if named is not None:
+        return named
+    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    for field in _RECIPIENT_HEADERS.findall(head):
+        for address in _ADDRESS.findall(field):
+            mailbox = config.mailbox_for_address(address.decode("ascii", "replace"))
+            if mailbox is not None:
+                return mailbox
+    return next((m for m in config.mailboxes if m.kind == "tickets"), config.mailboxes[0])

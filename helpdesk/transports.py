@@ -1,0 +1,500 @@
+"""Where finished outgoing mail is handed over; the only module that speaks SMTP.
+
+The outbox calls ``send()`` and learns one of three things: the message was
+accepted (a short description comes back for the log), it should be retried
+later (``TemporaryDeliveryError``) or it never will be accepted
+(``PermanentDeliveryError``).  Every failure is a one-line message, because the
+outbox records it next to the message and the command line prints it as is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, Self
+from urllib.parse import urlsplit
+
+from helpdesk.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+)
+
+SECURITY_MODES = ("starttls", "tls", "none")
+
+URL_FORMS = (
+    "maildir:PATH, smtp://HOST[:PORT] (STARTTLS, default 587), "
+    "smtps://HOST[:PORT] (implicit TLS, default 465) or "
+    "smtp+plain://HOST[:PORT] (no TLS, default 25)"
+)
+_SCHEMES = {
+    "smtp": ("starttls", 587),
+    "smtps": ("tls", 465),
+    "smtp+plain": ("none", 25),
+}
+
+
+class Transport(Protocol):
+    def send(
+        self, envelope_from: str, recipients: Sequence[str], message: bytes
+    ) -> str:
+        """Hand the message over; return where it went, or raise a DeliveryError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------- Maildir
+
+
+class MaildirTransport:
+    """Delivers into a Maildir, for development and for a local MDA to pick up.
+
+    Readers only ever look at ``new/``; the message is written completely in
+    ``tmp/`` and renamed, so a crash leaves at worst an orphan in ``tmp/``.
+    """
+
+    _counter = itertools.count()
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        for sub in ("tmp", "new", "cur"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+
+    def send(
+        self, envelope_from: str, recipients: Sequence[str], message: bytes
+    ) -> str:
+        name = self._unique_name()
+        tmp, new = self.path / "tmp" / name, self.path / "new" / name
+        try:
+            _write_durably(tmp, message)
+            os.rename(tmp, new)
+            _fsync_dir(new.parent)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise TemporaryDeliveryError(
+                f"maildir {self.path}: {exc.strerror or exc}"
+            ) from exc
+        return f"maildir new/{name}"
+
+    def close(self) -> None:
+        pass
+
+    def _unique_name(self) -> str:
+        """time.MusecPpidQcounter.host, the classic Maildir recipe."""
+        now = time.time()
+        host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+        usec = int(now % 1 * 1_000_000)
+        return f"{int(now)}.M{usec}P{os.getpid()}Q{next(self._counter)}.{host}"
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Without this the rename itself may be lost in a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------ SMTP
+
+
+class SmtpTransport:
+    """Submits to a relay, keeping the connection open between messages.
+
+    The outbox sends its queue in bursts; one TLS handshake and login per burst
+    instead of per message keeps both sides cheap.  Not thread-safe: use one
+    per sending thread.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        ca_file: Path | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        if security not in SECURITY_MODES:
+            choices = ", ".join(SECURITY_MODES)
+            raise ValueError(f"security must be one of {choices}, not {security!r}")
+        self.host, self.port, self.security = host, port, security
+        self.username, self.password = username, password
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._context = _tls_context(ca_file) if security != "none" else None
+        self._conn: smtplib.SMTP | None = None
+
+    @property
+    def relay(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def send(
+        self, envelope_from: str, recipients: Sequence[str], message: bytes
+    ) -> str:
+        recipients = list(recipients)
+        if not recipients:
+            raise PermanentDeliveryError("no recipients given")
+        try:
+            return self._send_reusing(envelope_from, recipients, _crlf(message))
+        except DeliveryError:
+            self._drop()
+            raise
+        except _StaleConnection as stale:
+            self._drop()
+            raise _translate(stale.error, self.relay, self.timeout) from stale.error
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise _translate(exc, self.relay, self.timeout) from exc
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _send_reusing(
+        self, envelope_from: str, recipients: list[str], message: bytes
+    ) -> str:
+        """A relay may drop or 421 an idle connection: reconnect once and redo.
+
+        Only a failure at MAIL FROM is redone, so nothing can be delivered
+        twice; on a fresh connection the same failure is simply reported.
+        """
+        if self._conn is None:
+            return _transmit(self._connection(), envelope_from, recipients, message)
+        try:
+            return _transmit(self._conn, envelope_from, recipients, message)
+        except _StaleConnection:
+            self._drop()
+        return _transmit(self._connection(), envelope_from, recipients, message)
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _drop(self) -> None:
+        """Forget a connection in an unknown state, without a polite QUIT."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _open(self) -> smtplib.SMTP:
+        conn = self._connect()
+        try:
+            self._greet(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect(self) -> smtplib.SMTP:
+        """Connecting in the constructor is what makes smtplib remember the
+        host name that TLS checks the certificate against."""
+        if self.security == "tls":
+            return smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                local_hostname=self.local_hostname,
+                timeout=self.timeout,
+                context=self._context,
+            )
+        return smtplib.SMTP(
+            self.host,
+            self.port,
+            local_hostname=self.local_hostname,
+            timeout=self.timeout,
+        )
+
+    def _greet(self, conn: smtplib.SMTP) -> None:
+        conn.ehlo_or_helo_if_needed()
+        if self.security == "starttls":
+            self._starttls(conn)
+        if self.username is not None:
+            self._login(conn)
+
+    def _starttls(self, conn: smtplib.SMTP) -> None:
+        """Refuse to go on in clear text: the relay is expected to offer TLS."""
+        if not conn.has_extn("starttls"):
+            raise TemporaryDeliveryError(f"relay {self.relay} does not offer STARTTLS")
+        conn.starttls(context=self._context)
+        conn.ehlo()
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        """Wrong credentials stay wrong; a missing AUTH is likely a config slip."""
+        if not conn.has_extn("auth"):
+            raise TemporaryDeliveryError(
+                f"relay {self.relay} does not offer AUTH"
+                f" (needed to log in as {self.username})"
+            )
+        try:
+            conn.login(self.username or "", self.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            if 400 <= exc.smtp_code < 500:
+                raise TemporaryDeliveryError(
+                    f"relay {self.relay} cannot log in {self.username} now: {reply}"
+                ) from exc
+            raise PermanentDeliveryError(
+                f"relay rejected login for {self.username}: {reply}"
+            ) from exc
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verify the relay like a browser would; a private CA comes via ca_file."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot load CA file {ca_file}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _crlf(message: bytes) -> bytes:
+    """SMTP wants CRLF line ends; relays increasingly reject bare LF."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", message)
+
+
+# ------------------------------------------------------------ one transaction
+
+
+def _transmit(
+    conn: smtplib.SMTP, envelope_from: str, recipients: list[str], message: bytes
+) -> str:
+    """smtplib.sendmail, but keeping the relay's final reply for the log."""
+    _start(conn, envelope_from, _mail_options(conn, envelope_from, recipients, message))
+    refused = {}
+    for rcpt in recipients:
+        code, text = conn.rcpt(rcpt)
+        if code not in (250, 251):
+            refused[rcpt] = (code, text)
+    if len(refused) == len(recipients):
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, text = conn.data(message)
+    if code != 250:
+        raise smtplib.SMTPDataError(code, text)
+    return _describe_accepted(code, text, refused)
+
+
+class _StaleConnection(Exception):
+    """MAIL FROM met a closed or closing connection; nothing was sent yet."""
+
+    def __init__(self, error: smtplib.SMTPException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _start(conn: smtplib.SMTP, envelope_from: str, options: list[str]) -> None:
+    try:
+        code, text = conn.mail(envelope_from, options)
+    except smtplib.SMTPServerDisconnected as exc:
+        raise _StaleConnection(exc) from exc
+    if code == 421:
+        raise _StaleConnection(smtplib.SMTPSenderRefused(code, text, envelope_from))
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, text, envelope_from)
+
+
+def _mail_options(
+    conn: smtplib.SMTP, envelope_from: str, recipients: list[str], message: bytes
+) -> list[str]:
+    options = []
+    if conn.has_extn("size"):
+        options.append(f"SIZE={len(message)}")
+    if not message.isascii() and conn.has_extn("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if not all(addr.isascii() for addr in [envelope_from, *recipients]):
+        if not conn.has_extn("smtputf8"):
+            raise PermanentDeliveryError(
+                "relay does not offer SMTPUTF8, needed for a non-ASCII address"
+            )
+        options.append("SMTPUTF8")
+    return options
+
+
+def _describe_accepted(code: int, text: bytes, refused: dict) -> str:
+    accepted = _reply(code, text)
+    if not refused:
+        return accepted
+    return f"{accepted}; refused {_describe_refused(refused)}"
+
+
+def _describe_refused(refused: dict) -> str:
+    return "; ".join(
+        f"{rcpt}: {_reply(code, text)}" for rcpt, (code, text) in refused.items()
+    )
+
+
+# ------------------------------------------------------------ error mapping
+
+
+def _translate(exc: BaseException, relay: str, timeout: float) -> DeliveryError:
+    """Order matters: every smtplib exception is also an OSError."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return _recipients_refused(exc)
+    if isinstance(exc, smtplib.SMTPConnectError):
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        return TemporaryDeliveryError(f"relay {relay} refused the session: {reply}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _by_code(
+            exc.smtp_code, f"relay said {_reply(exc.smtp_code, exc.smtp_error)}"
+        )
+    if _timed_out(exc):
+        return TemporaryDeliveryError(
+            f"relay {relay} did not answer within {timeout:g} s"
+        )
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return TemporaryDeliveryError(
+            f"relay {relay} closed the connection unexpectedly"
+        )
+    if isinstance(exc, smtplib.SMTPException):
+        return TemporaryDeliveryError(f"relay {relay}: {_one_line(str(exc))}")
+    return TemporaryDeliveryError(_describe_os_error(exc, relay))
+
+
+def _describe_os_error(exc: BaseException, relay: str) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return f"relay {relay} refused connection"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"relay {relay}: TLS certificate not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"relay {relay}: TLS failed ({exc.reason or exc})"
+    if isinstance(exc, socket.gaierror):
+        return f"relay {relay}: cannot resolve host ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"relay {relay}: {exc.strerror}"
+    return f"relay {relay}: {_one_line(str(exc)) or type(exc).__name__}"
+
+
+def _recipients_refused(exc: smtplib.SMTPRecipientsRefused) -> DeliveryError:
+    """Worth retrying if any refusal was temporary: the rest may follow suit."""
+    codes = [code for code, _ in exc.recipients.values()]
+    message = f"relay refused {_describe_refused(exc.recipients)}"
+    if any(400 <= code < 500 for code in codes) or not codes:
+        return TemporaryDeliveryError(message)
+    return _by_code(min(codes), message)
+
+
+def _by_code(code: int, message: str) -> DeliveryError:
+    """5xx is final; 4xx and anything odd (smtplib's -1 for garbage) is not."""
+    if 500 <= code < 600:
+        return PermanentDeliveryError(message)
+    return TemporaryDeliveryError(message)
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """smtplib hides a read timeout behind SMTPServerDisconnected; look under it."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return _one_line(f"{code} {text}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------- URLs
+
+
+def transport_from_url(
+    url: str,
+    base_dir: Path,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 30.0,
+    ca_file: Path | None = None,
+) -> Transport:
+    """Build a transport from the one-line form kept in the configuration."""
+    scheme, sep, rest = url.strip().partition(":")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError(f"transport {url!r} is not a URL; use {URL_FORMS}")
+    if scheme == "maildir":
+        if not rest:
+            raise ValueError(f"transport {url!r} names no directory; use {URL_FORMS}")
+        return MaildirTransport(Path(base_dir) / rest)
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            f"transport scheme {scheme!r} is not supported; use {URL_FORMS}"
+        )
+    host, port = _host_port(url, _SCHEMES[scheme][1])
+    return SmtpTransport(
+        host,
+        port,
+        _SCHEMES[scheme][0],
+        username=username,
+        password=password,
+        timeout=timeout,
+        ca_file=ca_file,
+    )
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    """Credentials are refused before any message can echo the URL back."""
+    bad = ValueError(f"transport {url!r} is malformed; use {URL_FORMS}")
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        raise bad from None
+    if "@" in parts.netloc:
+        raise ValueError(
+            "a transport URL must not hold credentials;"
+            " configure username and password instead"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad from None
+    if not parts.hostname or parts.path not in ("", "/"):
+        raise bad
+    if parts.query or parts.fragment or port == 0:
+        raise bad
+    return parts.hostname, port or default_port
