@@ -72,7 +72,12 @@ def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
             ids = _ids_for(order)
     except pw.DatabaseError as exc:
         raise StoreError(f"could not store raw message: {exc}".splitlines()[0]) from exc
-    return [Stored(ids.get(key) if key in order else None, key) for _, key in prints]
+    results, seen = [], set()
+    for _, key in prints:
+        first = key in order and key not in seen
+        seen.add(key)
+        results.append(Stored(ids.get(key) if first else None, key))
+    return results
 
 
 def _new_rows(batch, prints, known, now):

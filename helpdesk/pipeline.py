@@ -83,16 +83,20 @@ class Pipeline:
             _log(outcome)
         return outcomes
 
-    def _parse(self, row: RawMessage) -> InboundMail | Exception:
+    def _parse(self, row: RawMessage) -> InboundMail | str:
+        """The parsed mail, or why it cannot be handled (it is quarantined)."""
+        raw = bytes(row.raw)
+        limit = self.config.limits.max_message_size
+        if len(raw) > limit:
+            return f"too large: {len(raw)} bytes is larger than the {limit} byte limit"
         try:
-            envelope = tuple(a for a in row.envelope_to.split(",") if a)
-            return parse(bytes(row.raw), envelope)
-        except Exception as exc:  # noqa: BLE001 - quarantined below, with the reason
-            return exc
+            return parse(raw, tuple(a for a in row.envelope_to.split(",") if a))
+        except Exception as exc:  # noqa: BLE001 - quarantined, with the reason
+            return _crash("parse", exc)
 
-    def _one(self, row: RawMessage, mail: InboundMail | Exception) -> Outcome:
-        if isinstance(mail, Exception):
-            return self._finish(row.id, Outcome(row.id, "quarantined", None, _crash("parse", mail)))
+    def _one(self, row: RawMessage, mail: InboundMail | str) -> Outcome:
+        if isinstance(mail, str):
+            return self._finish(row.id, Outcome(row.id, "quarantined", None, mail))
         try:
             with write_transaction():
                 if not _claim(row.id):
