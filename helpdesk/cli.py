@@ -85,6 +85,8 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
+    # aiosmtpd logs every SMTP command at INFO; our own handler logs what matters.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 # --- commands ----------------------------------------------------------------
