@@ -168,7 +168,6 @@ class StaffMember:
 @dataclass(frozen=True)
 class TicketSettings:
     first_response: dt.timedelta
-    status_subject: str
 
 
 @dataclass(frozen=True)
@@ -692,7 +691,6 @@ STAFF_KEYS = {
 
 TICKET_KEYS = {
     "first_response": Key(_duration, "4h"),
-    "status_subject": Key(_text, "status"),
 }
 
 LIMIT_KEYS = {

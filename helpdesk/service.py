@@ -42,6 +42,10 @@ def build_loop(app: App) -> Loop:
 
 
 def run(app: App, once: bool) -> None:
+    for mailbox in app.config.mailboxes:
+        if mailbox.source_kind in ("imap", "imaps"):
+            log.error("mailbox %s: IMAP polling is not built yet; its mail is not read "
+                      "(use a Maildir source or the SMTP server)", mailbox.name)
     loop = build_loop(app)
     if once:
         loop.run_once()

@@ -83,7 +83,6 @@ name = "Bob"
 
 [tickets]
 first_response = "1d"
-status_subject = "where is my ticket"
 
 [limits]
 max_message_size = "50MB"
@@ -195,7 +194,6 @@ def test_full_config_is_resolved(tmp_path: Path) -> None:
     assert (bob.address, bob.role) == ("bob+helpdesk@example.org", "agent")
 
     assert config.tickets.first_response == dt.timedelta(days=1)
-    assert config.tickets.status_subject == "where is my ticket"
     assert config.limits.max_message_size == 50 * 1024**2
     assert config.limits.max_attachment_size == 1048576
     assert config.limits.max_attachments_total == 30 * 1024**2
@@ -231,7 +229,6 @@ def test_defaults(tmp_path: Path) -> None:
     assert out.poll_interval == dt.timedelta(seconds=5)
     assert config.staff == ()
     assert config.tickets.first_response == dt.timedelta(hours=4)
-    assert config.tickets.status_subject == "status"
     assert config.limits.max_message_size == 25 * 1024**2
     assert config.limits.max_attachment_size == 10 * 1024**2
     assert config.limits.max_attachments_total == 20 * 1024**2
