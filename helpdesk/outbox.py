@@ -3,7 +3,7 @@
 Rows are claimed in id order, composed at send time (the stored row stays the
 source of truth) and marked in small groups: a crash between hand-over and
 marking can send one group again, never lose a mail. Temporary failures wait
-``retry_delay * 2**attempts``; permanent ones, or running out of attempts,
+``retry_delay * 2**(attempts - 1)``; permanent ones, or running out of attempts,
 leave the row ``failed`` with the reason.
 """
 

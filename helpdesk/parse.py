@@ -24,6 +24,7 @@ from inscriptis import get_text
 from helpdesk.quotes import strip_reply
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_ANGLE_ADDR = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _AUTO_HEADERS = ("X-Autoreply", "X-Autorespond")
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
@@ -142,6 +143,13 @@ def _has_unknown(header: email.header.Header) -> bool:
 
 
 def _first_address(values: list) -> tuple[str, str]:
+    """(name, address) of a From/Reply-To; an <angle-addr> wins over odd display names."""
+    for value in values:
+        text = str(value)
+        match = _ANGLE_ADDR.search(text)
+        if match and "=?" in text[:match.start()]:
+            name = text[:match.start()].strip().strip('"')
+            return decode_header(name), clean_address(match.group(1))
     for name, addr in email.utils.getaddresses([str(v) for v in values]):
         if "@" in addr:
             return decode_header(name), clean_address(addr)

@@ -41,7 +41,7 @@ class Loop:
             if woken:
                 self.wake.clear()
                 if on_wake is not None and not self.stopping.is_set():
-                    on_wake()
+                    self._guarded("wake", on_wake)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 from helpdesk.app import App
 from helpdesk.scheduler import Loop
@@ -66,5 +67,7 @@ def run(app: App, once: bool) -> None:
 
 
 def _stop_on_signals(loop: Loop) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (tests run the service in a thread)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: loop.stop())

@@ -41,6 +41,9 @@ class IntakeHandler:
     async def handle_DATA(self, server, session, envelope):
         mailbox = self.config.mailbox_for_address(envelope.rcpt_tos[0])
         raw = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode() + envelope.original_content
+        if len(raw) > self.config.limits.max_message_size:
+            # The pipeline would quarantine it as too large after we said 250.
+            return "552 5.3.4 Message too big for this server"
         item = Incoming(raw, mailbox.name, "smtp", tuple(a.lower() for a in envelope.rcpt_tos))
         try:
             loop = asyncio.get_running_loop()
