@@ -23,9 +23,13 @@ from inscriptis import get_text
 
 from helpdesk.quotes import strip_reply
 
-_MSGID = re.compile(r"<([^<>\s]+)>")
+_MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
+_BARE_MSGID = re.compile(r"[^<>\s\x00-\x1f\x7f\"(),;:]+@[^<>\s\x00-\x1f\x7f\"(),;:]+")
 _ANGLE_ADDR = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_FOLD = re.compile(r"\r?\n[ \t]+")
+# Labels mail clients use for the superset their text is really in (as browsers do).
+_SUPERSETS = {"gb2312": "gb18030", "shift_jis": "cp932", "euc_kr": "cp949", "iso8859-1": "cp1252"}
 _AUTO_HEADERS = ("X-Autoreply", "X-Autorespond")
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 _BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
@@ -86,9 +90,29 @@ class InboundMail:
         return tuple(dict.fromkeys(self.delivered_to + self.to + self.cc))
 
 
+class _Compat32Text(policy.Compat32):
+    """compat32, but raw 8-bit header bytes come back as text, not as a Header.
+
+    compat32 wraps them in an unknown-8bit ``Header`` whose ``str()`` turns
+    every byte into a replacement character, which mangled display names and
+    file names written in raw UTF-8 (the address and parameter parsers call it).
+    """
+
+    def header_fetch_parse(self, name, value):
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # surrogate-escaped bytes from the parser
+                return _decode_bytes(value.encode("ascii", "surrogateescape"), None)
+        return super().header_fetch_parse(name, value)
+
+
+_POLICY = _Compat32Text()
+
+
 def parse(raw: bytes, envelope_to: tuple[str, ...] = ()) -> InboundMail:
     """Parse one message; malformed input gives a best-effort result, not an error."""
-    msg = email.message_from_bytes(raw, policy=policy.compat32)
+    msg = email.message_from_bytes(raw, policy=_POLICY)
     from_name, from_addr = _first_address(msg.get_all("From", []))
     _, reply_to = _first_address(msg.get_all("Reply-To", []))
     texts: list[str] = []
@@ -128,14 +152,25 @@ def decode_header(value) -> str:
         return ""
     if isinstance(value, email.header.Header):
         value = str(value) if not _has_unknown(value) else value.encode()
+    value = _FOLD.sub(" ", str(value))  # unfold first: decode_header glues folded lines
     try:
-        parts = email.header.decode_header(str(value))
+        parts = email.header.decode_header(value)
     except Exception:  # noqa: BLE001 - a broken header must not stop the mail
-        parts = [(str(value), None)]
+        parts = [(value, None)]
     out = []
     for chunk, charset in parts:
-        out.append(_decode_bytes(chunk, charset) if isinstance(chunk, bytes) else chunk)
+        if isinstance(chunk, bytes):
+            chunk = _decode_bytes(chunk, charset) if charset else _unencoded(chunk)
+        out.append(chunk)
     return _CONTROL.sub(" ", "".join(out)).strip()
+
+
+def _unencoded(chunk: bytes) -> str:
+    """Text between encoded words, which decode_header turned into raw-unicode-escape bytes."""
+    try:
+        return chunk.decode("raw-unicode-escape")
+    except UnicodeDecodeError:
+        return _decode_bytes(chunk, None)
 
 
 def _has_unknown(header: email.header.Header) -> bool:
@@ -169,7 +204,8 @@ def clean_address(addr: str) -> str:
 def _msgids(values: list) -> tuple[str, ...]:
     found = []
     for value in values:
-        found.extend(_MSGID.findall(str(value)))
+        text = str(value)
+        found.extend(_MSGID.findall(text) or _BARE_MSGID.findall(text))  # some clients omit <>
     return tuple(dict.fromkeys(m[:255] for m in found))
 
 
@@ -186,7 +222,7 @@ def _date(value) -> dt.datetime | None:
         return None
     try:
         moment = email.utils.parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
@@ -252,7 +288,8 @@ def _default_name(ctype: str) -> str:
 
 def _decoded_text(part: email.message.Message) -> str:
     payload = part.get_payload(decode=True) or b""
-    return _decode_bytes(payload, part.get_content_charset())
+    # NUL is never text, and PostgreSQL refuses it in a text column.
+    return _decode_bytes(payload, part.get_content_charset()).replace("\x00", "")
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
@@ -274,9 +311,10 @@ def _codec(charset: str | None) -> str | None:
     if not charset:
         return None
     try:
-        return codecs.lookup(str(charset).strip().strip('"')).name
+        name = codecs.lookup(str(charset).strip().strip('"')).name
     except (LookupError, ValueError):
         return None
+    return _SUPERSETS.get(name, name)
 
 
 def _body_text(texts: list[str], htmls: list[str]) -> str:
