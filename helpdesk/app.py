@@ -45,9 +45,15 @@ class App:
         return self.pipeline.process_pending(tally=tally)
 
     def deliver(self) -> outbox.DeliveryReport:
+        """Hand over everything due now, in passes of ``outbox.PASS`` rows."""
         out = self.config.outgoing
         policy = outbox.RetryPolicy(out.max_attempts, out.retry_delay)
-        return outbox.deliver_due(self.transport, self.clock, policy)
+        total = outbox.DeliveryReport()
+        while True:
+            report = outbox.deliver_due(self.transport, self.clock, policy)
+            total.add(report)
+            if report.handled < outbox.PASS:
+                return total
 
     @property
     def transport(self):
@@ -63,6 +69,7 @@ class App:
         return self._transport
 
     def close(self) -> None:
+        self.pipeline.close()
         if self._transport is not None:
             self._transport.close()
             self._transport = None

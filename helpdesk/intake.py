@@ -18,7 +18,8 @@ import peewee as pw
 
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.errors import StoreError
-from helpdesk.models import RawMessage, db
+from helpdesk import statements
+from helpdesk.models import RawContent, RawMessage, db
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _KEY_HEADERS = re.compile(rb"^(message-id|from|subject|date):[ \t]*(.*(?:\r?\n[ \t].*)*)",
@@ -68,8 +69,10 @@ def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
             known = _existing_keys([key for _, key in prints])
             rows, order = _new_rows(batch, prints, known, now)
             if rows:
-                RawMessage.insert_many(rows).on_conflict_ignore().execute()
+                RawMessage.insert_many([r for r, _ in rows]).on_conflict_ignore().execute()
             ids = _ids_for(order)
+            contents = [{"message": ids[r["dedupe_key"]], "raw": raw} for r, raw in rows]
+            statements.insert_rows(RawContent, contents, ignore_conflicts=True)
     except pw.DatabaseError as exc:
         raise StoreError(f"could not store raw message: {exc}".splitlines()[0]) from exc
     results, seen = [], set()
@@ -86,11 +89,11 @@ def _new_rows(batch, prints, known, now):
         if key in known or key in order:
             continue
         order.append(key)
-        rows.append({
+        rows.append(({
             "dedupe_key": key, "message_id": message_id, "mailbox": item.mailbox,
             "source": item.source, "envelope_to": ",".join(item.envelope_to),
-            "received_at": now, "size": len(item.raw), "raw": item.raw, "status": "pending",
-        })
+            "received_at": now, "size": len(item.raw), "status": "pending",
+        }, item.raw))
     return rows, order
 
 

@@ -45,12 +45,22 @@ class RawMessage(BaseModel):
     envelope_to = pw.TextField(default="")
     received_at = pw.DateTimeField()
     size = pw.IntegerField()
-    raw = pw.BlobField()
     status = pw.CharField(max_length=16, default="pending", index=True)
     reason = pw.TextField(null=True)
     outcome = pw.CharField(max_length=32, null=True)
     ticket_id = pw.IntegerField(null=True)
     processed_at = pw.DateTimeField(null=True)
+
+    @property
+    def raw(self) -> bytes:
+        return bytes(RawContent.get_by_id(self.id).raw)
+
+
+class RawContent(BaseModel):
+    """The bytes of a raw message, apart: status updates then never rewrite a large row."""
+
+    message = pw.ForeignKeyField(RawMessage, primary_key=True, on_delete="CASCADE")
+    raw = pw.BlobField()
 
 
 class Ticket(BaseModel):
@@ -158,7 +168,7 @@ class Bounce(BaseModel):
     created_at = pw.DateTimeField()
 
 
-MODELS = (Meta, RawMessage, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
+MODELS = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
 
 # Each entry upgrades the schema by one version; never edit a released step.
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True),)
@@ -166,8 +176,11 @@ MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True),
 
 def connect(url: str) -> pw.Database:
     """Open the database named by ``url``, bind the models, upgrade the schema."""
+    from helpdesk import statements  # its SQL depends on the engine's placeholder style
+
     database = _open(url)
     db.initialize(database)
+    statements.reset()
     try:
         database.connect(reuse_if_open=True)
         migrate(database)

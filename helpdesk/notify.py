@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 
+from helpdesk import statements
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.models import Outbox, ThreadRef
 
@@ -80,14 +81,15 @@ class Notifier:
         subject = _with_token(rendered.subject, notice.token)
         message_id = new_message_id(self.sender_address)
         now = naive_utc(self.clock.now())
-        Outbox.insert(
-            kind=notice.event, ticket=notice.ticket_id, message_id=message_id,
+        statements.insert(
+            Outbox, kind=notice.event, ticket=notice.ticket_id, message_id=message_id,
             envelope_from=self.sender_address, recipient=notice.recipient,
             headers=json.dumps(self._headers(notice)), subject=subject,
             text=rendered.text, html=rendered.html, status="queued",
-            next_attempt_at=now, created_at=now).execute()
+            next_attempt_at=now, created_at=now)
         if notice.ticket_id is not None:
-            ThreadRef.insert(msgid=message_id, ticket=notice.ticket_id).on_conflict_ignore().execute()
+            statements.insert_rows(ThreadRef, [{"msgid": message_id, "ticket": notice.ticket_id}],
+                                   ignore_conflicts=True)
         return message_id
 
     def _headers(self, notice: Notice) -> dict:

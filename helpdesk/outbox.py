@@ -20,6 +20,7 @@ from helpdesk.models import Outbox, db
 
 log = logging.getLogger("helpdesk.outbox")
 GROUP = 50
+PASS = 1000
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,17 @@ class DeliveryReport:
     deferred: int = 0
     failed: int = 0
 
+    @property
+    def handled(self) -> int:
+        return self.sent + self.deferred + self.failed
 
-def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = 1000) -> DeliveryReport:
+    def add(self, other: DeliveryReport) -> None:
+        self.sent += other.sent
+        self.deferred += other.deferred
+        self.failed += other.failed
+
+
+def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS) -> DeliveryReport:
     report = DeliveryReport()
     now = naive_utc(clock.now())
     due = list(Outbox.select().where((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))

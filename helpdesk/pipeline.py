@@ -13,10 +13,12 @@ import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from helpdesk import statements
 from helpdesk.clock import naive_utc
 from helpdesk.config import Config
-from helpdesk.models import RawMessage, write_transaction
-from helpdesk.parse import InboundMail, parse
+from helpdesk.models import RawContent, RawMessage, write_transaction
+from helpdesk.parse import InboundMail
+from helpdesk.parsing import Job, Parsed, ParseStage, parse_jobs
 from helpdesk.route import (Decision, Drop, NewTicket, Quarantine, RecordBounce, RouteContext,
                             TicketReply, route)
 from helpdesk.tickets import Desk, StoreIndex, label
@@ -50,63 +52,56 @@ class Pipeline:
         self.config = config
         self.desk = desk
         self.index = StoreIndex()
+        self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size)
 
     def process_pending(self, batch_size: int | None = None, tally: Tally | None = None) -> Tally:
-        """Work through every pending message; returns what happened."""
+        """Work through every pending message; the next batch parses while this one applies."""
         tally = tally or Tally()
         size = batch_size or self.config.intake.batch_size
-        last_id = 0
-        while True:
-            rows = list(RawMessage.select(RawMessage.id, RawMessage.raw, RawMessage.mailbox,
-                                          RawMessage.envelope_to)
-                        .where((RawMessage.status == "pending") & (RawMessage.id > last_id))
-                        .order_by(RawMessage.id).limit(size))
-            if not rows:
-                return tally
-            last_id = rows[-1].id
-            for outcome in self._batch(rows):
+        rows = _pending(0, size)
+        parsed = self.parser.submit(_jobs(rows))
+        while rows:
+            following = _pending(rows[-1].id, size)
+            parsed_following = self.parser.submit(_jobs(following)) if following else None
+            for outcome in self._batch(rows, parsed()):
                 tally.add(outcome)
+            rows, parsed = following, parsed_following
+        return tally
 
     def retry(self, raw_id: int) -> Outcome:
         """Put a quarantined message back in line and run it once more."""
         RawMessage.update(status="pending", reason=None).where(RawMessage.id == raw_id).execute()
-        row = RawMessage.get_by_id(raw_id)
-        return self._batch([row])[0]
+        [row] = [r for r in _pending(raw_id - 1, 1) if r.id == raw_id]
+        return self._batch([row], parse_jobs(_jobs([row]), self.parser.max_size))[0]
 
-    def _batch(self, rows: list[RawMessage]) -> list[Outcome]:
-        parsed = [(row, self._parse(row)) for row in rows]
+    def close(self) -> None:
+        self.parser.close()
+
+    def _batch(self, rows: list[RawMessage], parsed: list[Parsed]) -> list[Outcome]:
         outcomes = []
         with write_transaction():
-            for row, mail in parsed:
+            for row, mail in zip(rows, parsed):
                 outcomes.append(self._one(row, mail))
         for outcome in outcomes:
             _log(outcome)
         return outcomes
 
-    def _parse(self, row: RawMessage) -> InboundMail | str:
-        """The parsed mail, or why it cannot be handled (it is quarantined)."""
-        raw = bytes(row.raw)
-        limit = self.config.limits.max_message_size
-        if len(raw) > limit:
-            return f"too large: {len(raw)} bytes is larger than the {limit} byte limit"
-        try:
-            return parse(raw, tuple(a for a in row.envelope_to.split(",") if a))
-        except Exception as exc:  # noqa: BLE001 - quarantined, with the reason
-            return _crash("parse", exc)
-
     def _one(self, row: RawMessage, mail: InboundMail | str) -> Outcome:
-        if isinstance(mail, str):
-            return self._finish(row.id, Outcome(row.id, "quarantined", None, mail))
+        """Apply one message in a savepoint, claiming it by its status as the last step."""
         try:
             with write_transaction():
-                if not _claim(row.id):
-                    return Outcome(row.id, "skipped", None, "already processed elsewhere")
-                outcome = self._apply(row, mail)
-                self._finish(row.id, outcome)
+                outcome = (Outcome(row.id, "quarantined", None, mail) if isinstance(mail, str)
+                           else self._apply(row, mail))
+                if not self._finish(row.id, outcome):
+                    raise _TakenElsewhere()
                 return outcome
+        except _TakenElsewhere:
+            return Outcome(row.id, "skipped", None, "already processed elsewhere")
         except Exception as exc:  # noqa: BLE001 - the savepoint rolled back; keep it, with why
             log.debug("message %s crashed the pipeline", row.id, exc_info=True)
-            return self._finish(row.id, Outcome(row.id, "quarantined", None, _crash("apply", exc)))
+            outcome = Outcome(row.id, "quarantined", None, _crash("apply", exc))
+            self._finish(row.id, outcome)
+            return outcome
 
     def _apply(self, row: RawMessage, mail: InboundMail) -> Outcome:
         mailbox = self.config.mailbox(row.mailbox)
@@ -127,19 +122,31 @@ class Pipeline:
         assert isinstance(chosen, Quarantine)
         return Outcome(row.id, "quarantined", None, chosen.reason)
 
-    def _finish(self, raw_id: int, outcome: Outcome) -> Outcome:
+    def _finish(self, raw_id: int, outcome: Outcome) -> bool:
+        """Record the outcome; False when another worker got there first."""
         status = {"quarantined": "quarantined", "dropped": "dropped"}.get(outcome.kind, "done")
-        RawMessage.update(status=status, outcome=outcome.kind, ticket_id=outcome.ticket_id,
-                          reason=outcome.detail if status != "done" else None,
-                          processed_at=naive_utc(self.desk.clock.now())
-                          ).where(RawMessage.id == raw_id).execute()
-        return outcome
+        changed = statements.update(
+            RawMessage, raw_id, only_if={"status": "pending"},
+            status=status, outcome=outcome.kind, ticket_id=outcome.ticket_id,
+            reason=outcome.detail if status != "done" else None,
+            processed_at=naive_utc(self.desk.clock.now()))
+        return changed == 1
 
 
-def _claim(raw_id: int) -> bool:
-    claimed = (RawMessage.update(status="processing")
-               .where((RawMessage.id == raw_id) & (RawMessage.status == "pending")).execute())
-    return claimed == 1
+class _TakenElsewhere(Exception):
+    """Rolls back a message another worker finished while we applied it."""
+
+
+def _pending(after_id: int, size: int) -> list[RawMessage]:
+    return list(RawMessage.select(RawMessage.id, RawMessage.mailbox, RawMessage.envelope_to,
+                                  RawContent.raw.alias("content"))
+                .join(RawContent, on=(RawContent.message == RawMessage.id))
+                .where((RawMessage.status == "pending") & (RawMessage.id > after_id))
+                .order_by(RawMessage.id).limit(size).objects())
+
+
+def _jobs(rows: list[RawMessage]) -> list[Job]:
+    return [(bytes(r.content), tuple(a for a in r.envelope_to.split(",") if a)) for r in rows]
 
 
 def _crash(stage: str, exc: Exception) -> str:

@@ -11,9 +11,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-import peewee as pw
-
-from helpdesk import replyaddr
+from helpdesk import replyaddr, statements
 from helpdesk.attachments import AttachmentStore, StoredAttachment
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config import Config, Mailbox, format_duration
@@ -37,21 +35,41 @@ class StoreIndex:
     def ticket_for_msgids(self, msgids: tuple[str, ...]) -> int | None:
         if not msgids:
             return None
-        row = (ThreadRef.select(ThreadRef.ticket).where(ThreadRef.msgid.in_(list(msgids)))
-               .order_by(ThreadRef.ticket).limit(1).first())
-        return row.ticket_id if row else None
+        rows = statements.select(ThreadRef, ["ticket"], {}, in_column="msgid", in_values=msgids,
+                                 order_by="ticket", limit=1)
+        return rows[0][0] if rows else None
 
     def participant(self, participant_id: int) -> tuple[int, str] | None:
-        row = Participant.get_or_none(Participant.id == participant_id)
-        return (row.ticket_id, row.address) if row else None
+        rows = statements.select(Participant, ["ticket", "address"], {"id": participant_id})
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def is_participant(self, ticket_id: int, address: str) -> bool:
-        return Participant.select().where((Participant.ticket == ticket_id)
-                                          & (Participant.address == address)).exists()
+        return bool(statements.select(Participant, ["id"], {"ticket": ticket_id, "address": address}))
 
     def ticket_status(self, ticket_id: int) -> str | None:
-        row = Ticket.select(Ticket.status).where(Ticket.id == ticket_id).first()
-        return row.status if row else None
+        rows = statements.select(Ticket, ["status"], {"id": ticket_id})
+        return rows[0][0] if rows else None
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """What templates and notices need of a ticket, without reading it back."""
+
+    number: int
+    subject: str
+    status: str
+    requester: str
+
+    def context(self) -> dict:
+        return {"id": label(self.number), "number": self.number, "subject": self.subject,
+                "status": self.status, "requester": self.requester}
+
+
+@dataclass(frozen=True)
+class Person:
+    participant_id: int
+    address: str
+    name: str
 
 
 @dataclass
@@ -66,41 +84,45 @@ class Desk:
 
     def new_ticket(self, route: NewTicket, mail: InboundMail, raw_id: int, mailbox: Mailbox) -> int:
         now = naive_utc(self.clock.now())
-        ticket_id = Ticket.insert(
-            mailbox=mailbox.name, subject=clean_subject(mail.subject), requester=mail.requester,
-            requester_name=mail.from_name, status="new", created_at=now, updated_at=now,
-            follow_up_of=route.follow_up_of).execute()
-        requester = Participant.insert(ticket=ticket_id, address=mail.requester,
-                                       name=mail.from_name, role="requester").execute()
-        stored = self._record(ticket_id, mail, raw_id, now, auto=False)
+        ticket = TicketView(0, clean_subject(mail.subject), "new", mail.requester)
+        number = statements.insert(
+            Ticket, mailbox=mailbox.name, subject=ticket.subject, requester=ticket.requester,
+            requester_name=mail.from_name, status=ticket.status, priority="normal",
+            created_at=now, updated_at=now, follow_up_of=route.follow_up_of)
+        ticket = TicketView(number, ticket.subject, ticket.status, ticket.requester)
+        requester = self._add_person(number, mail.requester, mail.from_name, "requester")
+        stored = self._record(number, mail, raw_id, now, auto=False)
         if route.acknowledge and self._may_acknowledge(mail.requester, now):
-            self._acknowledge(ticket_id, requester, mail, mailbox, stored)
-        self._notify_staff(ticket_id, mail, mailbox, stored)
-        return ticket_id
+            self._acknowledge(ticket, requester, mail, mailbox, stored)
+        self._notify_staff(ticket, mail, mailbox, stored)
+        return number
 
     def reply(self, route: TicketReply, mail: InboundMail, raw_id: int, mailbox: Mailbox) -> int:
         now = naive_utc(self.clock.now())
         stored = self._record(route.ticket_id, mail, raw_id, now, auto=route.silent)
         if route.silent:
             return route.ticket_id
-        ticket = Ticket.get_by_id(route.ticket_id)
-        status = "open" if ticket.status in REOPENING else ticket.status
-        Ticket.update(status=status, updated_at=now).where(Ticket.id == ticket.id).execute()
-        participant = self._participant(ticket.id, mail)
+        row = Ticket.get_by_id(route.ticket_id)
+        status = "open" if row.status in REOPENING else row.status
+        statements.update(Ticket, row.id, status=status, updated_at=now)
         refused = [a for a in stored if a.refused]
         if refused:
-            self._queue(mailbox, "attachments_refused", ticket, participant, mail,
+            ticket = TicketView(row.id, row.subject, status, row.requester)
+            person = self._person(row.id, mail.from_addr, mail.from_name, "cc")
+            self._queue(mailbox, "attachments_refused", ticket, person, mail,
                         {"refused": _attachment_list(refused)})
-        return ticket.id
+        else:
+            self._person(row.id, mail.from_addr, mail.from_name, "cc")
+        return row.id
 
     def bounce(self, route: RecordBounce, mail: InboundMail, raw_id: int) -> int | None:
         now = naive_utc(self.clock.now())
         report = mail.bounce
         addresses = route.recipients or (mail.from_addr,)
-        Bounce.insert_many([
+        statements.insert_rows(Bounce, [
             {"address": a, "raw": raw_id, "ticket": route.ticket_id, "created_at": now,
              "status": report.status if report else "", "diagnostic": report.diagnostic if report else ""}
-            for a in addresses]).execute()
+            for a in addresses])
         if route.ticket_id is not None:
             self._record(route.ticket_id, mail, raw_id, now, auto=True)
         return route.ticket_id
@@ -109,86 +131,72 @@ class Desk:
 
     def _record(self, ticket_id: int, mail: InboundMail, raw_id: int, now: dt.datetime,
                 auto: bool) -> list[StoredAttachment]:
-        message_id = Message.insert(
-            ticket=ticket_id, raw=raw_id, direction="in", sender=mail.from_addr,
+        message_id = statements.insert(
+            Message, ticket=ticket_id, raw=raw_id, direction="in", sender=mail.from_addr,
             recipients=", ".join(mail.to + mail.cc), subject=mail.subject, body=mail.reply_text,
-            full_text=mail.text, message_id=mail.message_id, auto=auto, created_at=now).execute()
+            full_text=mail.text, message_id=mail.message_id, auto=auto, created_at=now)
         stored = self.attachments.store_all(mail.attachments)
-        if stored:
-            Attachment.insert_many([
-                {"message": message_id, "filename": a.filename, "content_type": a.content_type,
-                 "size": a.size, "sha256": a.sha256, "inline": a.inline, "refused": a.refused}
-                for a in stored]).execute()
-        if mail.thread_ids:
-            (ThreadRef.insert_many([{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids])
-             .on_conflict_ignore().execute())
+        statements.insert_rows(Attachment, [
+            {"message": message_id, "filename": a.filename, "content_type": a.content_type,
+             "size": a.size, "sha256": a.sha256, "inline": a.inline, "refused": a.refused}
+            for a in stored])
+        statements.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids],
+                               ignore_conflicts=True)
         return stored
 
     def _may_acknowledge(self, address: str, now: dt.datetime) -> bool:
         limits = self.config.limits
         if limits.ack_rate_limit <= 0:
             return False
-        since = now - limits.ack_rate_window
-        sent = (Outbox.select().where((Outbox.recipient == address) & (Outbox.kind == "ack")
-                                      & (Outbox.created_at >= since)).count())
+        sent = statements.scalar(Outbox, "COUNT(*)", {"recipient": address, "kind": "ack"},
+                                 since=("created_at", now - limits.ack_rate_window))
         return sent < limits.ack_rate_limit
 
-    def _acknowledge(self, ticket_id, requester_id, mail, mailbox, stored) -> None:
-        ticket = Ticket.get_by_id(ticket_id)
+    def _acknowledge(self, ticket: TicketView, requester: Person, mail, mailbox, stored) -> None:
         context = {
             "first_response": format_duration(self.config.tickets.first_response),
             "attachments": _attachment_list([a for a in stored if not a.refused]),
             "refused": _attachment_list([a for a in stored if a.refused]),
             "text": mail.reply_text,
         }
-        self._queue(mailbox, "ack", ticket, (requester_id, mail.requester, mail.from_name), mail, context)
+        self._queue(mailbox, "ack", ticket, requester, mail, context)
 
-    def _notify_staff(self, ticket_id: int, mail: InboundMail, mailbox: Mailbox, stored) -> None:
+    def _notify_staff(self, ticket: TicketView, mail: InboundMail, mailbox: Mailbox, stored) -> None:
         staff = [s for s in self.config.staff if s.role == "agent"] or list(self.config.staff)
-        if not staff:
-            return
-        ticket = Ticket.get_by_id(ticket_id)
         context = {"text": mail.reply_text, "attachments": _attachment_list(stored),
                    "requester": mail.requester, "requester_name": mail.from_name}
         for member in staff:
-            pid = _ensure_participant(ticket_id, member.address, member.name, "staff")
-            self._queue(mailbox, "new_ticket", ticket, (pid, member.address, member.name), mail,
-                        context, audience="staff")
+            if member.address == mail.requester:
+                continue  # staff writing in get the acknowledgement, not a notice too
+            person = self._add_person(ticket.number, member.address, member.name, "staff")
+            self._queue(mailbox, "new_ticket", ticket, person, mail, context, audience="staff")
 
-    def _participant(self, ticket_id: int, mail: InboundMail) -> tuple[int, str, str]:
-        pid = _ensure_participant(ticket_id, mail.from_addr, mail.from_name, "cc")
-        return pid, mail.from_addr, mail.from_name
+    def _add_person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
+        """A participant of a ticket created in this transaction: nobody can be there yet."""
+        pid = statements.insert(Participant, ticket=ticket_id, address=address, name=name, role=role)
+        return Person(pid, address, name)
 
-    def _queue(self, mailbox, event, ticket, participant, mail, context, audience="customer"):
-        pid, address, name = participant
-        token = replyaddr.ReplyToken("t", ticket.id, pid)
-        full = {"helpdesk_name": self.config.helpdesk.name, "ticket": _ticket_view(ticket),
-                "recipient_name": name, "recipient": address, **context}
+    def _person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
+        rows = statements.select(Participant, ["id"], {"ticket": ticket_id, "address": address})
+        if rows:
+            return Person(rows[0][0], address, name)
+        return self._add_person(ticket_id, address, name, role)
+
+    def _queue(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
+               audience="customer"):
+        token = replyaddr.ReplyToken("t", ticket.number, person.participant_id)
+        full = {"helpdesk_name": self.config.helpdesk.name, "ticket": ticket.context(),
+                "recipient_name": person.name, "recipient": person.address, **context}
         self.notifiers[mailbox.name].queue(Notice(
-            event=event, audience=audience, recipient=address, recipient_name=name,
-            context=full, ticket_id=ticket.id,
+            event=event, audience=audience, recipient=person.address, recipient_name=person.name,
+            context=full, ticket_id=ticket.number,
             reply_to=replyaddr.reply_address(self.secret, mailbox.address, token),
-            in_reply_to=mail.message_id, references=mail.references, token=f"[{label(ticket.id)}]"))
+            in_reply_to=mail.message_id, references=mail.references, token=f"[{label(ticket.number)}]"))
 
 
 def clean_subject(subject: str) -> str:
     """A ticket's title: the subject without "Re:", "Fwd:", "AW:"... prefixes."""
     return _REPLY_PREFIX.sub("", subject).strip() or "(no subject)"
-
-
-def _ensure_participant(ticket_id: int, address: str, name: str, role: str) -> int:
-    row = Participant.get_or_none((Participant.ticket == ticket_id) & (Participant.address == address))
-    if row is not None:
-        return row.id
-    try:
-        return Participant.insert(ticket=ticket_id, address=address, name=name, role=role).execute()
-    except pw.IntegrityError:  # pragma: no cover - a racing writer on PostgreSQL
-        return Participant.get((Participant.ticket == ticket_id) & (Participant.address == address)).id
-
-
-def _ticket_view(ticket: Ticket) -> dict:
-    return {"id": label(ticket.id), "number": ticket.id, "subject": ticket.subject,
-            "status": ticket.status, "requester": ticket.requester}
 
 
 def _attachment_list(stored: list[StoredAttachment]) -> list[dict]:

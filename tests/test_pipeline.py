@@ -293,14 +293,18 @@ def test_oversized_file_message_is_quarantined_not_lost(tmp_path, db_url):
     small.app.close()
 
 
-def test_claimed_message_is_not_applied_twice(desk):
-    """A second worker that finds a message already claimed skips it."""
-    desk.app.store([__import__("helpdesk.intake", fromlist=["Incoming"]).Incoming(mail(), "support", "file")])
-    row = RawMessage.get()
-    RawMessage.update(status="processing").execute()
-    outcome = desk.app.pipeline._batch([row])[0]
+def test_message_finished_by_another_worker_is_not_applied_twice(desk):
+    """A worker that read a message as pending, but finds it done when it claims it, rolls back."""
+    from helpdesk.intake import Incoming
+    from helpdesk.pipeline import _jobs, _pending
+    from helpdesk.parsing import parse_jobs
+    desk.app.store([Incoming(mail(), "support", "file")])
+    rows = _pending(0, 10)
+    parsed = parse_jobs(_jobs(rows), 10**6)
+    RawMessage.update(status="done").execute()  # the other worker committed meanwhile
+    [outcome] = desk.app.pipeline._batch(rows, parsed)
     assert outcome.kind == "skipped"
-    assert Ticket.select().count() == 0
+    assert (Ticket.select().count(), Message.select().count(), Outbox.select().count()) == (0, 0, 0)
 
 
 def test_show_lists_messages_and_outgoing_mail(desk):

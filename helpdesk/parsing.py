@@ -1,0 +1,82 @@
+"""The parse stage of the pipeline: inline, or in a worker process beside it.
+
+Parsing is pure CPU (the stdlib parser, charset decoding, HTML to text) and
+takes about as long as everything the pipeline does with the database, so on
+a machine with a spare core a batch is parsed in a worker process while the
+previous batch is applied. Small batches are parsed inline: starting a worker
+costs more than it saves. A worker never touches the database or a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from helpdesk.parse import InboundMail, parse
+
+Job = tuple[bytes, tuple[str, ...]]          # raw bytes, envelope recipients
+Parsed = InboundMail | str                   # a str says why it cannot be handled
+MIN_FOR_WORKER = 50
+log = logging.getLogger("helpdesk.parsing")
+
+
+def parse_jobs(jobs: list[Job], max_size: int) -> list[Parsed]:
+    return [_parse_one(raw, envelope, max_size) for raw, envelope in jobs]
+
+
+def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int) -> Parsed:
+    if len(raw) > max_size:
+        return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit"
+    try:
+        return parse(raw, envelope)
+    except Exception as exc:  # noqa: BLE001 - quarantined by the caller, with the reason
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return f"parse failed: {type(exc).__name__}: {text}"[:500]
+
+
+class ParseStage:
+    def __init__(self, workers: int, max_size: int) -> None:
+        self.workers = workers
+        self.max_size = max_size
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, jobs: list[Job]) -> Callable[[], list[Parsed]]:
+        """Start parsing; the returned function waits for and returns the results."""
+        inline = lambda: parse_jobs(jobs, self.max_size)  # noqa: E731
+        if self.workers <= 0 or len(jobs) < MIN_FOR_WORKER:
+            return inline
+        try:
+            future: Future = self.start().submit(parse_jobs, jobs, self.max_size)
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:
+            return self._degrade(exc, inline)
+
+        def result() -> list[Parsed]:
+            try:
+                return future.result()
+            except BrokenProcessPool as exc:
+                return self._degrade(exc, inline)()
+        return result
+
+    def start(self) -> ProcessPoolExecutor:
+        """Fork the workers now (before any thread starts) and keep them."""
+        if self._pool is None:
+            # fork: no re-import of __main__, and nothing is running yet but this thread;
+            # workers only parse and leave with os._exit, touching no inherited handle.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            self._pool.submit(int).result()
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _degrade(self, exc: BaseException, inline: Callable[[], list[Parsed]]):
+        """A lost worker costs speed, never mail: parse here from now on."""
+        log.warning("parse worker unavailable (%s); parsing inline", exc or type(exc).__name__)
+        self.close()
+        self.workers = 0
+        return inline
