@@ -17,9 +17,8 @@ from helpdesk import app as app_module
 from helpdesk import queries, service
 from helpdesk.clock import Clock, parse_iso
 from helpdesk.errors import HelpdeskError, UserError
-from helpdesk.intake import Incoming
+from helpdesk.ingest import ingest_files
 from helpdesk.pipeline import Tally
-from helpdesk.sources import files
 
 log = logging.getLogger("helpdesk")
 
@@ -100,26 +99,14 @@ def cmd_run(args) -> int:
 def cmd_ingest(args) -> int:
     app = _build(args)
     named = _named_mailbox(app, args.mailbox)
-    tally, duplicates, unreadable = Tally(), 0, 0
     progress = _Progress(len(args.files))
-    size = app.config.intake.batch_size
-    for start in range(0, len(args.files), size):
-        batch = []
-        for path in args.files[start:start + size]:
-            try:
-                raw = files.read(path)
-            except OSError as exc:
-                print(f"helpdesk: cannot read {path}: {exc.strerror}", file=sys.stderr)
-                unreadable += 1
-                continue
-            batch.append(Incoming(raw, files.mailbox_for(raw, app.config, named).name, "file"))
-        duplicates += sum(s.duplicate for s in app.store(batch))
-        app.process(tally)
-        progress.update(start + len(batch) + unreadable)
+    report = ingest_files(app, args.files, named, on_progress=progress.update)
     app.deliver()
     progress.done()
-    print(_summary(tally, duplicates, unreadable))
-    return 1 if unreadable else 0
+    for path, why in report.unreadable:
+        print(f"helpdesk: cannot read {path}: {why}", file=sys.stderr)
+    print(_summary(report.tally, report.duplicates, len(report.unreadable)))
+    return 1 if report.unreadable else 0
 
 
 def cmd_tickets(args) -> int:

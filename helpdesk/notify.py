@@ -53,6 +53,7 @@ class Renderer:
         loader = jinja2.FileSystemLoader(str(templates_dir))
         self.env = jinja2.Environment(
             loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+            auto_reload=False,  # templates are read once per process: no stat per mail
             autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
                                                 default_for_string=False, default=False))
 

@@ -113,35 +113,56 @@ _POLICY = _Compat32Text()
 def parse(raw: bytes, envelope_to: tuple[str, ...] = ()) -> InboundMail:
     """Parse one message; malformed input gives a best-effort result, not an error."""
     msg = email.message_from_bytes(raw, policy=_POLICY)
-    from_name, from_addr = _first_address(msg.get_all("From", []))
-    _, reply_to = _first_address(msg.get_all("Reply-To", []))
+    head = _Headers(msg)
+    from_name, from_addr = _first_address(head.all("From"))
+    _, reply_to = _first_address(head.all("Reply-To"))
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[InboundAttachment] = []
     _collect(msg, texts, htmls, attachments)
     text = _body_text(texts, htmls)
-    bounce = _bounce(msg, from_addr) if _looks_like_bounce(msg, from_addr) else None
+    bounce = _bounce(msg, from_addr) if _looks_like_bounce(msg, head, from_addr) else None
     return InboundMail(
-        message_id=_first_msgid(msg.get("Message-ID")),
-        in_reply_to=_msgids(msg.get_all("In-Reply-To", [])),
-        references=_msgids(msg.get_all("References", [])),
+        message_id=_first_msgid(head.first("Message-ID")),
+        in_reply_to=_msgids(head.all("In-Reply-To")),
+        references=_msgids(head.all("References")),
         from_addr=from_addr,
         from_name=from_name,
         reply_to=reply_to if reply_to and reply_to != from_addr else None,
-        to=_addresses(msg.get_all("To", [])),
-        cc=_addresses(msg.get_all("Cc", [])),
+        to=_addresses(head.all("To")),
+        cc=_addresses(head.all("Cc")),
         delivered_to=tuple(dict.fromkeys(
-            envelope_to + _addresses(msg.get_all("Delivered-To", []) + msg.get_all("X-Original-To", [])))),
-        subject=decode_header(msg.get("Subject", "")),
-        date=_date(msg.get("Date")),
+            envelope_to + _addresses(head.all("Delivered-To") + head.all("X-Original-To")))),
+        subject=decode_header(head.first("Subject", "")),
+        date=_date(head.first("Date")),
         text=text,
         reply_text=strip_reply(text),
         attachments=tuple(attachments),
-        auto_submitted=_is_auto(msg),
-        bulk=_is_bulk(msg),
-        loop=msg.get("X-Helpdesk-Loop") is not None,
+        auto_submitted=_is_auto(head),
+        bulk=_is_bulk(head),
+        loop=head.first("X-Helpdesk-Loop") is not None,
         bounce=bounce,
     )
+
+
+class _Headers:
+    """The top-level headers by lower-cased name, read once.
+
+    ``Message.get`` scans every header on each call; a dozen lookups per mail
+    made that one of the parser's largest costs.
+    """
+
+    def __init__(self, msg: email.message.Message) -> None:
+        self._by_name: dict[str, list] = {}
+        for name, value in msg.items():
+            self._by_name.setdefault(name.lower(), []).append(value)
+
+    def all(self, name: str) -> list:
+        return self._by_name.get(name.lower(), [])
+
+    def first(self, name: str, default=None):
+        values = self._by_name.get(name.lower())
+        return values[0] if values else default
 
 
 # --- headers ---------------------------------------------------------------
@@ -227,18 +248,18 @@ def _date(value) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _is_auto(msg: email.message.Message) -> bool:
-    auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+def _is_auto(head: _Headers) -> bool:
+    auto = str(head.first("Auto-Submitted", "no")).strip().lower()
     if auto and not auto.startswith("no"):
         return True
-    if str(msg.get("Precedence", "")).strip().lower() == "auto_reply":
+    if str(head.first("Precedence", "")).strip().lower() == "auto_reply":
         return True
-    return any(msg.get(h) is not None for h in _AUTO_HEADERS)
+    return any(head.first(h) is not None for h in _AUTO_HEADERS)
 
 
-def _is_bulk(msg: email.message.Message) -> bool:
-    precedence = str(msg.get("Precedence", "")).strip().lower()
-    return precedence in _BULK_PRECEDENCE or msg.get("List-Id") is not None
+def _is_bulk(head: _Headers) -> bool:
+    precedence = str(head.first("Precedence", "")).strip().lower()
+    return precedence in _BULK_PRECEDENCE or head.first("List-Id") is not None
 
 
 # --- bodies ----------------------------------------------------------------
@@ -337,11 +358,11 @@ def html_to_text(html: str) -> str:
 
 # --- bounces ---------------------------------------------------------------
 
-def _looks_like_bounce(msg: email.message.Message, from_addr: str) -> bool:
+def _looks_like_bounce(msg: email.message.Message, head: _Headers, from_addr: str) -> bool:
     if msg.get_content_type() == "multipart/report":
         return str(msg.get_param("report-type", "")).lower() == "delivery-status"
     local = from_addr.split("@", 1)[0]
-    return local in _BOUNCE_SENDERS or str(msg.get("Return-Path", "")).strip() == "<>"
+    return local in _BOUNCE_SENDERS or str(head.first("Return-Path", "")).strip() == "<>"
 
 
 def _bounce(msg: email.message.Message, from_addr: str) -> BounceReport:

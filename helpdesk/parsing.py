@@ -3,8 +3,11 @@
 Parsing is pure CPU (the stdlib parser, charset decoding, HTML to text) and
 takes about as long as everything the pipeline does with the database, so on
 a machine with a spare core a batch is parsed in a worker process while the
-previous batch is applied. Small batches are parsed inline: starting a worker
-costs more than it saves. A worker never touches the database or a socket.
+previous batch is applied. The stage also writes the attachments' files:
+they are content-addressed, so writing them is idempotent and needs no
+database, and only their names and sizes travel back. Small batches run
+inline: starting a worker costs more than it saves. A worker never touches
+the database or a socket.
 """
 
 from __future__ import annotations
@@ -15,41 +18,67 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from dataclasses import dataclass, replace
+
+from helpdesk.attachments import AttachmentStore, StoredAttachment
 from helpdesk.parse import InboundMail, parse
 
+
+@dataclass(frozen=True)
+class Prepared:
+    """A parsed mail whose attachments are on disk (their bytes dropped from ``mail``)."""
+
+    mail: InboundMail
+    attachments: tuple[StoredAttachment, ...]
+
+
 Job = tuple[bytes, tuple[str, ...]]          # raw bytes, envelope recipients
-Parsed = InboundMail | str                   # a str says why it cannot be handled
+Parsed = Prepared | str                      # a str says why it cannot be handled
 MIN_FOR_WORKER = 50
 log = logging.getLogger("helpdesk.parsing")
 
 
-def parse_jobs(jobs: list[Job], max_size: int) -> list[Parsed]:
-    return [_parse_one(raw, envelope, max_size) for raw, envelope in jobs]
+def parse_jobs(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[Parsed]:
+    return [_parse_one(raw, envelope, max_size, store) for raw, envelope in jobs]
 
 
-def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int) -> Parsed:
+def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: AttachmentStore) -> Parsed:
     if len(raw) > max_size:
         return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit"
     try:
-        return parse(raw, envelope)
+        mail = parse(raw, envelope)
     except Exception as exc:  # noqa: BLE001 - quarantined by the caller, with the reason
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        return f"parse failed: {type(exc).__name__}: {text}"[:500]
+        return _failure("parse", exc)
+    try:
+        stored = tuple(store.store_all(mail.attachments))
+    except OSError as exc:
+        return _failure("storing attachments", exc)
+    return Prepared(replace(mail, attachments=()), stored)
+
+
+def _failure(stage: str, exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{stage} failed: {type(exc).__name__}: {text}"[:500]
 
 
 class ParseStage:
-    def __init__(self, workers: int, max_size: int) -> None:
+    def __init__(self, workers: int, max_size: int, store: AttachmentStore) -> None:
         self.workers = workers
         self.max_size = max_size
+        self.store = store
         self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, jobs: list[Job]) -> list[Parsed]:
+        """Parse here and now (single messages, retries)."""
+        return parse_jobs(jobs, self.max_size, self.store)
 
     def submit(self, jobs: list[Job]) -> Callable[[], list[Parsed]]:
         """Start parsing; the returned function waits for and returns the results."""
-        inline = lambda: parse_jobs(jobs, self.max_size)  # noqa: E731
+        inline = lambda: self.run(jobs)  # noqa: E731
         if self.workers <= 0 or len(jobs) < MIN_FOR_WORKER:
             return inline
         try:
-            future: Future = self.start().submit(parse_jobs, jobs, self.max_size)
+            future: Future = self.start().submit(parse_jobs, jobs, self.max_size, self.store)
         except (BrokenProcessPool, OSError, RuntimeError) as exc:
             return self._degrade(exc, inline)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from helpdesk import statements
@@ -18,7 +19,7 @@ from helpdesk.clock import naive_utc
 from helpdesk.config import Config
 from helpdesk.models import RawContent, RawMessage, write_transaction
 from helpdesk.parse import InboundMail
-from helpdesk.parsing import Job, Parsed, ParseStage, parse_jobs
+from helpdesk.parsing import Job, Parsed, ParseStage, Prepared
 from helpdesk.route import (Decision, Drop, NewTicket, Quarantine, RecordBounce, RouteContext,
                             TicketReply, route)
 from helpdesk.tickets import Desk, StoreIndex, label
@@ -52,15 +53,23 @@ class Pipeline:
         self.config = config
         self.desk = desk
         self.index = StoreIndex()
-        self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size)
+        self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
+                                 desk.attachments)
 
-    def process_pending(self, batch_size: int | None = None, tally: Tally | None = None) -> Tally:
-        """Work through every pending message; the next batch parses while this one applies."""
+    def process_pending(self, batch_size: int | None = None, tally: Tally | None = None,
+                        between: Callable[[], object] | None = None) -> Tally:
+        """Work through every pending message; the next batch parses while this one applies.
+
+        ``between`` runs once per batch while the worker parses (``ingest`` stores
+        the next files there), and what it stores is processed in this same call.
+        """
         tally = tally or Tally()
         size = batch_size or self.config.intake.batch_size
         rows = _pending(0, size)
         parsed = self.parser.submit(_jobs(rows))
         while rows:
+            if between is not None:
+                between()
             following = _pending(rows[-1].id, size)
             parsed_following = self.parser.submit(_jobs(following)) if following else None
             for outcome in self._batch(rows, parsed()):
@@ -72,7 +81,7 @@ class Pipeline:
         """Put a quarantined message back in line and run it once more."""
         RawMessage.update(status="pending", reason=None).where(RawMessage.id == raw_id).execute()
         [row] = [r for r in _pending(raw_id - 1, 1) if r.id == raw_id]
-        return self._batch([row], parse_jobs(_jobs([row]), self.parser.max_size))[0]
+        return self._batch([row], self.parser.run(_jobs([row])))[0]
 
     def close(self) -> None:
         self.parser.close()
@@ -86,7 +95,7 @@ class Pipeline:
             _log(outcome)
         return outcomes
 
-    def _one(self, row: RawMessage, mail: InboundMail | str) -> Outcome:
+    def _one(self, row: RawMessage, mail: Parsed) -> Outcome:
         """Apply one message in a savepoint, claiming it by its status as the last step."""
         try:
             with write_transaction():
@@ -103,19 +112,20 @@ class Pipeline:
             self._finish(row.id, outcome)
             return outcome
 
-    def _apply(self, row: RawMessage, mail: InboundMail) -> Outcome:
+    def _apply(self, row: RawMessage, prepared: Prepared) -> Outcome:
+        mail, stored = prepared.mail, prepared.attachments
         mailbox = self.config.mailbox(row.mailbox)
         decision = route(mail, RouteContext(mailbox.kind, self.config.own_addresses,
                                             self.desk.secret, self.index))
         chosen = decision.route
         if isinstance(chosen, NewTicket):
-            ticket = self.desk.new_ticket(chosen, mail, row.id, mailbox)
+            ticket = self.desk.new_ticket(chosen, mail, stored, row.id, mailbox)
             return Outcome(row.id, "new_ticket", ticket, _explain(decision, mail))
         if isinstance(chosen, TicketReply):
-            ticket = self.desk.reply(chosen, mail, row.id, mailbox)
+            ticket = self.desk.reply(chosen, mail, stored, row.id, mailbox)
             return Outcome(row.id, "reply", ticket, _explain(decision, mail))
         if isinstance(chosen, RecordBounce):
-            ticket = self.desk.bounce(chosen, mail, row.id)
+            ticket = self.desk.bounce(chosen, mail, stored, row.id)
             return Outcome(row.id, "bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
         if isinstance(chosen, Drop):
             return Outcome(row.id, "dropped", None, chosen.reason)

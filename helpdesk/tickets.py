@@ -82,7 +82,8 @@ class Desk:
     attachments: AttachmentStore
     notifiers: dict[str, Notifier]      # by mailbox name
 
-    def new_ticket(self, route: NewTicket, mail: InboundMail, raw_id: int, mailbox: Mailbox) -> int:
+    def new_ticket(self, route: NewTicket, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+                   raw_id: int, mailbox: Mailbox) -> int:
         now = naive_utc(self.clock.now())
         ticket = TicketView(0, clean_subject(mail.subject), "new", mail.requester)
         number = statements.insert(
@@ -91,31 +92,32 @@ class Desk:
             created_at=now, updated_at=now, follow_up_of=route.follow_up_of)
         ticket = TicketView(number, ticket.subject, ticket.status, ticket.requester)
         requester = self._add_person(number, mail.requester, mail.from_name, "requester")
-        stored = self._record(number, mail, raw_id, now, auto=False)
+        self._record(number, mail, stored, raw_id, now, auto=False)
         if route.acknowledge and self._may_acknowledge(mail.requester, now):
             self._acknowledge(ticket, requester, mail, mailbox, stored)
         self._notify_staff(ticket, mail, mailbox, stored)
         return number
 
-    def reply(self, route: TicketReply, mail: InboundMail, raw_id: int, mailbox: Mailbox) -> int:
+    def reply(self, route: TicketReply, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+              raw_id: int, mailbox: Mailbox) -> int:
         now = naive_utc(self.clock.now())
-        stored = self._record(route.ticket_id, mail, raw_id, now, auto=route.silent)
+        self._record(route.ticket_id, mail, stored, raw_id, now, auto=route.silent)
         if route.silent:
             return route.ticket_id
-        row = Ticket.get_by_id(route.ticket_id)
-        status = "open" if row.status in REOPENING else row.status
-        statements.update(Ticket, row.id, status=status, updated_at=now)
+        [(subject, status, requester)] = statements.select(
+            Ticket, ["subject", "status", "requester"], {"id": route.ticket_id})
+        status = "open" if status in REOPENING else status
+        statements.update(Ticket, route.ticket_id, status=status, updated_at=now)
+        person = self._person(route.ticket_id, mail.from_addr, mail.from_name, "cc")
         refused = [a for a in stored if a.refused]
         if refused:
-            ticket = TicketView(row.id, row.subject, status, row.requester)
-            person = self._person(row.id, mail.from_addr, mail.from_name, "cc")
+            ticket = TicketView(route.ticket_id, subject, status, requester)
             self._queue(mailbox, "attachments_refused", ticket, person, mail,
                         {"refused": _attachment_list(refused)})
-        else:
-            self._person(row.id, mail.from_addr, mail.from_name, "cc")
-        return row.id
+        return route.ticket_id
 
-    def bounce(self, route: RecordBounce, mail: InboundMail, raw_id: int) -> int | None:
+    def bounce(self, route: RecordBounce, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+               raw_id: int) -> int | None:
         now = naive_utc(self.clock.now())
         report = mail.bounce
         addresses = route.recipients or (mail.from_addr,)
@@ -124,25 +126,23 @@ class Desk:
              "status": report.status if report else "", "diagnostic": report.diagnostic if report else ""}
             for a in addresses])
         if route.ticket_id is not None:
-            self._record(route.ticket_id, mail, raw_id, now, auto=True)
+            self._record(route.ticket_id, mail, stored, raw_id, now, auto=True)
         return route.ticket_id
 
     # --- pieces ------------------------------------------------------------
 
-    def _record(self, ticket_id: int, mail: InboundMail, raw_id: int, now: dt.datetime,
-                auto: bool) -> list[StoredAttachment]:
+    def _record(self, ticket_id: int, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+                raw_id: int, now: dt.datetime, auto: bool) -> None:
         message_id = statements.insert(
             Message, ticket=ticket_id, raw=raw_id, direction="in", sender=mail.from_addr,
             recipients=", ".join(mail.to + mail.cc), subject=mail.subject, body=mail.reply_text,
             full_text=mail.text, message_id=mail.message_id, auto=auto, created_at=now)
-        stored = self.attachments.store_all(mail.attachments)
         statements.insert_rows(Attachment, [
             {"message": message_id, "filename": a.filename, "content_type": a.content_type,
              "size": a.size, "sha256": a.sha256, "inline": a.inline, "refused": a.refused}
             for a in stored])
         statements.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids],
                                ignore_conflicts=True)
-        return stored
 
     def _may_acknowledge(self, address: str, now: dt.datetime) -> bool:
         limits = self.config.limits
