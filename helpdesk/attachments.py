@@ -35,19 +35,33 @@ class AttachmentStore:
         self.max_total = max_total
 
     def store_all(self, attachments: tuple[InboundAttachment, ...]) -> list[StoredAttachment]:
-        """Keep what fits the limits; list the rest as refused, with the reason."""
-        kept, total = [], 0
+        """Keep what fits the limits (files written before this returns); refuse the rest."""
+        planned = self.plan(attachments)
+        for stored, data in planned:
+            if data is not None:
+                self.write(data, stored.sha256)
+        return [stored for stored, _ in planned]
+
+    def plan(self, attachments: tuple[InboundAttachment, ...]
+             ) -> list[tuple[StoredAttachment, bytes | None]]:
+        """Each attachment's record, with the bytes still to write (None when refused).
+
+        Split from writing so the parse stage can create the files on threads:
+        file creation is slow I/O, the hashing and limits are not.
+        """
+        planned, total = [], 0
         for item in attachments:
             size = len(item.data)
             refusal = self._refusal(size, total)
             if refusal:
-                kept.append(StoredAttachment(item.filename, item.content_type, size, None,
-                                             item.inline, refusal))
+                planned.append((StoredAttachment(item.filename, item.content_type, size, None,
+                                                 item.inline, refusal), None))
                 continue
             total += size
-            kept.append(StoredAttachment(item.filename, item.content_type, size,
-                                         self._write(item.data), item.inline))
-        return kept
+            digest = hashlib.sha256(item.data).hexdigest()
+            planned.append((StoredAttachment(item.filename, item.content_type, size, digest,
+                                             item.inline), item.data))
+        return planned
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -59,8 +73,7 @@ class AttachmentStore:
             return f"over the {_human(self.max_total)} limit for all attachments of one message"
         return None
 
-    def _write(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def write(self, data: bytes, digest: str) -> str:
         target = self.path_for(digest)
         if target.exists():
             return digest

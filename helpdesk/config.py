@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import json
 import os
 import re
@@ -216,12 +217,14 @@ class Config:
         wanted = _bare(address)
         return next((s for s in self.staff if s.address == wanted), None)
 
-    @property
+    @functools.cached_property
     def own_addresses(self) -> frozenset[str]:
         return frozenset(m.address for m in self.mailboxes)
 
 
 def _bare(address: str) -> str:
+    if address and not any(c in address for c in ' <>"(),;:'):
+        return address.lower()  # already a bare address: skip the full parser (hot path)
     return email.utils.parseaddr(address or "")[1].strip().lower()
 
 

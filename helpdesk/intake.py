@@ -21,7 +21,6 @@ from helpdesk.errors import StoreError
 from helpdesk import statements
 from helpdesk.models import RawContent, RawMessage, db
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _KEY_HEADERS = re.compile(rb"^(message-id|from|subject|date):[ \t]*(.*(?:\r?\n[ \t].*)*)",
                           re.IGNORECASE | re.MULTILINE)
 
@@ -46,8 +45,7 @@ class Stored:
 
 def fingerprint(raw: bytes) -> tuple[str | None, str]:
     """(Message-ID, dedupe key) from the header block only: no full parse."""
-    match = _HEADER_END.search(raw)
-    head, body = (raw[:match.start()], raw[match.end():]) if match else (raw, b"")
+    head, body = split_head(raw)
     fields = {name.lower(): b" ".join(value.split()) for name, value in _KEY_HEADERS.findall(head)}
     message_id = fields.get(b"message-id", b"").decode("ascii", "replace").strip() or None
     digest = hashlib.sha256()
@@ -56,6 +54,16 @@ def fingerprint(raw: bytes) -> tuple[str | None, str]:
     digest.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
     key = hashlib.sha256(f"{message_id or ''}\0{digest.hexdigest()}".encode()).hexdigest()
     return message_id, key
+
+
+def split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """Header block and body, at the first empty line (CRLF or LF mail)."""
+    lf, crlf = raw.find(b"\n\n"), raw.find(b"\r\n\r\n")
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        return raw[:crlf], raw[crlf + 4:]
+    if lf != -1:
+        return raw[:lf], raw[lf + 2:]
+    return raw, b""
 
 
 def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
@@ -69,7 +77,7 @@ def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
             known = _existing_keys([key for _, key in prints])
             rows, order = _new_rows(batch, prints, known, now)
             if rows:
-                RawMessage.insert_many([r for r, _ in rows]).on_conflict_ignore().execute()
+                statements.insert_rows(RawMessage, [r for r, _ in rows], ignore_conflicts=True)
             ids = _ids_for(order)
             contents = [{"message": ids[r["dedupe_key"]], "raw": raw} for r, raw in rows]
             statements.insert_rows(RawContent, contents, ignore_conflicts=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from dataclasses import dataclass, replace
@@ -38,22 +38,37 @@ MIN_FOR_WORKER = 50
 log = logging.getLogger("helpdesk.parsing")
 
 
+_writer: ThreadPoolExecutor | None = None
+
+
 def parse_jobs(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[Parsed]:
-    return [_parse_one(raw, envelope, max_size, store) for raw, envelope in jobs]
+    """Parse a batch; attachment files are written on threads meanwhile, and finished here."""
+    global _writer
+    if _writer is None:
+        _writer = ThreadPoolExecutor(2, thread_name_prefix="attachments")
+    results, writes = [], []
+    for raw, envelope in jobs:
+        parsed, pending = _parse_one(raw, envelope, max_size, store)
+        results.append(parsed)
+        writes.append(pending)
+    for index, pending in enumerate(writes):
+        for future in pending:
+            if future.exception() is not None:
+                results[index] = _failure("storing attachments", future.exception())
+    return results
 
 
-def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: AttachmentStore) -> Parsed:
+def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int,
+               store: AttachmentStore) -> tuple[Parsed, list]:
     if len(raw) > max_size:
-        return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit"
+        return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit", []
     try:
         mail = parse(raw, envelope)
     except Exception as exc:  # noqa: BLE001 - quarantined by the caller, with the reason
-        return _failure("parse", exc)
-    try:
-        stored = tuple(store.store_all(mail.attachments))
-    except OSError as exc:
-        return _failure("storing attachments", exc)
-    return Prepared(replace(mail, attachments=()), stored)
+        return _failure("parse", exc), []
+    planned = store.plan(mail.attachments)
+    pending = [_writer.submit(store.write, data, stored.sha256) for stored, data in planned if data is not None]
+    return Prepared(replace(mail, attachments=()), tuple(s for s, _ in planned)), pending
 
 
 def _failure(stage: str, exc: Exception) -> str:

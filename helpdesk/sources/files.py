@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from helpdesk.config import Config, Mailbox
+from helpdesk.intake import split_head
 
 _RECIPIENT_HEADERS = re.compile(rb"^(?:to|cc|delivered-to|x-original-to):(.*(?:\r?\n[ \t].*)*)",
                                 re.IGNORECASE | re.MULTILINE)
@@ -28,7 +29,7 @@ def read(path: str) -> bytes:
 def mailbox_for(raw: bytes, config: Config, named: Mailbox | None) -> Mailbox:
     if named is not None:
         return named
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    head = split_head(raw)[0]
     for field in _RECIPIENT_HEADERS.findall(head):
         for address in _ADDRESS.findall(field):
             mailbox = config.mailbox_for_address(address.decode("ascii", "replace"))
