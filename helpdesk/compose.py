@@ -52,9 +52,13 @@ def _body(text: str, html: str | None):
 
 
 def _text_part(subtype: str, body: str) -> MIMENonMultipart:
+    """7bit when the text allows it (most notices: no encoding work), else quoted-printable."""
+    part = MIMENonMultipart("text", subtype)
+    if body.isascii() and max(map(len, body.splitlines()), default=0) <= 998:
+        part.set_payload(body, Charset("us-ascii"))
+        return part
     charset = Charset("utf-8")
     charset.body_encoding = QP
-    part = MIMENonMultipart("text", subtype)
     part.set_payload(body, charset)
     return part
 
