@@ -264,11 +264,11 @@ def test_a_crash_while_applying_quarantines_only_that_message(desk, monkeypatch)
     from helpdesk import tickets
     original = tickets.Desk.new_ticket
 
-    def explode(self, route, mail_, raw_id, mailbox):
+    def explode(self, route, mail_, stored, raw_id, mailbox):
         if "boom" in mail_.subject:
-            original(self, route, mail_, raw_id, mailbox)  # writes rows, which must roll back
+            original(self, route, mail_, stored, raw_id, mailbox)  # writes rows, which must roll back
             raise RuntimeError("simulated crash")
-        return original(self, route, mail_, raw_id, mailbox)
+        return original(self, route, mail_, stored, raw_id, mailbox)
 
     monkeypatch.setattr(tickets.Desk, "new_ticket", explode)
     tally = desk.ingest(mail(subject="fine one", body="1\n"), mail(subject="boom", body="2\n"),
@@ -297,10 +297,9 @@ def test_message_finished_by_another_worker_is_not_applied_twice(desk):
     """A worker that read a message as pending, but finds it done when it claims it, rolls back."""
     from helpdesk.intake import Incoming
     from helpdesk.pipeline import _jobs, _pending
-    from helpdesk.parsing import parse_jobs
     desk.app.store([Incoming(mail(), "support", "file")])
     rows = _pending(0, 10)
-    parsed = parse_jobs(_jobs(rows), 10**6)
+    parsed = desk.app.pipeline.parser.run(_jobs(rows))
     RawMessage.update(status="done").execute()  # the other worker committed meanwhile
     [outcome] = desk.app.pipeline._batch(rows, parsed)
     assert outcome.kind == "skipped"
