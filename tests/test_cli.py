@@ -147,3 +147,24 @@ def test_quarantine_list_and_retry(tmp_path, config, capsys):
     assert "quarantined" in capsys.readouterr().out
     assert main(["--config", config, "quarantine", "retry", "7"]) == 1
     assert capsys.readouterr().err.strip() == "helpdesk: no quarantined message 7"
+
+
+def test_ingest_shows_progress_on_a_terminal_only(tmp_path, config, capsys, monkeypatch):
+    files = write_mails(tmp_path, mail(message_id="a"), mail(message_id="b", body="2\n"))
+    assert main(["--config", config, "ingest", *files]) == 0
+    assert "messages" not in capsys.readouterr().err   # piped: quiet
+
+    class Terminal:
+        def __init__(self, real):
+            self.real = real
+
+        def isatty(self):
+            return True
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(sys, "stderr", Terminal(sys.stderr))
+    files = write_mails(tmp_path, mail(message_id="c"), mail(message_id="d", body="4\n"))
+    assert main(["--config", config, "ingest", *files]) == 0
+    assert "2/2 messages" in capsys.readouterr().err
