@@ -9,7 +9,10 @@ either text the author wrote or one of these markers:
 * a quote header: an attribution ("On <date>, <name> wrote:" in a dozen
   languages, also wrapped over two lines), an Outlook separator
   ("-----Original Message-----") or an Outlook header block ("From:/Sent:/To:/
-  Subject:", localized, maybe under a rule such as "_____"). A header that
+  Subject:", localized, maybe under a rule such as "_____"). Chinese, Japanese
+  and Korean clients write these too ("Bob <bob@x.com> 于2026年11月3日 上午10:00
+  写道：", "发件人：/发送时间：", "差出人：/送信日時："), often with the
+  full-width colon "：", which counts as ":" throughout. A header that
   introduces ``>`` quoted lines is only a label and is dropped with them. A
   header followed by unmarked text starts history nobody marked as quoted, so
   everything from it on is dropped. Outlook headers are always treated that
@@ -27,7 +30,7 @@ quote.
 Speed matters because this runs on every inbound mail: every pattern is
 precompiled, anchored and bounded (``.{0,300}``, never nested quantifiers), and
 the costlier ones only run on lines that cheap string tests let through (an
-attribution ends with ":" and holds a digit). Reading stops at the first
+attribution ends with ":" or "：" and holds a digit). Reading stops at the first
 unmarked history, which is usually most of a top-posted message.
 """
 
@@ -40,6 +43,7 @@ __all__ = ["strip_reply"]
 # Longest line (or two joined lines) that is tried as an attribution; real ones
 # are well under this, and the bound keeps the regex work per line small.
 _MAX_ATTRIBUTION = 400
+_COLONS = (":", "：")
 
 _ATTRIBUTION = re.compile(
     r"""(?:
@@ -55,11 +59,21 @@ _ATTRIBUTION = re.compile(
       | .{1,300}\bнаписал[аи]?
       | (?:пн|вт|ср|чт|пт|сб|вс),\s.{1,300}
       | .{0,300}<[^<>\s]{1,100}@[^<>\s]{1,100}>\)?
-    )\s?:""",
+      | (?=.{0,300}?\d[:：]\d\d)(?:
+            .{1,300}[于於]\s?\d.{0,200}[写寫]\s?道
+          | 在\s?\d.{1,300}[写寫]\s?道
+          | \d{4}\s?[年년/.\-].{1,300}(?:のメッセージ|のメール|書きました|(?:님이|>)\s?작성)
+        )
+    )\s?[:：]""",
     re.VERBOSE | re.IGNORECASE,
 )
 # Gmail in the other languages ends the attribution with "<address>:", so the
-# last alternative catches those; it and every other one must also show a time.
+# address alternative catches those; it and every other one must also show a time.
+# The Chinese, Japanese and Korean ones end with the verb ("写道", "寫道",
+# "のメッセージ", "님이 작성"), so the text before it is free; they must hold a
+# clock time (a year is prose: "鲁迅在1921年写道：") and start the way the
+# clients start them: "<name> 于<date>", "在 <date>" or "<date>". That also keeps
+# the tail of a wrapped one ("上午10:00写道：") from passing for a whole one.
 _TIME = re.compile(r"\d{1,2}[:.h]\d{2}|\d{4}")
 
 _SEPARATOR = re.compile(
@@ -67,7 +81,7 @@ _SEPARATOR = re.compile(
         Original\s+Message | Ursprüngliche\s+Nachricht | Message\s+d'origine
       | Mensaje\s+original | Messaggio\s+originale | Oorspronkelijk\s+bericht
       | Mensagem\s+original | Ursprungligt\s+meddelande | Исходное\s+сообщение
-      | Wiadomość\s+oryginalna
+      | Wiadomość\s+oryginalna | 原始邮件 | 原始郵件 | 元のメッセージ | 원본\s?메시지
     )\s*-{3,}""",
     re.VERBOSE | re.IGNORECASE,
 )
@@ -85,8 +99,11 @@ _FORWARD = re.compile(
 
 # "**From:**" and "*From:*" come from HTML-to-text converters.
 _FROM = re.compile(
-    r"\*{0,2}(?:From|De|Von|Da|Van|От|Od|Från|Fra)\s?:\*{0,2}\s*\S",
-    re.IGNORECASE,
+    r"""\*{0,2}(?:
+        From|De|Von|Da|Van|От|Od|Från|Fra
+      | 发件人|寄件者|寄件人|差出人|보낸\s?사람
+    )\s?[:：]\*{0,2}\s*\S""",
+    re.VERBOSE | re.IGNORECASE,
 )
 _FIELD = re.compile(
     r"""\*{0,2}(?:
@@ -99,7 +116,11 @@ _FIELD = re.compile(
       | Отправлено|Дата|Кому|Копия|Тема
       | Wysłano|Do|DW|Temat
       | Skickat|Till|Ämne|Kopia
-    )\s?:""",
+      | 发送时间|发送日期|收件人|抄送|密送|主题
+      | 寄件日期|收件者|副本|密件副本|主旨|主題
+      | 送信日時|宛先|件名
+      | 보낸\s?날짜|받는\s?사람|참조|숨은\s?참조|제목
+    )\s?[:：]""",
     re.VERBOSE | re.IGNORECASE,
 )
 _FIELDS_NEEDED = 2
@@ -214,10 +235,10 @@ def _attribution_end(lines: list[str], i: int, stripped: str) -> int | None:
     A second line that is a whole attribution by itself is not a wrapped one:
     joining it would swallow the author's last line, which it happens to follow.
     """
-    if stripped.endswith(":"):
+    if stripped.endswith(_COLONS):
         return i + 1 if _is_attribution(stripped) else None
     following = lines[i + 1].strip() if i + 1 < len(lines) else ""
-    wrapped = following.endswith(":") and not following.startswith(">")
+    wrapped = following.endswith(_COLONS) and not following.startswith(">")
     if wrapped and _is_attribution(stripped + " " + following):
         return None if _is_attribution(following) else i + 2
     return None

@@ -65,6 +65,40 @@ ATTRIBUTIONS = [
     pytest.param("W dniu 3.11.2026 o 10:00 Bob <bob@x.com> pisze:", id="polish"),
     pytest.param("Den 3 nov. 2026 kl. 10:00 skrev Bob <bob@x.com>:", id="swedish"),
     pytest.param("2026年11月3日(月) 10:00 Bob <bob@x.com>:", id="other-gmail-locale"),
+    pytest.param(
+        "Bob <bob@x.com> 于2026年11月3日周一 上午10:00写道：", id="chinese-gmail"
+    ),
+    pytest.param(
+        "Bob Example <bob.example@example.com> 于2026年11月3日周一\n上午10:00写道：",
+        id="chinese-gmail-wrapped",
+    ),
+    pytest.param("在 2026年11月3日 10:00, Bob <bob@x.com> 写道:", id="chinese-zai"),
+    pytest.param("在 2026/11/3 10:00, Bob 写道:", id="chinese-thunderbird"),
+    pytest.param(
+        "Bob <bob@x.com> 於 2026年11月3日 週一 上午10:00 寫道：",
+        id="traditional-chinese-gmail",
+    ),
+    pytest.param(
+        "Bob Example <bob.example@example.com> 於 2026年11月3日\n週一 上午10:00 寫道：",
+        id="traditional-chinese-gmail-wrapped",
+    ),
+    pytest.param("2026年11月3日(月) 10:00 Bob <bob@x.com>：", id="japanese-full-width"),
+    pytest.param(
+        "2026年11月3日(月) 10:00 Bob <bob@x.com> のメッセージ:", id="japanese-message"
+    ),
+    pytest.param(
+        "2026/11/03 10:00 に Bob さんは書きました:", id="japanese-thunderbird"
+    ),
+    pytest.param(
+        "2026년 11월 3일 (월) 오전 10:00, Bob <bob@x.com>님이 작성:", id="korean-gmail"
+    ),
+    pytest.param(
+        "2026년 11월 3일 (월)\n오전 10:00, Bob <bob@x.com>님이 작성:",
+        id="korean-gmail-wrapped",
+    ),
+    pytest.param(
+        "2026. 11. 3. 오전 10:00, Bob <bob@x.com> 작성:", id="korean-apple-mail"
+    ),
 ]
 
 
@@ -183,6 +217,88 @@ OUTLOOK_HEADERS = [
         "To: <alice@y.com>",
         id="gmail-original-message",
     ),
+    pytest.param(
+        "________________________________\n"
+        "发件人: Bob <bob@x.com>\n"
+        "发送时间: 2026年11月3日 10:00\n"
+        "收件人: Alice <alice@y.com>\n"
+        "抄送: Carol <carol@x.com>\n"
+        "主题: 回复: 订单 1234",
+        id="chinese-header-block",
+    ),
+    pytest.param(
+        "发件人：Bob <bob@x.com>\n"
+        "发送时间：2026年11月3日 10:00\n"
+        "收件人：Alice <alice@y.com>\n"
+        "主题：回复: 订单 1234",
+        id="chinese-header-block-full-width",
+    ),
+    pytest.param(
+        "-----原始邮件-----\n"
+        "发件人: Bob <bob@x.com>\n"
+        "发送时间: 2026年11月3日 10:00\n"
+        "收件人: Alice <alice@y.com>\n"
+        "主题: 订单 1234",
+        id="chinese-original-message",
+    ),
+    pytest.param(
+        "------------------\xa0原始邮件\xa0------------------\n"
+        '发件人: "Bob"<bob@x.com>;\n'
+        "发送时间: 2026年11月3日(星期一) 上午10:00\n"
+        '收件人: "Alice"<alice@y.com>;\n'
+        "主题: 订单 1234",
+        id="chinese-qq-mail",
+    ),
+    pytest.param(
+        "________________________________\n"
+        "寄件者: Bob <bob@x.com>\n"
+        "寄件日期: 2026年11月3日 上午 10:00\n"
+        "收件者: Alice <alice@y.com>\n"
+        "副本: Carol <carol@x.com>\n"
+        "主旨: 回覆: 訂單 1234",
+        id="traditional-chinese-header-block",
+    ),
+    pytest.param(
+        "-----原始郵件-----\n"
+        "寄件者：Bob <bob@x.com>\n"
+        "寄件日期：2026年11月3日 上午 10:00\n"
+        "收件者：Alice <alice@y.com>\n"
+        "主旨：訂單 1234",
+        id="traditional-chinese-original-message",
+    ),
+    pytest.param(
+        "________________________________\n"
+        "差出人: Bob <bob@x.com>\n"
+        "送信日時: 2026年11月3日 10:00\n"
+        "宛先: Alice <alice@y.com>\n"
+        "CC: Carol <carol@x.com>\n"
+        "件名: RE: 注文 1234",
+        id="japanese-header-block",
+    ),
+    pytest.param(
+        "-----Original Message-----\n"
+        "差出人：Bob <bob@x.com>\n"
+        "送信日時：2026年11月3日 10:00\n"
+        "宛先：Alice <alice@y.com>\n"
+        "件名：注文 1234",
+        id="japanese-original-message",
+    ),
+    pytest.param(
+        "-----元のメッセージ-----\n"
+        "差出人: Bob <bob@x.com>\n"
+        "送信日時: 2026年11月3日 10:00\n"
+        "宛先: Alice <alice@y.com>\n"
+        "件名: 注文 1234",
+        id="japanese-original-message-localized",
+    ),
+    pytest.param(
+        "-----원본 메시지-----\n"
+        "보낸 사람: Bob <bob@x.com>\n"
+        "보낸 날짜: 2026년 11월 3일 월요일 오전 10:00\n"
+        "받는 사람: Alice <alice@y.com>\n"
+        "제목: RE: 주문 1234",
+        id="korean-original-message",
+    ),
 ]
 
 # Outlook does not mark the quoted message: it is plain text under the header,
@@ -203,6 +319,151 @@ Bob
 def test_outlook_header_and_everything_after_are_removed(header):
     message = f"{NEW_TEXT}\n\n{header}\n\n{OUTLOOK_BODY}"
     assert strip_reply(message) == NEW_TEXT
+
+
+# Replies written in Chinese, Japanese and Korean, quoting the way their clients
+# do: Gmail with ">" under its attribution, Outlook plain under its header block.
+CJK_REPLIES = [
+    pytest.param(
+        "你好，\n"
+        "\n"
+        "下载链接还是打不开，显示 404。\n"
+        "\n"
+        "谢谢！\n"
+        "王芳\n"
+        "\n"
+        "Bob <bob@x.com> 于2026年11月3日周一 上午10:00写道：\n"
+        "\n"
+        "> 王女士您好，\n"
+        ">\n"
+        "> 请再试一次订单确认邮件里的链接。\n"
+        ">\n"
+        "> Bob\n",
+        "你好，\n\n下载链接还是打不开，显示 404。\n\n谢谢！\n王芳",
+        id="chinese-gmail",
+    ),
+    pytest.param(
+        "链接可以用了，谢谢！\n"
+        "\n"
+        "在 2026年11月3日 10:00, Bob <bob@x.com> 写道:\n"
+        "\n"
+        "王女士您好，\n"
+        "请再试一次订单确认邮件里的链接。\n",
+        "链接可以用了，谢谢！",
+        id="chinese-zai-unmarked",
+    ),
+    pytest.param(
+        "您好，\n"
+        "\n"
+        "我已經試過了，還是不行。\n"
+        "\n"
+        "Bob <bob@x.com> 於 2026年11月3日 週一 上午10:00 寫道：\n"
+        "> 請再試一次。\n",
+        "您好，\n\n我已經試過了，還是不行。",
+        id="traditional-chinese-gmail",
+    ),
+    pytest.param(
+        "お世話になっております。\n"
+        "\n"
+        "リンクはまだ開けません。\n"
+        "\n"
+        "2026年11月3日(月) 10:00 Bob <bob@x.com>:\n"
+        "\n"
+        "> 山田様\n"
+        "> もう一度お試しください。\n",
+        "お世話になっております。\n\nリンクはまだ開けません。",
+        id="japanese-gmail",
+    ),
+    pytest.param(
+        "ありがとうございます。解決しました。\n"
+        "\n"
+        "2026年11月3日(月) 10:00 Bob <bob@x.com> のメッセージ:\n"
+        "> もう一度お試しください。\n",
+        "ありがとうございます。解決しました。",
+        id="japanese-message",
+    ),
+    pytest.param(
+        "안녕하세요,\n"
+        "\n"
+        "링크가 여전히 열리지 않습니다.\n"
+        "\n"
+        "2026년 11월 3일 (월) 오전 10:00, Bob <bob@x.com>님이 작성:\n"
+        "\n"
+        "> 다시 시도해 주세요.\n",
+        "안녕하세요,\n\n링크가 여전히 열리지 않습니다.",
+        id="korean-gmail",
+    ),
+    pytest.param(
+        "你好，\n"
+        "\n"
+        "附件是发票，请查收。\n"
+        "\n"
+        "王芳\n"
+        "\n"
+        "________________________________\n"
+        "发件人： Bob <bob@x.com>\n"
+        "发送时间： 2026年11月3日 10:00\n"
+        "收件人： 王芳 <wang@y.com>\n"
+        "主题： 订单 1234\n"
+        "\n"
+        "王女士您好，\n"
+        "\n"
+        "请把发票发给我们。\n",
+        "你好，\n\n附件是发票，请查收。\n\n王芳",
+        id="chinese-outlook",
+    ),
+    pytest.param(
+        "收到，谢谢。\n"
+        "\n"
+        "------------------\xa0原始邮件\xa0------------------\n"
+        '发件人: "Bob"<bob@x.com>;\n'
+        "发送时间: 2026年11月3日(星期一) 上午10:00\n"
+        '收件人: "王芳"<wang@y.com>;\n'
+        "主题: 订单 1234\n"
+        "\n"
+        "请把发票发给我们。\n",
+        "收到，谢谢。",
+        id="chinese-qq-mail",
+    ),
+    pytest.param(
+        "您好，\n"
+        "\n"
+        "發票在附件中。\n"
+        "\n"
+        "-----原始郵件-----\n"
+        "寄件者: Bob <bob@x.com>\n"
+        "寄件日期: 2026年11月3日 上午 10:00\n"
+        "收件者: 陳小姐 <chen@y.com>\n"
+        "主旨: 訂單 1234\n"
+        "\n"
+        "請把發票寄給我們。\n",
+        "您好，\n\n發票在附件中。",
+        id="traditional-chinese-outlook",
+    ),
+    pytest.param(
+        "お世話になっております。\n"
+        "\n"
+        "請求書を添付いたします。\n"
+        "\n"
+        "山田\n"
+        "\n"
+        "-----元のメッセージ-----\n"
+        "差出人：Bob <bob@x.com>\n"
+        "送信日時：2026年11月3日 10:00\n"
+        "宛先：山田 <yamada@y.com>\n"
+        "件名：注文 1234\n"
+        "\n"
+        "> 先日の件について\n"
+        "請求書をお送りください。\n",
+        "お世話になっております。\n\n請求書を添付いたします。\n\n山田",
+        id="japanese-outlook",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "expected"), CJK_REPLIES)
+def test_chinese_japanese_korean_replies(message, expected):
+    assert strip_reply(message) == expected
 
 
 def test_quote_marks_of_any_depth_are_removed():
@@ -429,6 +690,37 @@ def test_empty_input_gives_empty_output(message):
             "Steps:\n---\n1. open the app\n2. tap download\n-> it fails with 404",
             id="rules-and-arrows",
         ),
+        pytest.param(
+            "您好，\n"
+            "\n"
+            "我上周发的邮件主题是“退款申请”，一直没有收到回复。\n"
+            "发件人显示的是我的公司邮箱：wang@y.com。\n"
+            "主题: 和发件人: 两栏都填好了。\n"
+            "请帮忙查一下。",
+            id="chinese-header-words-in-prose",
+        ),
+        pytest.param(
+            "请按下面的信息开发票：\n"
+            "发件人：王芳 <wang@y.com>\n"
+            "主题：订单 1234 的发票\n"
+            "\n"
+            "谢谢。",
+            id="chinese-from-subject-lines",
+        ),
+        pytest.param(
+            "鲁迅在1921年写道：\n"
+            "\n"
+            "希望本是无所谓有，无所谓无的。\n"
+            "我们对退款也还有希望。",
+            id="chinese-wrote-without-time",
+        ),
+        pytest.param(
+            "件名に注文番号を書きました:\n"
+            "\n"
+            "差出人のアドレスは yamada@y.com です。\n"
+            "よろしくお願いします。",
+            id="japanese-header-words-in-prose",
+        ),
     ],
 )
 def test_legitimate_text_survives(message):
@@ -534,6 +826,10 @@ def test_non_text_input_does_not_raise(value):
         pytest.param("Am 10:00 " + "schrieb " * 40 + "x" * 150, id="many-keywords"),
         pytest.param("From: x\n" + "To: y\n" * 50_000, id="header-flood"),
         pytest.param("<" * 50_000 + "@" * 50_000 + "> 10:00:", id="address-flood"),
+        pytest.param(
+            ("于1 " * 130 + "10:00写道\n") * 2_000 + "：", id="cjk-attribution-flood"
+        ),
+        pytest.param("发件人：x\n" + "主题：y\n" * 50_000, id="cjk-header-flood"),
     ],
 )
 def test_pathological_input_is_fast(message):
