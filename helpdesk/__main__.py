@@ -1,3 +1,4 @@
 from helpdesk.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: parse workers re-import the main module
+    raise SystemExit(main())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from dataclasses import dataclass, replace
@@ -38,40 +38,59 @@ MIN_FOR_WORKER = 50
 log = logging.getLogger("helpdesk.parsing")
 
 
-_writer: ThreadPoolExecutor | None = None
+_writer: ThreadPoolExecutor | None = None   # only ever set inside a worker process
 
 
-def parse_jobs(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[Parsed]:
-    """Parse a batch; attachment files are written on threads meanwhile, and finished here."""
-    global _writer
-    if _writer is None:
-        _writer = ThreadPoolExecutor(2, thread_name_prefix="attachments")
+def parse_jobs(jobs: list[Job], max_size: int, store: AttachmentStore,
+               writer: Executor | None = None) -> list[Parsed]:
+    """Parse a batch. With a ``writer``, attachment files are written on its threads
+    while parsing goes on, and all of them are on disk when this returns."""
     results, writes = [], []
     for raw, envelope in jobs:
-        parsed, pending = _parse_one(raw, envelope, max_size, store)
+        parsed, pending = _parse_one(raw, envelope, max_size, store, writer)
         results.append(parsed)
         writes.append(pending)
     for index, pending in enumerate(writes):
         for future in pending:
             if future.exception() is not None:
-                results[index] = _failure("storing attachments", future.exception())
+                results[index] = failure("storing attachments", future.exception())
     return results
 
 
-def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int,
-               store: AttachmentStore) -> tuple[Parsed, list]:
+def _in_worker(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[Parsed]:
+    return parse_jobs(jobs, max_size, store, _writer)
+
+
+def _start_worker() -> None:
+    global _writer
+    _writer = ThreadPoolExecutor(2, thread_name_prefix="attachments")
+
+
+def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: AttachmentStore,
+               writer: Executor | None) -> tuple[Parsed, list[Future]]:
     if len(raw) > max_size:
         return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit", []
     try:
         mail = parse(raw, envelope)
+        planned = store.plan(mail.attachments)
     except Exception as exc:  # noqa: BLE001 - quarantined by the caller, with the reason
-        return _failure("parse", exc), []
-    planned = store.plan(mail.attachments)
-    pending = [_writer.submit(store.write, data, stored.sha256) for stored, data in planned if data is not None]
+        return failure("parse", exc), []
+    pending = []
+    for stored, data in planned:
+        if data is None:
+            continue
+        if writer is None:
+            try:
+                store.write(data, stored.sha256)
+            except OSError as exc:
+                return failure("storing attachments", exc), []
+        else:
+            pending.append(writer.submit(store.write, data, stored.sha256))
     return Prepared(replace(mail, attachments=()), tuple(s for s, _ in planned)), pending
 
 
-def _failure(stage: str, exc: Exception) -> str:
+def failure(stage: str, exc: BaseException) -> str:
+    """One line for the quarantine: stage, exception type, first line of its message."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{stage} failed: {type(exc).__name__}: {text}"[:500]
 
@@ -93,7 +112,7 @@ class ParseStage:
         if self.workers <= 0 or len(jobs) < MIN_FOR_WORKER:
             return inline
         try:
-            future: Future = self.start().submit(parse_jobs, jobs, self.max_size, self.store)
+            future: Future = self.start().submit(_in_worker, jobs, self.max_size, self.store)
         except (BrokenProcessPool, OSError, RuntimeError) as exc:
             return self._degrade(exc, inline)
 
@@ -105,11 +124,17 @@ class ParseStage:
         return result
 
     def start(self) -> ProcessPoolExecutor:
-        """Fork the workers now (before any thread starts) and keep them."""
+        """Start the workers (once) and keep them.
+
+        forkserver: a worker is forked from a clean server process that has
+        imported only the parser, never from this one, so the SMTP thread, open
+        database connections and locks held by other threads are not copied.
+        """
         if self._pool is None:
-            # fork: no re-import of __main__, and nothing is running yet but this thread;
-            # workers only parse and leave with os._exit, touching no inherited handle.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["helpdesk.parsing"])
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
+                                             initializer=_start_worker)
             self._pool.submit(int).result()
         return self._pool
 

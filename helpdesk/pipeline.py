@@ -19,7 +19,7 @@ from helpdesk.clock import naive_utc
 from helpdesk.config import Config
 from helpdesk.models import RawContent, RawMessage, write_transaction
 from helpdesk.parse import InboundMail
-from helpdesk.parsing import Job, Parsed, ParseStage, Prepared
+from helpdesk.parsing import Job, Parsed, ParseStage, Prepared, failure
 from helpdesk.route import (Decision, Drop, NewTicket, Quarantine, RecordBounce, RouteContext,
                             TicketReply, route)
 from helpdesk.tickets import Desk, StoreIndex, label
@@ -108,7 +108,7 @@ class Pipeline:
             return Outcome(row.id, "skipped", None, "already processed elsewhere")
         except Exception as exc:  # noqa: BLE001 - the savepoint rolled back; keep it, with why
             log.debug("message %s crashed the pipeline", row.id, exc_info=True)
-            outcome = Outcome(row.id, "quarantined", None, _crash("apply", exc))
+            outcome = Outcome(row.id, "quarantined", None, failure("apply", exc))
             self._finish(row.id, outcome)
             return outcome
 
@@ -157,11 +157,6 @@ def _pending(after_id: int, size: int) -> list[RawMessage]:
 
 def _jobs(rows: list[RawMessage]) -> list[Job]:
     return [(bytes(r.content), tuple(a for a in r.envelope_to.split(",") if a)) for r in rows]
-
-
-def _crash(stage: str, exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{stage} failed: {type(exc).__name__}: {text}"[:500]
 
 
 def _explain(decision: Decision, mail: InboundMail) -> str:
