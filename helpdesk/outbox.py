@@ -1,8 +1,9 @@
 """Deliver queued mail through a transport, with retries and a visible record.
 
-Rows are claimed in id order, composed at send time (the stored row stays the
-source of truth) and marked in small groups: a crash between hand-over and
-marking can send one group again, never lose a mail. Temporary failures wait
+Rows are claimed in groups with a lease (so two deliverers never take the same
+row), composed at send time (the stored row stays the source of truth) and
+marked per group: a crash between hand-over and marking can send one group
+again after the lease, never lose a mail. Temporary failures wait
 ``retry_delay * 2**(attempts - 1)``; permanent ones, or running out of attempts,
 leave the row ``failed`` with the reason.
 """
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.compose import compose
 from helpdesk.errors import PermanentDeliveryError, TemporaryDeliveryError
-from helpdesk.models import Outbox, db
+from helpdesk import statements
+from helpdesk.models import Outbox, write_transaction
 
 log = logging.getLogger("helpdesk.outbox")
 GROUP = 50
 PASS = 1000
+LEASE = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,31 @@ class DeliveryReport:
 def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS) -> DeliveryReport:
     report = DeliveryReport()
     now = naive_utc(clock.now())
-    due = list(Outbox.select().where((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))
-               .order_by(Outbox.id).limit(limit))
+    due = [row.id for row in Outbox.select(Outbox.id)
+           .where((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))
+           .order_by(Outbox.id).limit(limit)]
     for start in range(0, len(due), GROUP):
-        updates = [_attempt(row, transport, now, policy, report) for row in due[start:start + GROUP]]
-        with db.atomic():
+        mine = _claim(due[start:start + GROUP], now)
+        rows = Outbox.select().where(Outbox.id.in_(mine)).order_by(Outbox.id) if mine else []
+        updates = [_attempt(row, transport, now, policy, report) for row in rows]
+        with write_transaction():
             for row_id, fields in updates:
-                Outbox.update(**fields).where(Outbox.id == row_id).execute()
+                statements.update(Outbox, row_id, **fields)
     return report
+
+
+def _claim(ids: list[int], now: dt.datetime) -> list[int]:
+    """Take the rows nobody else took: each gets a lease instead of a new status.
+
+    Moving ``next_attempt_at`` past the lease hides a row from every other
+    deliverer; if this process dies mid-send, the lease runs out and the row
+    is due again (sent twice at worst, never lost).
+    """
+    with write_transaction():
+        return [row_id for row_id in ids
+                if statements.update(Outbox, row_id, only_if={"status": "queued"},
+                                     at_most=("next_attempt_at", now),
+                                     next_attempt_at=now + LEASE) == 1]
 
 
 def _attempt(row: Outbox, transport, now: dt.datetime, policy: RetryPolicy, report: DeliveryReport):

@@ -38,11 +38,15 @@ def insert_rows(model: type[pw.Model], rows: Sequence[dict], ignore_conflicts: b
     cursor.executemany(sql, [convert(row.values()) for row in rows])
 
 
-def update(model: type[pw.Model], row_id: int, only_if: dict | None = None, **values) -> int:
-    """UPDATE one row by id (optionally only while ``only_if`` holds); returns the row count."""
+def update(model: type[pw.Model], row_id: int, only_if: dict | None = None,
+           at_most: tuple[str, object] | None = None, **values) -> int:
+    """UPDATE one row by id, optionally only while ``only_if`` columns equal their
+    values and the ``at_most`` column is <= its value; returns the row count."""
     conditions = tuple(only_if or ())
-    sql, convert_set, convert_where = _update_sql(model, tuple(values), conditions)
-    params = convert_set(values.values()) + [row_id] + convert_where((only_if or {}).values())
+    sql, convert_set, convert_where = _update_sql(model, tuple(values), conditions,
+                                                  at_most[0] if at_most else None)
+    where = list((only_if or {}).values()) + ([at_most[1]] if at_most else [])
+    params = convert_set(values.values()) + [row_id] + convert_where(where)
     return db.execute_sql(sql, params).rowcount
 
 
@@ -107,13 +111,16 @@ def _insert_sql(model, names: tuple[str, ...], ignore_conflicts: bool, returning
 
 
 @lru_cache(maxsize=None)
-def _update_sql(model, names: tuple[str, ...], conditions: tuple[str, ...]):
-    fields, where = _fields(model, names), _fields(model, conditions)
+def _update_sql(model, names: tuple[str, ...], conditions: tuple[str, ...], at_most: str | None):
+    fields = _fields(model, names)
+    where = _fields(model, conditions + ((at_most,) if at_most else ()))
     assignments = ", ".join(f"{_q(f.column_name)} = {db.param}" for f in fields)
     sql = (f"UPDATE {_q(model._meta.table_name)} SET {assignments} "
            f"WHERE {_q(model._meta.primary_key.column_name)} = {db.param}")
-    for f in where:
+    for f in where[:len(conditions)]:
         sql += f" AND {_q(f.column_name)} = {db.param}"
+    if at_most:
+        sql += f" AND {_q(where[-1].column_name)} <= {db.param}"
     return sql, _converter(fields), _converter(where)
 
 

@@ -359,3 +359,46 @@ def test_failure_after_the_ticket_insert_leaves_neither_ticket_nor_mail(desk, mo
     assert Ticket.select().count() == 1
     assert {o.kind for o in Outbox.select()} == {"ack", "new_ticket"}
     assert len(desk.outgoing()) == 2
+
+
+def test_two_deliverers_never_send_the_same_row(desk):
+    """Two processes (here: two threads with their own connections) drain one outbox."""
+    import threading
+    import time as _time
+
+    from helpdesk import outbox as outbox_module
+    from helpdesk.models import Outbox as OutboxRow
+    from helpdesk.transports import MaildirTransport
+
+    desk.app.store([__import__("helpdesk.intake", fromlist=["Incoming"]).Incoming(
+        mail(frm=f"c{n}@example.com", message_id=f"m{n}", body=f"text {n}\n"), "support", "file")
+        for n in range(40)])
+    desk.app.process()
+    queued = OutboxRow.select().where(OutboxRow.status == "queued").count()
+    assert queued == 80
+
+    class Slow:
+        """The real Maildir transport, slowed so the two deliverers overlap."""
+
+        def __init__(self):
+            self.inner = MaildirTransport(desk.folder / "mailboxes" / "outgoing")
+
+        def send(self, envelope_from, recipients, message):
+            _time.sleep(0.002)
+            return self.inner.send(envelope_from, recipients, message)
+
+    policy = outbox_module.RetryPolicy()
+    reports = []
+
+    def drain():
+        reports.append(outbox_module.deliver_due(Slow(), desk.clock, policy))
+
+    workers = [threading.Thread(target=drain) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert sum(r.sent for r in reports) == 80
+    assert all(r.sent > 0 for r in reports)          # both really worked
+    assert len(desk.outgoing()) == 80                # and nothing went out twice
+    assert OutboxRow.select().where(OutboxRow.status == "sent").count() == 80
