@@ -14,13 +14,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-import peewee as pw
-
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.errors import StoreError
 from helpdesk import statements
-from helpdesk.models import RawContent, RawMessage, db
+from helpdesk.models import RawContent, RawMessage, write_transaction
 
+_TRANSPORT_HEADERS = re.compile(
+    rb"^(?:return-path|received|delivered-to|x-original-to):.*\n?(?:[ \t].*\n?)*",
+    re.IGNORECASE | re.MULTILINE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _KEY_HEADERS = re.compile(rb"^(message-id|from|subject|date):[ \t]*(.*(?:\r?\n[ \t].*)*)",
                           re.IGNORECASE | re.MULTILINE)
 
@@ -46,8 +48,12 @@ class Stored:
 def fingerprint(raw: bytes) -> tuple[str | None, str]:
     """(Message-ID, dedupe key) from the header block only: no full parse."""
     head, body = split_head(raw)
+    if not body.strip():
+        # No body: the rest of the header block decides, so two different
+        # header-only (or garbage) files are never taken for one another.
+        body = _TRANSPORT_HEADERS.sub(b"", head.replace(b"\r\n", b"\n"))
     fields = {name.lower(): b" ".join(value.split()) for name, value in _KEY_HEADERS.findall(head)}
-    message_id = fields.get(b"message-id", b"").decode("ascii", "replace").strip() or None
+    message_id = _CONTROL.sub("", fields.get(b"message-id", b"").decode("ascii", "replace")).strip()[:998] or None
     digest = hashlib.sha256()
     for name in (b"from", b"subject", b"date"):
         digest.update(fields.get(name, b"") + b"\0")
@@ -73,7 +79,7 @@ def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
     now = naive_utc(clock.now())
     prints = [fingerprint(item.raw) for item in batch]
     try:
-        with db.atomic():
+        with write_transaction():
             known = _existing_keys([key for _, key in prints])
             rows, order = _new_rows(batch, prints, known, now)
             if rows:
@@ -81,8 +87,8 @@ def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
             ids = _ids_for(order)
             contents = [{"message": ids[r["dedupe_key"]], "raw": raw} for r, raw in rows]
             statements.insert_rows(RawContent, contents, ignore_conflicts=True)
-    except pw.DatabaseError as exc:
-        raise StoreError(f"could not store raw message: {exc}".splitlines()[0]) from exc
+    except Exception as exc:  # noqa: BLE001 - every source must see one clear error, then retry
+        raise StoreError(f"could not store raw message: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     results, seen = [], set()
     for _, key in prints:
         first = key in order and key not in seen

@@ -116,6 +116,7 @@ class ThreadRef(BaseModel):
 
     msgid = pw.CharField(max_length=255)
     ticket = pw.ForeignKeyField(Ticket, on_delete="CASCADE")
+    ours = pw.BooleanField(default=False)     # a Message-ID the helpdesk generated
 
     class Meta:
         indexes = ((("msgid", "ticket"), True),)

@@ -89,8 +89,8 @@ class Notifier:
             text=rendered.text, html=rendered.html, status="queued",
             next_attempt_at=now, created_at=now)
         if notice.ticket_id is not None:
-            statements.insert_rows(ThreadRef, [{"msgid": message_id, "ticket": notice.ticket_id}],
-                                   ignore_conflicts=True)
+            statements.insert_rows(ThreadRef, [{"msgid": message_id, "ticket": notice.ticket_id,
+                                                "ours": True}], ignore_conflicts=True)
         return message_id
 
     def _headers(self, notice: Notice) -> dict:

@@ -60,7 +60,9 @@ class Decision:
 
 
 class ThreadIndex(Protocol):
-    def ticket_for_msgids(self, msgids: tuple[str, ...]) -> int | None: ...
+    def thread_matches(self, msgids: tuple[str, ...]) -> list[tuple[int, bool]]:
+        """(ticket, ours) for tickets that know one of these ids, newest ticket first;
+        ``ours`` when the id is one of the Message-IDs the helpdesk itself generated."""
     def participant(self, participant_id: int) -> tuple[int, str] | None: ...
     def is_participant(self, ticket_id: int, address: str) -> bool: ...
     def ticket_status(self, ticket_id: int) -> str | None: ...
@@ -94,8 +96,8 @@ def bounce(mail: InboundMail, ctx: RouteContext) -> Route | None:
     if mail.bounce is None:
         return None
     ids = (mail.bounce.original_message_id,) if mail.bounce.original_message_id else ()
-    ticket = ctx.index.ticket_for_msgids(ids + mail.thread_ids)
-    return RecordBounce(mail.bounce.recipients, ticket)
+    ours = [ticket for ticket, generated in ctx.index.thread_matches(ids + mail.thread_ids) if generated]
+    return RecordBounce(mail.bounce.recipients, ours[0] if ours else None)
 
 
 def thread(mail: InboundMail, ctx: RouteContext) -> Route | None:
@@ -141,14 +143,18 @@ def _by_signed_address(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] 
     owner = ctx.index.participant(token.participant_id)
     if owner is None or owner[0] != token.thread_id:
         return None
-    if owner[1] not in (mail.from_addr, mail.requester):
-        return None  # somebody else's address: fall back to the other rules
+    if owner[1] != mail.from_addr:
+        return None  # somebody else's address (Reply-To proves nothing): try the other rules
     return token.thread_id, "signed-address"
 
 
 def _by_references(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
-    ticket = ctx.index.ticket_for_msgids(mail.thread_ids)
-    return (ticket, "references") if ticket is not None else None
+    """A Message-ID we generated is unguessable, so whoever has it was sent the mail;
+    a customer's own ids may be guessable, so they count only for participants."""
+    for ticket, ours in ctx.index.thread_matches(mail.thread_ids):
+        if ours or ctx.index.is_participant(ticket, mail.from_addr):
+            return ticket, "references"
+    return None
 
 
 def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
@@ -156,7 +162,7 @@ def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
     if match is None:
         return None
     ticket = int(match.group(1))
-    if ctx.index.is_participant(ticket, mail.from_addr) or ctx.index.is_participant(ticket, mail.requester):
+    if ctx.index.is_participant(ticket, mail.from_addr):
         return ticket, "subject-token"
     return None
 

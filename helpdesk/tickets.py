@@ -32,12 +32,15 @@ def label(ticket_id: int) -> str:
 class StoreIndex:
     """The router's read-only view of threads and participants."""
 
-    def ticket_for_msgids(self, msgids: tuple[str, ...]) -> int | None:
+    def thread_matches(self, msgids: tuple[str, ...]) -> list[tuple[int, bool]]:
         if not msgids:
-            return None
-        rows = statements.select(ThreadRef, ["ticket"], {}, in_column="msgid", in_values=msgids,
-                                 order_by="ticket", limit=1)
-        return rows[0][0] if rows else None
+            return []
+        rows = statements.select(ThreadRef, ["ticket", "ours"], {}, in_column="msgid",
+                                 in_values=msgids[:200])
+        best: dict[int, bool] = {}
+        for ticket, ours in rows:
+            best[ticket] = best.get(ticket, False) or bool(ours)
+        return sorted(best.items(), reverse=True)
 
     def participant(self, participant_id: int) -> tuple[int, str] | None:
         rows = statements.select(Participant, ["ticket", "address"], {"id": participant_id})

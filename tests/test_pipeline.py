@@ -312,3 +312,59 @@ def test_show_lists_messages_and_outgoing_mail(desk):
     assert detail["messages"][0]["direction"] == "in"
     assert detail["messages"][0]["message_id"] == "root@example.com"
     assert {o["kind"] for o in detail["outbox"]} == {"ack", "new_ticket"}
+
+
+def test_reply_to_does_not_prove_participation(desk):
+    desk.ingest(mail(message_id="root"))
+    number = Ticket.get().id
+    desk.ingest(mail(frm="eve@evil.example", subject=f"Re: [T-{number}] let me in",
+                     headers={"Reply-To": "bob@example.com"}))
+    assert Ticket.select().count() == 2
+    assert Ticket.get_by_id(number).messages.count() == 1
+    assert not Participant.select().where(Participant.address == "eve@evil.example",
+                                          Participant.ticket == number).exists()
+
+
+def test_a_customers_own_message_id_threads_only_for_participants(desk):
+    desk.ingest(mail(message_id="guessable-1"))
+    desk.ingest(mail(frm="eve@evil.example", subject="Re: hi",
+                     headers={"In-Reply-To": "<guessable-1@example.com>"}))
+    assert Ticket.select().count() == 2
+
+
+def test_our_message_id_threads_whoever_replies_and_adds_them(desk):
+    """A colleague the customer forwarded our mail to is let in: they hold our unguessable id."""
+    desk.ingest(mail(message_id="root"))
+    [ack] = acks(desk)
+    desk.ingest(mail(frm="colleague@example.com", subject="Re: fwd",
+                     headers={"In-Reply-To": ack["Message-ID"]}))
+    assert Ticket.select().count() == 1
+    assert Participant.select().where(Participant.address == "colleague@example.com").exists()
+
+
+def test_replies_in_a_follow_up_thread_stay_on_the_follow_up(desk):
+    desk.ingest(mail(message_id="root"))
+    Ticket.update(status="closed").execute()
+    desk.ingest(mail(subject="Re: again", message_id="second",
+                     headers={"In-Reply-To": "<root@example.com>", "References": "<root@example.com>"}))
+    follow_up = Ticket.select().order_by(Ticket.id.desc()).first()
+    [_, second_ack] = acks(desk)
+    desk.ingest(mail(subject="Re: Re: again", message_id="third",
+                     headers={"In-Reply-To": second_ack["Message-ID"],
+                              "References": f"<root@example.com> <second@example.com> {second_ack['Message-ID']}"}))
+    assert Ticket.select().count() == 2
+    assert follow_up.messages.count() == 2
+    assert len(acks(desk)) == 2
+
+
+def test_garbage_without_headers_is_kept_not_taken_for_a_duplicate(desk):
+    tally = desk.ingest(b"", b"\x89PNG\r\x1a binary junk without any header")
+    assert tally.counts["duplicate"] == 0
+    assert RawMessage.select().count() == 2
+    assert tally.counts["quarantined"] == 2
+
+
+def test_control_characters_in_message_id_are_stored_on_both_engines(desk):
+    tally = desk.ingest(mail(headers={"Message-ID": "<a\x00b\x01c@example.com>"}))
+    assert tally.counts["new_ticket"] == 1
+    assert RawMessage.get().message_id == "<abc@example.com>"
