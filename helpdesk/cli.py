@@ -132,6 +132,8 @@ def cmd_show(args) -> int:
     print(f"{detail['id']}  [{detail['status']}]  {detail['subject']}")
     print(f"requester: {detail['requester_name']} <{detail['requester']}>   created {detail['created_at']}")
     for m in detail["messages"]:
+        if m["direction"] == "out":
+            continue  # listed below with their delivery status
         print(f"\n--- {m['direction']}  {m['created_at']}  from {m['from']}")
         print(m["body"])
         for a in m["attachments"]:

@@ -218,8 +218,13 @@ def _addresses(values: list) -> tuple[str, ...]:
 
 
 def clean_address(addr: str) -> str:
-    """Lower-case, no whitespace or controls: safe to compare and to put in a header."""
-    return _CONTROL.sub("", addr).strip().strip("<>").lower()
+    """Lower-case, no whitespace or controls: safe to compare and to put in a header.
+
+    Longer than RFC 5321 allows (320) is no address at all: "" (both databases
+    then treat it alike, instead of PostgreSQL refusing what SQLite stores).
+    """
+    address = _CONTROL.sub("", addr).strip().strip("<>").lower()
+    return address if len(address) <= 320 else ""
 
 
 def _msgids(values: list) -> tuple[str, ...]:
@@ -288,7 +293,8 @@ def _attachment(part, ctype: str, filename: str, disposition: str) -> InboundAtt
         data = part.get_payload(decode=True) or b""
     inline = disposition == "inline" or (disposition == "" and part.get("Content-ID") is not None)
     name = filename or _default_name(ctype)
-    return InboundAttachment(filename=name, content_type=ctype, data=data, inline=inline)
+    return InboundAttachment(filename=name, content_type=_CONTROL.sub("", ctype)[:255], data=data,
+                             inline=inline)
 
 
 def _filename(part: email.message.Message) -> str:
@@ -374,7 +380,7 @@ def _bounce(msg: email.message.Message, from_addr: str) -> BounceReport:
                 rcpt = block.get("Final-Recipient") or block.get("Original-Recipient")
                 if rcpt:
                     recipients.append(clean_address(str(rcpt).split(";")[-1]))
-                status = status or str(block.get("Status", "")).strip()
+                status = status or _CONTROL.sub("", str(block.get("Status", ""))).strip()[:32]
                 diagnostic = diagnostic or decode_header(block.get("Diagnostic-Code", ""))
         elif ctype in ("message/rfc822", "text/rfc822-headers") and original is None:
             original = _embedded_msgid(part)

@@ -15,6 +15,7 @@ from helpdesk.errors import NotFound, UserError
 from helpdesk.models import Attachment, Message, Outbox, RawMessage, Ticket
 
 _TICKET_ID = re.compile(r"^(?:T-?)?(\d{1,12})$", re.IGNORECASE)
+MAX_ID = 2**31 - 1   # ids are 32-bit on PostgreSQL; larger ones name nothing
 
 
 def ticket_number(text: str) -> int:
@@ -35,14 +36,16 @@ def list_tickets(status: str | None = None) -> list[dict]:
 
 def ticket_detail(text: str) -> dict:
     number = ticket_number(text)
-    ticket = Ticket.get_or_none(Ticket.id == number)
+    ticket = Ticket.get_or_none(Ticket.id == number) if number <= MAX_ID else None
     if ticket is None:
         raise NotFound(f"no ticket T-{number}")
     messages = list(Message.select().where(Message.ticket == number).order_by(Message.created_at, Message.id))
+    sent = list(Outbox.select().where(Outbox.ticket == number).order_by(Outbox.id))
     files = _attachments([m.id for m in messages])
     detail = _ticket_summary(ticket, len(messages))
-    detail["messages"] = [_message(m, files.get(m.id, [])) for m in messages]
-    detail["outbox"] = [_outgoing(o) for o in Outbox.select().where(Outbox.ticket == number).order_by(Outbox.id)]
+    conversation = [_message(m, files.get(m.id, [])) for m in messages] + [_sent(o) for o in sent]
+    detail["messages"] = sorted(conversation, key=lambda m: m["created_at"] or "")
+    detail["outbox"] = [_outgoing(o) for o in sent]
     return detail
 
 
@@ -58,7 +61,7 @@ def quarantine_id(text: str) -> int:
     if not text.strip().isdigit():
         raise UserError(f"not a quarantine id: {text!r} (expected a number from 'helpdesk quarantine')")
     number = int(text)
-    row = RawMessage.get_or_none(RawMessage.id == number)
+    row = RawMessage.get_or_none(RawMessage.id == number) if number <= MAX_ID else None
     if row is None or row.status != "quarantined":
         raise NotFound(f"no quarantined message {number}")
     return number
@@ -97,6 +100,13 @@ def _message(m: Message, files: list[dict]) -> dict:
     return {"direction": m.direction, "from": m.sender, "to": m.recipients, "subject": m.subject,
             "body": m.body, "full_text": m.full_text, "message_id": m.message_id, "auto": m.auto,
             "created_at": _iso(m.created_at), "attachments": files}
+
+
+def _sent(o: Outbox) -> dict:
+    """Mail we sent, as an entry of the conversation (``direction`` out)."""
+    return {"direction": "out", "from": o.envelope_from, "to": o.recipient, "subject": o.subject,
+            "body": o.text, "full_text": o.text, "message_id": o.message_id, "auto": o.kind != "reply",
+            "created_at": _iso(o.created_at), "attachments": [], "kind": o.kind, "status": o.status}
 
 
 def _outgoing(o: Outbox) -> dict:

@@ -54,9 +54,12 @@ def test_show_json_lists_messages_with_direction_and_ids(tmp_path, config, capsy
     capsys.readouterr()
     assert main(["--config", config, "show", "T-1", "--json"]) == 0
     detail = json.loads(capsys.readouterr().out)
-    [message] = detail["messages"]
+    [message] = [m for m in detail["messages"] if m["direction"] == "in"]
     assert {"direction", "from", "to", "body", "message_id", "created_at"} <= set(message)
     assert (message["direction"], message["from"], message["message_id"]) == ("in", "bob@example.com", "a@example.com")
+    sent = [m for m in detail["messages"] if m["direction"] == "out"]
+    assert sorted(m["to"] for m in sent) == ["alice@shop.example", "bob@example.com"]
+    assert all({"from", "to", "body", "message_id", "created_at"} <= set(m) for m in sent)
 
 
 def test_tickets_filters_by_status(tmp_path, config, capsys):
@@ -168,3 +171,27 @@ def test_ingest_shows_progress_on_a_terminal_only(tmp_path, config, capsys, monk
     files = write_mails(tmp_path, mail(message_id="c"), mail(message_id="d", body="4\n"))
     assert main(["--config", config, "ingest", *files]) == 0
     assert "2/2 messages" in capsys.readouterr().err
+
+
+def test_smtp_port_in_use_is_one_line(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = write_config(tmp_path, smtp_port=port)
+        result = run("--config", "config.toml", "run", cwd=tmp_path)
+    err = result.stderr.decode().strip()
+    assert result.returncode == 1
+    assert err.endswith("address already in use") and err.count("\n") == 0, err
+    assert err.startswith(f"helpdesk: config.toml: [smtp_server] listen: cannot listen on 127.0.0.1:{port}")
+    assert path.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("show", "T-999999999999"), "helpdesk: no ticket T-999999999999"),
+    (("quarantine", "retry", "99999999999999999999999"), "helpdesk: no quarantined message 99999999999999999999999"),
+])
+def test_out_of_range_ids_are_unknown_ids(config, args, message):
+    result = run("--config", config, *args)
+    assert (result.returncode, result.stderr.decode().strip()) == (1, message)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiosmtpd.controller import Controller
 
 from helpdesk.config import Config
+from helpdesk.errors import ConfigError
 from helpdesk.intake import Incoming, Stored
 
 log = logging.getLogger("helpdesk.smtp")
@@ -66,15 +67,22 @@ class SmtpIntake:
     def __init__(self, config: Config, store, on_stored=lambda: None,
                  host: str | None = None, port: int | None = None) -> None:
         self.handler = IntakeHandler(config, store, on_stored)
+        self.config_name = config.path.name
         settings = config.smtp_server
         self.controller = Controller(
             self.handler, hostname=host or settings.host,
             port=settings.port if port is None else port,
             data_size_limit=config.limits.max_message_size,
-            server_hostname=config.helpdesk.name.replace(" ", "-") or "helpdesk")
+            server_hostname=config.mailboxes[0].address.rpartition("@")[2])
 
     def start(self) -> tuple[str, int]:
-        self.controller.start()
+        try:
+            self.controller.start()
+        except (OSError, RuntimeError) as exc:
+            self.handler.close()
+            where = f"{self.controller.hostname}:{self.controller.port}"
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(f"{self.config_name}: [smtp_server] listen: cannot listen on {where}: {reason}") from exc
         sock = self.controller.server.sockets[0].getsockname()
         log.info("SMTP intake listening on %s:%d", sock[0], sock[1])
         return sock[0], sock[1]
