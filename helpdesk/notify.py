@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -74,7 +74,6 @@ class Notifier:
     clock: Clock
     sender_address: str
     sender_name: str
-    instance: str = field(default="")
 
     def queue(self, notice: Notice) -> str:
         """Render and insert into the outbox; returns the new Message-ID."""
@@ -97,7 +96,7 @@ class Notifier:
         headers = {
             "From": [self.sender_name, self.sender_address],
             "To": [notice.recipient_name, notice.recipient],
-            LOOP_HEADER: self.instance or self.sender_address,
+            LOOP_HEADER: self.sender_address,
         }
         if notice.reply_to:
             headers["Reply-To"] = [self.sender_name, notice.reply_to]

@@ -117,6 +117,7 @@ class Pipeline:
         mailbox = self.config.mailbox(row.mailbox)
         decision = route(mail, RouteContext(mailbox.kind, self.config.own_addresses,
                                             self.desk.secret, self.index))
+        log.debug("message %s: rules %s -> %s", row.id, " > ".join(decision.rules), decision.route)
         chosen = decision.route
         if isinstance(chosen, NewTicket):
             ticket = self.desk.new_ticket(chosen, mail, stored, row.id, mailbox)

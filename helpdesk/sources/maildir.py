@@ -39,7 +39,10 @@ def poll(mailbox: Mailbox, store: Store, batch_size: int) -> Iterator[tuple[int,
                 chunk.append(path)
                 batch.append(Incoming(raw, mailbox.name, "maildir"))
         results = store(batch)
-        for path in chunk:
+        for path, result in zip(chunk, results):
+            if result.duplicate:
+                log.info("maildir %s: %s is a copy of a message already stored; skipped",
+                         mailbox.name, path.name)
             acknowledge(path)
         yield sum(not r.duplicate for r in results), sum(r.duplicate for r in results)
 
