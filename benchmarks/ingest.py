@@ -370,10 +370,10 @@ def child(folder: Path, profile: bool) -> int:
     if profiler:
         profiler.disable()
     finished = time.perf_counter()
-    app.close()   # the parse worker exits, so RUSAGE_CHILDREN holds its peak
+    workers = app.pipeline.parser.worker_peak_kb()   # forked from a forkserver: not our child
+    app.close()
     print(cli._summary(report.tally, report.duplicates, len(report.unreadable)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KB on Linux
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     hwm = _proc_status("VmHWM")   # the same peak, of this process image only
     sys.stdout.flush()
     if profiler:

@@ -61,6 +61,11 @@ def _in_worker(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[P
     return parse_jobs(jobs, max_size, store, _writer)
 
 
+def _peak_kb() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _start_worker() -> None:
     global _writer
     _writer = ThreadPoolExecutor(2, thread_name_prefix="attachments")
@@ -137,6 +142,12 @@ class ParseStage:
                                              initializer=_start_worker)
             self._pool.submit(int).result()
         return self._pool
+
+    def worker_peak_kb(self) -> int:
+        """Peak resident memory of a worker (KB), for the benchmarks; 0 without workers."""
+        if self._pool is None:
+            return 0
+        return self._pool.submit(_peak_kb).result()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -149,12 +149,19 @@ def _by_signed_address(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] 
 
 
 def _by_references(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
-    """A Message-ID we generated is unguessable, so whoever has it was sent the mail;
-    a customer's own ids may be guessable, so they count only for participants."""
+    """A Message-ID we generated is unguessable, so whoever has it was sent the mail.
+    A customer's own ids may be guessable: they count for participants, and for
+    mail that copies a participant (a colleague answering in the open, never a
+    stranger posting unseen)."""
+    copied = tuple(a for a in mail.to + mail.cc if not _is_ours(a, ctx))[:20]
     for ticket, ours in ctx.index.thread_matches(mail.thread_ids):
-        if ours or ctx.index.is_participant(ticket, mail.from_addr):
+        if ours or any(ctx.index.is_participant(ticket, a) for a in (mail.from_addr,) + copied):
             return ticket, "references"
     return None
+
+
+def _is_ours(address: str, ctx: RouteContext) -> bool:
+    return _base_address(address) in ctx.own_addresses
 
 
 def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:

@@ -332,6 +332,14 @@ def test_a_customers_own_message_id_threads_only_for_participants(desk):
     assert Ticket.select().count() == 2
 
 
+def test_a_colleague_answering_with_the_customer_in_copy_threads(desk):
+    desk.ingest(mail(message_id="root"))
+    desk.ingest(mail(frm="Ann <ann@example.com>", subject="Re: Key does not work",
+                     headers={"In-Reply-To": "<root@example.com>", "Cc": "Bob <bob@example.com>"}))
+    assert Ticket.select().count() == 1
+    assert Participant.select().where(Participant.address == "ann@example.com").exists()
+
+
 def test_our_message_id_threads_whoever_replies_and_adds_them(desk):
     """A colleague the customer forwarded our mail to is let in: they hold our unguessable id."""
     desk.ingest(mail(message_id="root"))
