@@ -60,6 +60,12 @@ def find_token(secret: bytes, mailbox_addresses: frozenset[str],
     return None
 
 
+def untagged(address: str) -> str:
+    """``support+anything@x`` → ``support@x``: the mailbox an address belongs to."""
+    local, _, domain = address.partition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
 def _mac(secret: bytes, body: str) -> str:
     digest = hmac.new(secret, body.encode(), hashlib.sha256).digest()
     return base64.b32encode(digest).decode().lower()[:MAC_LENGTH]

@@ -86,7 +86,7 @@ def no_sender(mail: InboundMail, ctx: RouteContext) -> Route | None:
 def own_mail(mail: InboundMail, ctx: RouteContext) -> Route | None:
     if mail.loop:
         return Drop("loop: carries our X-Helpdesk-Loop header")
-    base = _base_address(mail.from_addr)
+    base = replyaddr.untagged(mail.from_addr)
     if base in ctx.own_addresses:
         return Drop(f"loop: sent from our own address {mail.from_addr}")
     return None
@@ -161,7 +161,7 @@ def _by_references(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | No
 
 
 def _is_ours(address: str, ctx: RouteContext) -> bool:
-    return _base_address(address) in ctx.own_addresses
+    return replyaddr.untagged(address) in ctx.own_addresses
 
 
 def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
@@ -176,8 +176,3 @@ def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
 
 def _silence(mail: InboundMail) -> str:
     return "bulk or list mail" if mail.bulk else ""
-
-
-def _base_address(address: str) -> str:
-    local, _, domain = address.partition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"

@@ -95,6 +95,7 @@ class Desk:
             created_at=now, updated_at=now, follow_up_of=route.follow_up_of)
         ticket = TicketView(number, ticket.subject, ticket.status, ticket.requester)
         requester = self._add_person(number, mail.requester, mail.from_name, "requester")
+        self._add_copied(number, mail)
         self._record(number, mail, stored, raw_id, now, auto=False)
         if route.acknowledge and self._may_acknowledge(mail.requester, now):
             self._acknowledge(ticket, requester, mail, mailbox, stored)
@@ -173,6 +174,14 @@ class Desk:
                 continue  # staff writing in get the acknowledgement, not a notice too
             person = self._add_person(ticket.number, member.address, member.name, "staff")
             self._queue(mailbox, "new_ticket", ticket, person, mail, context, audience="staff")
+
+    def _add_copied(self, ticket_id: int, mail: InboundMail) -> None:
+        """Whoever the customer put in To/Cc joins the ticket as a "cc" participant,
+        so their answers in the thread are recognised (never our own addresses)."""
+        skip = self.config.own_addresses | {m.address for m in self.config.staff} | {mail.requester}
+        copied = [a for a in dict.fromkeys(mail.to + mail.cc) if replyaddr.untagged(a) not in skip][:20]
+        statements.insert_rows(Participant, [{"ticket": ticket_id, "address": a, "name": "", "role": "cc"}
+                                             for a in copied], ignore_conflicts=True)
 
     def _add_person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
         """A participant of a ticket created in this transaction: nobody can be there yet."""

@@ -376,3 +376,15 @@ def test_control_characters_in_message_id_are_stored_on_both_engines(desk):
     tally = desk.ingest(mail(headers={"Message-ID": "<a\x00b\x01c@example.com>"}))
     assert tally.counts["new_ticket"] == 1
     assert RawMessage.get().message_id == "<abc@example.com>"
+
+
+def test_colleagues_reply_before_the_customers_mail_still_joins_it(desk):
+    child = mail(frm="Ann <ann@example.com>", subject="Re: Key does not work", message_id="child",
+                 headers={"In-Reply-To": "<root@example.com>", "References": "<root@example.com>",
+                          "Cc": "Bob <bob@example.com>"})
+    desk.ingest(child)
+    desk.ingest(mail(message_id="root"))
+    assert Ticket.select().count() == 1
+    roles = {p.address: p.role for p in Participant.select()}
+    assert roles["ann@example.com"] == "requester" and roles["bob@example.com"] == "cc"
+    assert "support@shop.example" not in roles and roles["alice@shop.example"] == "staff"
