@@ -149,19 +149,16 @@ def _by_signed_address(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] 
 
 
 def _by_references(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
-    """A Message-ID we generated is unguessable, so whoever has it was sent the mail.
-    A customer's own ids may be guessable: they count for participants, and for
-    mail that copies a participant (a colleague answering in the open, never a
-    stranger posting unseen)."""
-    copied = tuple(a for a in mail.to + mail.cc if not _is_ours(a, ctx))[:20]
-    for ticket, ours in ctx.index.thread_matches(mail.thread_ids):
-        if ours or any(ctx.index.is_participant(ticket, a) for a in (mail.from_addr,) + copied):
-            return ticket, "references"
-    return None
+    """A known Message-ID threads whoever sends it, like every mail client does.
 
-
-def _is_ours(address: str, ctx: RouteContext) -> bool:
-    return replyaddr.untagged(address) in ctx.own_addresses
+    A Message-ID works as a capability: only people who received the mail know
+    it (ours are random; clients use UUIDs or equivalent), and a thread's
+    colleagues and forwarded-to helpers must be able to answer in it. What
+    proves nothing (Reply-To, a ticket number in the subject) never counts.
+    The newest matching ticket wins, so a follow-up's thread stays on it.
+    """
+    matches = ctx.index.thread_matches(mail.thread_ids)
+    return (matches[0][0], "references") if matches else None
 
 
 def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
