@@ -14,9 +14,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from helpdesk import statements
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.errors import StoreError
-from helpdesk import statements
 from helpdesk.models import RawContent, RawMessage, write_transaction
 
 _TRANSPORT_HEADERS = re.compile(
@@ -87,7 +87,7 @@ def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
             ids = _ids_for(order)
             contents = [{"message": ids[r["dedupe_key"]], "raw": raw} for r, raw in rows]
             statements.insert_rows(RawContent, contents, ignore_conflicts=True)
-    except Exception as exc:  # noqa: BLE001 - every source must see one clear error, then retry
+    except Exception as exc:
         raise StoreError(f"could not store raw message: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     results, seen = [], set()
     for _, key in prints:

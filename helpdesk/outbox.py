@@ -14,10 +14,10 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from helpdesk import statements
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.compose import compose
 from helpdesk.errors import PermanentDeliveryError, TemporaryDeliveryError
-from helpdesk import statements
 from helpdesk.models import Outbox, write_transaction
 
 log = logging.getLogger("helpdesk.outbox")
@@ -87,7 +87,7 @@ def _attempt(row: Outbox, transport, now: dt.datetime, policy: RetryPolicy, repo
     attempts = row.attempts + 1
     try:
         data = compose(message_id=row.message_id, subject=row.subject, text=row.text,
-                       html=row.html, headers_json=row.headers, date=now.replace(tzinfo=dt.timezone.utc))
+                       html=row.html, headers_json=row.headers, date=now.replace(tzinfo=dt.UTC))
         where = transport.send(row.envelope_from, [row.recipient], data)
     except TemporaryDeliveryError as exc:
         retry_at = policy.next_attempt(now, attempts)

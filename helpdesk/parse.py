@@ -250,7 +250,7 @@ def _date(value) -> dt.datetime | None:
         moment = email.utils.parsedate_to_datetime(str(value))
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _is_auto(head: _Headers) -> bool:

@@ -17,7 +17,6 @@ import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-
 from dataclasses import dataclass, replace
 
 from helpdesk.attachments import AttachmentStore, StoredAttachment
@@ -113,7 +112,7 @@ class ParseStage:
 
     def submit(self, jobs: list[Job]) -> Callable[[], list[Parsed]]:
         """Start parsing; the returned function waits for and returns the results."""
-        inline = lambda: self.run(jobs)  # noqa: E731
+        inline = lambda: self.run(jobs)
         if self.workers <= 0 or len(jobs) < MIN_FOR_WORKER:
             return inline
         try:

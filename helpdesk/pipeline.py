@@ -20,8 +20,16 @@ from helpdesk.config import Config
 from helpdesk.models import RawContent, RawMessage, write_transaction
 from helpdesk.parse import InboundMail
 from helpdesk.parsing import Job, Parsed, ParseStage, Prepared, failure
-from helpdesk.route import (Decision, Drop, NewTicket, Quarantine, RecordBounce, RouteContext,
-                            TicketReply, route)
+from helpdesk.route import (
+    Decision,
+    Drop,
+    NewTicket,
+    Quarantine,
+    RecordBounce,
+    RouteContext,
+    TicketReply,
+    route,
+)
 from helpdesk.tickets import Desk, StoreIndex, label
 
 log = logging.getLogger("helpdesk.pipeline")
@@ -106,7 +114,7 @@ class Pipeline:
                 return outcome
         except _TakenElsewhere:
             return Outcome(row.id, "skipped", None, "already processed elsewhere")
-        except Exception as exc:  # noqa: BLE001 - the savepoint rolled back; keep it, with why
+        except Exception as exc:
             log.debug("message %s crashed the pipeline", row.id, exc_info=True)
             outcome = Outcome(row.id, "quarantined", None, failure("apply", exc))
             self._finish(row.id, outcome)

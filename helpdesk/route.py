@@ -10,8 +10,9 @@ store implements; the router itself never writes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from helpdesk import replyaddr
 from helpdesk.parse import InboundMail

@@ -51,6 +51,6 @@ class Loop:
         """A failing job is logged in one line and tried again on its next turn."""
         try:
             job()
-        except Exception as exc:  # noqa: BLE001 - the service must outlive one bad pass
+        except Exception as exc:
             log.error("job %s failed: %s: %s", name, type(exc).__name__, exc)
             log.debug("job %s traceback", name, exc_info=True)

@@ -14,7 +14,7 @@ Only standard SQL that SQLite (>= 3.35) and PostgreSQL both run is used:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import cache
 
 import peewee as pw
 
@@ -75,7 +75,7 @@ def _with_defaults(model: type[pw.Model], values: dict) -> dict:
     return {**values, **{n: d() if callable(d) else d for n, d in missing}}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _defaults(model: type[pw.Model]) -> tuple[tuple[str, object], ...]:
     return tuple((f.name, f.default) for f in model._meta.sorted_fields
                  if f.default is not None and not f.primary_key)
@@ -97,7 +97,7 @@ def _converter(fields: list[pw.Field]):
     return convert
 
 
-@lru_cache(maxsize=None)
+@cache
 def _insert_sql(model, names: tuple[str, ...], ignore_conflicts: bool, returning: bool):
     fields = _fields(model, names)
     columns = ", ".join(_q(f.column_name) for f in fields)
@@ -110,7 +110,7 @@ def _insert_sql(model, names: tuple[str, ...], ignore_conflicts: bool, returning
     return sql, _converter(fields)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _update_sql(model, names: tuple[str, ...], conditions: tuple[str, ...], at_most: str | None):
     fields = _fields(model, names)
     where = _fields(model, conditions + ((at_most,) if at_most else ()))
@@ -124,7 +124,7 @@ def _update_sql(model, names: tuple[str, ...], conditions: tuple[str, ...], at_m
     return sql, _converter(fields), _converter(where)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _select_sql(model, columns, conditions, in_column, in_count, order_by, limit):
     where = _fields(model, conditions)
     clauses = [f"{_q(f.column_name)} = {db.param}" for f in where]
@@ -142,7 +142,7 @@ def _select_sql(model, columns, conditions, in_column, in_count, order_by, limit
     return sql, _converter(where)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _scalar_sql(model, expression: str, conditions: tuple[str, ...], since: str | None):
     fields = _fields(model, conditions + ((since,) if since else ()))
     clauses = [f"{_q(f.column_name)} = {db.param}" for f in fields[:len(conditions)]]

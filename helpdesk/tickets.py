@@ -15,7 +15,15 @@ from helpdesk import replyaddr, statements
 from helpdesk.attachments import AttachmentStore, StoredAttachment
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config import Config, Mailbox, format_duration
-from helpdesk.models import Attachment, Bounce, Message, Outbox, Participant, ThreadRef, Ticket
+from helpdesk.models import (
+    Attachment,
+    Bounce,
+    Message,
+    Outbox,
+    Participant,
+    ThreadRef,
+    Ticket,
+)
 from helpdesk.notify import Notice, Notifier
 from helpdesk.parse import InboundMail
 from helpdesk.route import NewTicket, RecordBounce, TicketReply

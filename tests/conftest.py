@@ -25,7 +25,7 @@ from helpdesk.intake import Incoming
 from helpdesk.pipeline import Tally
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-START = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.timezone.utc)
+START = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 
 
 def free_port() -> int:

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from helpdesk.models import RawMessage, Ticket
-from helpdesk.sources import maildir
 from helpdesk.service import poll_maildirs
+from helpdesk.sources import maildir
 from tests.conftest import mail
 
 pytestmark = pytest.mark.usefixtures("db_url")
