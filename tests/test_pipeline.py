@@ -170,7 +170,7 @@ def test_auto_reply_that_threads_is_recorded_silently(desk):
                                                        "In-Reply-To": ack["Message-ID"]}))
     ticket = Ticket.get()
     assert ticket.status == "resolved"  # an auto-reply re-opens nothing
-    assert Message.select().where(Message.auto == True).count() == 1  # noqa: E712 (peewee expression)
+    assert Message.select().where(Message.auto == True).count() == 1
     assert len(desk.outgoing()) == 2  # the first ack and staff notice only
 
 
