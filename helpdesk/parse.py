@@ -25,6 +25,8 @@ from helpdesk.quotes import strip_reply
 
 _MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
 _BARE_MSGID = re.compile(r"[^<>\s\x00-\x1f\x7f\"(),;:]+@[^<>\s\x00-\x1f\x7f\"(),;:]+")
+_SIMPLE_ADDRESS = re.compile(
+    r"^\s*(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|[A-Za-z0-9 ._-]*<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
 _ANGLE_ADDR = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _FOLD = re.compile(r"\r?\n[ \t]+")
@@ -152,10 +154,18 @@ class _Headers:
     made that one of the parser's largest costs.
     """
 
+    WANTED = frozenset({"from", "reply-to", "message-id", "in-reply-to", "references", "to", "cc",
+                        "delivered-to", "x-original-to", "subject", "date", "auto-submitted",
+                        "precedence", "x-autoreply", "x-autorespond", "list-id", "x-helpdesk-loop",
+                        "return-path"})
+
     def __init__(self, msg: email.message.Message) -> None:
         self._by_name: dict[str, list] = {}
-        for name, value in msg.items():
-            self._by_name.setdefault(name.lower(), []).append(value)
+        fetch = msg.policy.header_fetch_parse
+        for name, value in msg.raw_items():
+            key = name.lower()
+            if key in self.WANTED:
+                self._by_name.setdefault(key, []).append(fetch(name, value))
 
     def all(self, name: str) -> list:
         return self._by_name.get(name.lower(), [])
@@ -213,8 +223,15 @@ def _first_address(values: list) -> tuple[str, str]:
 
 
 def _addresses(values: list) -> tuple[str, ...]:
-    pairs = email.utils.getaddresses([str(v) for v in values])
-    return tuple(dict.fromkeys(clean_address(a) for _, a in pairs if "@" in a))
+    found = []
+    for value in values:
+        text = str(value)
+        simple = _SIMPLE_ADDRESS.match(text)   # most headers: one plain address; skip the full parser
+        if simple:
+            found.append(clean_address(simple.group(1) or simple.group(2)))
+        else:
+            found.extend(clean_address(a) for _, a in email.utils.getaddresses([text]) if "@" in a)
+    return tuple(dict.fromkeys(a for a in found if a))
 
 
 def clean_address(addr: str) -> str:
@@ -276,8 +293,11 @@ def _collect(part: email.message.Message, texts: list, htmls: list, attachments:
         for sub in part.get_payload():
             _collect(sub, texts, htmls, attachments)
         return
-    filename = _filename(part)
-    disposition = str(part.get("Content-Disposition", "")).split(";")[0].strip().lower()
+    raw_disposition = part.get("Content-Disposition")
+    disposition = str(raw_disposition or "").split(";")[0].strip().lower()
+    # Parameter parsing is costly: a body part with no disposition and no name= has no file name.
+    named = raw_disposition is not None or "name" in str(part.get("Content-Type", "")).lower()
+    filename = _filename(part) if named else ""
     if ctype in ("text/plain", "text/html") and not filename and disposition != "attachment":
         (texts if ctype == "text/plain" else htmls).append(_decoded_text(part))
     elif ctype in ("message/delivery-status", "message/disposition-notification"):
