@@ -25,7 +25,7 @@ def insert(model: type[pw.Model], **values) -> int:
     """Insert one row; returns its id. Field defaults apply as with peewee."""
     values = _with_defaults(model, values)
     sql, convert = _insert_sql(model, tuple(values), False, True)
-    return db.execute_sql(sql, convert(values.values())).fetchone()[0]
+    return _execute(sql, convert(values.values())).fetchone()[0]
 
 
 def insert_rows(model: type[pw.Model], rows: Sequence[dict], ignore_conflicts: bool = False) -> None:
@@ -47,7 +47,7 @@ def update(model: type[pw.Model], row_id: int, only_if: dict | None = None,
                                                   at_most[0] if at_most else None)
     where = list((only_if or {}).values()) + ([at_most[1]] if at_most else [])
     params = convert_set(values.values()) + [row_id] + convert_where(where)
-    return db.execute_sql(sql, params).rowcount
+    return _execute(sql, params).rowcount
 
 
 def select(model: type[pw.Model], columns: Sequence[str], where: dict, *,
@@ -56,17 +56,25 @@ def select(model: type[pw.Model], columns: Sequence[str], where: dict, *,
     """A simple SELECT: equality conditions, at most one IN list, optional order and limit."""
     sql, convert = _select_sql(model, tuple(columns), tuple(where), in_column, len(in_values),
                                order_by, limit)
-    return db.execute_sql(sql, convert(where.values()) + list(in_values)).fetchall()
+    return _execute(sql, convert(where.values()) + list(in_values)).fetchall()
 
 
 def scalar(model: type[pw.Model], expression: str, where: dict, since: tuple[str, object] | None = None):
     """One value, e.g. ``COUNT(*)``, with equality conditions and one ``>=`` bound."""
     sql, convert = _scalar_sql(model, expression, tuple(where), since[0] if since else None)
     params = convert(list(where.values()) + ([since[1]] if since else []))
-    return db.execute_sql(sql, params).fetchone()[0]
+    return _execute(sql, params).fetchone()[0]
 
 
 # --- SQL generation (cached per shape) ----------------------------------------
+
+def _execute(sql: str, params: list):
+    """Straight to the driver's cursor: these statements always run inside a transaction
+    the caller opened, so peewee's autocommit and logging wrapper has nothing to add."""
+    cursor = db.cursor()
+    cursor.execute(sql, params)
+    return cursor
+
 
 def _with_defaults(model: type[pw.Model], values: dict) -> dict:
     missing = [(n, d) for n, d in _defaults(model) if n not in values]
