@@ -63,12 +63,17 @@ def fingerprint(raw: bytes) -> tuple[str | None, str]:
 
 
 def split_head(raw: bytes) -> tuple[bytes, bytes]:
-    """Header block and body, at the first empty line (CRLF or LF mail)."""
-    lf, crlf = raw.find(b"\n\n"), raw.find(b"\r\n\r\n")
-    if crlf != -1 and (lf == -1 or crlf < lf):
-        return raw[:crlf], raw[crlf + 4:]
-    if lf != -1:
-        return raw[:lf], raw[lf + 2:]
+    """Header block and body, at the first empty line (CRLF or LF mail).
+
+    The first line's ending says which to look for, so only the header block is
+    scanned; mail with mixed endings falls back to the other form.
+    """
+    newline = raw.find(b"\n")
+    crlf_first = newline > 0 and raw[newline - 1:newline] == b"\r"
+    for separator in ((b"\r\n\r\n", b"\n\n") if crlf_first else (b"\n\n", b"\r\n\r\n")):
+        end = raw.find(separator)
+        if end != -1:
+            return raw[:end], raw[end + len(separator):]
     return raw, b""
 
 
