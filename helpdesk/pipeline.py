@@ -2,9 +2,10 @@
 
 Each message gets a savepoint inside the batch's transaction: one that crashes
 is rolled back alone and quarantined with the reason, and the batch goes on.
-A message is claimed by flipping its status from ``pending`` inside that same
-transaction, so two workers on one database never apply it twice, and a crash
-before the commit leaves it pending for the next pass.
+The last statement of a message's savepoint records its outcome only while the
+message is still ``pending``: a worker that finds it already taken rolls its
+own work back, so two workers on one database never apply it twice, and a
+crash before the commit leaves it pending for the next pass.
 """
 
 from __future__ import annotations
