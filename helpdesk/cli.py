@@ -19,6 +19,7 @@ from helpdesk.clock import Clock, parse_iso
 from helpdesk.errors import HelpdeskError, UserError
 from helpdesk.ingest import ingest_files
 from helpdesk.pipeline import Tally
+from helpdesk.sources import files
 
 log = logging.getLogger("helpdesk")
 
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--now", type=_moment, help="pretend it is this moment (ISO 8601)")
     run.set_defaults(func=cmd_run)
 
-    ingest = sub.add_parser("ingest", help="take raw RFC 5322 files (or - for stdin)")
+    ingest = sub.add_parser("ingest", help="take raw RFC 5322 files, folders of them, or - for stdin")
     ingest.add_argument("--mailbox", help="mailbox name (default: from the recipients)")
     ingest.add_argument("files", nargs="+", metavar="FILE")
     ingest.set_defaults(func=cmd_ingest)
@@ -99,8 +100,9 @@ def cmd_run(args) -> int:
 def cmd_ingest(args) -> int:
     app = _build(args)
     named = _named_mailbox(app, args.mailbox)
-    progress = _Progress(len(args.files))
-    report = ingest_files(app, args.files, named, on_progress=progress.update)
+    paths = files.expand(args.files)
+    progress = _Progress(len(paths))
+    report = ingest_files(app, paths, named, on_progress=progress.update)
     app.deliver()
     progress.done()
     for path, why in report.unreadable:

@@ -195,3 +195,14 @@ def test_smtp_port_in_use_is_one_line(tmp_path):
 def test_out_of_range_ids_are_unknown_ids(config, args, message):
     result = run("--config", config, *args)
     assert (result.returncode, result.stderr.decode().strip()) == (1, message)
+
+
+def test_ingest_takes_a_folder_of_mail(tmp_path, config, capsys):
+    folder = tmp_path / "export"
+    (folder / "cur").mkdir(parents=True)
+    (folder / "new").mkdir()
+    (folder / "cur" / "1.eml").write_bytes(mail(message_id="a"))
+    (folder / "new" / "2.eml").write_bytes(mail(message_id="b", body="2\n"))
+    (folder / ".hidden").write_bytes(b"not mail")
+    assert main(["--config", config, "ingest", str(folder)]) == 0
+    assert capsys.readouterr().out.startswith("ingested: 2 new tickets")

@@ -7,6 +7,7 @@ tickets mailbox, so a saved .eml lands where it was sent.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,6 +17,20 @@ from helpdesk.intake import split_head
 _RECIPIENT_HEADERS = re.compile(rb"^(?:to|cc|delivered-to|x-original-to):(.*(?:\r?\n[ \t].*)*)",
                                 re.IGNORECASE | re.MULTILINE)
 _ADDRESS = re.compile(rb"[\w.!#$%&'*+/=?^`{|}~-]+@[\w.-]+")
+
+
+def expand(paths: list[str]) -> list[str]:
+    """Folders stand for the files below them (hidden ones skipped), sorted: a saved
+    Maildir or a mail export can be ingested as one argument."""
+    out: list[str] = []
+    for path in paths:
+        if path != "-" and os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                out.extend(os.path.join(root, n) for n in sorted(names) if not n.startswith("."))
+        else:
+            out.append(path)
+    return out
 
 
 def read(path: str) -> bytes:
