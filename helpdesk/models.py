@@ -74,9 +74,16 @@ class Ticket(BaseModel):
     created_at = pw.DateTimeField()
     updated_at = pw.DateTimeField()
     follow_up_of = pw.IntegerField(null=True)
+    # schema 2: staff work, deadlines, disputes
+    kind = pw.CharField(max_length=16, default="ticket")   # "ticket", or "dispute" for a dispute's chat
+    first_response_at = pw.DateTimeField(null=True)
+    overdue = pw.BooleanField(default=False)
+    resolved_at = pw.DateTimeField(null=True)
+    closed_at = pw.DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("status", "updated_at"), False),)
+        indexes = ((("status", "updated_at"), False), (("created_at",), False),
+                   (("overdue", "status"), False), (("assignee", "status"), False))
 
 
 class Participant(BaseModel):
@@ -169,10 +176,120 @@ class Bounce(BaseModel):
     created_at = pw.DateTimeField()
 
 
-MODELS = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
+class Timer(BaseModel):
+    """A deadline or reminder that fires exactly once.
+
+    The scheduler's tick reads ``status = 'pending' AND fire_at <= now`` through
+    the (status, fire_at) index, so its cost grows with what is due, not with
+    the number of tickets. A timer is claimed by updating its status from
+    pending in the same transaction as its effects: two processes on one
+    database never fire it twice, and a crash before the commit fires it later.
+    Fired and cancelled rows stay as the record of every firing.
+    """
+
+    subject = pw.CharField(max_length=16)          # "ticket" or "dispute"
+    subject_id = pw.IntegerField()
+    kind = pw.CharField(max_length=48)             # e.g. "first_response", "first_response.reminder"
+    fire_at = pw.DateTimeField()
+    status = pw.CharField(max_length=16, default="pending")   # pending | fired | cancelled
+    created_at = pw.DateTimeField()
+    fired_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "fire_at"), False), (("subject", "subject_id", "status"), False))
+
+
+class DigestRun(BaseModel):
+    """One row per digest period: the unique key makes a digest go out once,
+    whatever the number of workers or restarts."""
+
+    period = pw.CharField(max_length=64, unique=True)
+    created_at = pw.DateTimeField()
+    recipients = pw.IntegerField(default=0)
+
+
+class Order(BaseModel):
+    """A marketplace order, imported from its export; the key is the marketplace's id."""
+
+    order_id = pw.CharField(max_length=64, unique=True)
+    buyer = pw.CharField(max_length=320, index=True)
+    seller = pw.CharField(max_length=320, index=True)
+    product = pw.TextField()
+    amount = pw.DecimalField(max_digits=14, decimal_places=2)
+    currency = pw.CharField(max_length=8)
+    purchased_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+
+
+class Dispute(BaseModel):
+    """A buyer–seller dispute. Its chat lives in a Ticket row of kind "dispute",
+    so messages, attachments, thread references, participants (buyer, seller,
+    admin) and outgoing mail reuse the ticket tables."""
+
+    ticket = pw.ForeignKeyField(Ticket, unique=True, on_delete="CASCADE")
+    order_id = pw.CharField(max_length=64, index=True)
+    buyer = pw.CharField(max_length=320, index=True)
+    seller = pw.CharField(max_length=320, index=True)
+    reason = pw.CharField(max_length=64)
+    description = pw.TextField(default="")
+    status = pw.CharField(max_length=32, default="awaiting_seller", index=True)
+    created_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+    seller_due_at = pw.DateTimeField()               # 48 h after opening
+    seller_answered_at = pw.DateTimeField(null=True)
+    window_closes_at = pw.DateTimeField(null=True)   # 3 days after the seller's first answer
+    admin_due_at = pw.DateTimeField(null=True)       # 72 h: the administration steps in
+    decided_for = pw.CharField(max_length=16, null=True)   # "buyer" or "seller"
+    decision = pw.TextField(null=True)
+
+
+class Proposal(BaseModel):
+    """A solution offered in a dispute, numbered per dispute."""
+
+    dispute = pw.ForeignKeyField(Dispute, backref="proposals", on_delete="CASCADE")
+    number = pw.IntegerField()
+    author = pw.CharField(max_length=16)             # "buyer" or "seller"
+    text = pw.TextField()
+    created_at = pw.DateTimeField()
+    accepted_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("dispute", "number"), True),)
+
+
+class DisputeEvent(BaseModel):
+    """The history of a dispute: every state change with its time, actor and reason."""
+
+    dispute = pw.ForeignKeyField(Dispute, backref="events", on_delete="CASCADE")
+    at = pw.DateTimeField()
+    actor = pw.CharField(max_length=320)             # "buyer", "seller", "admin:<address>", "system"
+    from_status = pw.CharField(max_length=32, null=True)
+    to_status = pw.CharField(max_length=32)
+    reason = pw.TextField(default="")
+
+
+MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
+MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
+MODELS = MODELS_1 + MODELS_2
+
+
+def _schema_2(database: pw.Database) -> None:
+    """Staff work, deadlines and disputes: new tables, new ticket columns."""
+    from playhouse.migrate import SchemaMigrator, migrate as run_migrations
+
+    have = {c.name for c in database.get_columns("ticket")}
+    new = ("kind", "first_response_at", "overdue", "resolved_at", "closed_at")
+    migrator = SchemaMigrator.from_database(database)
+    run_migrations(*[migrator.add_column("ticket", name, Ticket._meta.fields[name])
+                     for name in new if name not in have])
+    Ticket._schema.create_indexes(safe=True)
+    database.create_tables(MODELS_2, safe=True)
+
 
 # Each entry upgrades the schema by one version; never edit a released step.
-MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True),)
+# Step 1 builds whatever tables and columns the models have, so later steps
+# check what exists before adding it.
+MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2)
 
 
 def connect(url: str) -> pw.Database:
