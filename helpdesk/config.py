@@ -35,6 +35,8 @@ from helpdesk.errors import ConfigError
 __all__ = [
     "Config",
     "DatabaseSettings",
+    "DigestSettings",
+    "DisputeSettings",
     "HelpdeskSettings",
     "IntakeSettings",
     "LimitSettings",
@@ -169,6 +171,26 @@ class StaffMember:
 @dataclass(frozen=True)
 class TicketSettings:
     first_response: dt.timedelta
+    next_response: dt.timedelta
+    reminder_at: int                 # percent of a response deadline used when the reminder goes
+    auto_close: dt.timedelta
+    tick_interval: dt.timedelta
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    schedule: tuple[str, int, int] | None   # ("daily"|"monday".."sunday", hour, minute); None: off
+    timezone: str
+    overdue_limit: int
+
+
+@dataclass(frozen=True)
+class DisputeSettings:
+    seller_response: dt.timedelta
+    seller_reminders: tuple[dt.timedelta, ...]   # before the seller's deadline
+    negotiation: dt.timedelta
+    admin_after: dt.timedelta
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -200,6 +222,8 @@ class Config:
     tickets: TicketSettings
     limits: LimitSettings
     intake: IntakeSettings
+    digest: DigestSettings
+    disputes: DisputeSettings
 
     def mailbox(self, name: str) -> Mailbox:
         """The mailbox called ``name``; LookupError if there is none."""
@@ -402,6 +426,35 @@ def _timezone(value: Any, ctx: _Context) -> str:
             f'{_q(value)} is not a known time zone like "UTC" or "Europe/Berlin"'
         ) from None
     return value
+
+
+_DAYS = ("daily", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _schedule(value: Any, ctx: _Context) -> tuple[str, int, int] | None:
+    """ "daily 08:00", "monday 08:00" or "off"."""
+    text = _str(value, ctx).strip().lower()
+    if text == "off":
+        return None
+    match = re.fullmatch(r"(\w+)\s+(\d{1,2}):(\d{2})", text)
+    if not match or match.group(1) not in _DAYS or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+        raise _Invalid(f'{_q(value)} is not a schedule like "daily 08:00", "monday 08:00" or "off"')
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def _durations(value: Any, ctx: _Context) -> tuple[dt.timedelta, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f'expected a list of durations like ["24h", "6h"], got {_show(value)}')
+    return tuple(_duration(item, ctx) for item in value)
+
+
+def _reasons(value: Any, ctx: _Context) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"expected a non-empty list of reasons, got {_show(value)}")
+    reasons = tuple(" ".join(_text(item, ctx).lower().split()) for item in value)
+    if len(set(reasons)) != len(reasons):
+        raise _Invalid("lists a reason twice")
+    return reasons
 
 
 def _env_name(value: Any, ctx: _Context) -> str:
@@ -695,6 +748,24 @@ STAFF_KEYS = {
 
 TICKET_KEYS = {
     "first_response": Key(_duration, "4h"),
+    "next_response": Key(_duration, "24h"),
+    "reminder_at": Key(_int(1, 99), 75),
+    "auto_close": Key(_duration, "7d"),
+    "tick_interval": Key(_duration, "30s"),
+}
+
+DIGEST_KEYS = {
+    "schedule": Key(_schedule, "daily 08:00"),
+    "timezone": Key(_timezone, lambda ctx, values: ctx.done["helpdesk"].timezone),
+    "overdue_limit": Key(_int(1, 1000), 20),
+}
+
+DISPUTE_KEYS = {
+    "seller_response": Key(_duration, "48h"),
+    "seller_reminders": Key(_durations, ["24h", "6h"]),
+    "negotiation": Key(_duration, "3d"),
+    "admin_after": Key(_duration, "72h"),
+    "reasons": Key(_reasons, ["not received", "key does not work", "not as described", "other"]),
 }
 
 LIMIT_KEYS = {
@@ -726,6 +797,8 @@ SECTIONS = {
     "tickets": Section(TicketSettings, TICKET_KEYS),
     "limits": Section(LimitSettings, LIMIT_KEYS),
     "intake": Section(IntakeSettings, INTAKE_KEYS),
+    "digest": Section(DigestSettings, DIGEST_KEYS),
+    "disputes": Section(DisputeSettings, DISPUTE_KEYS),
 }
 
 
