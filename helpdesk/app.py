@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpdesk import intake, outbox
+from helpdesk import deadlines, intake, outbox
 from helpdesk.attachments import AttachmentStore
 from helpdesk.clock import Clock
 from helpdesk.config import Config, load_config
@@ -34,6 +34,8 @@ class App:
     clock: Clock
     desk: Desk
     pipeline: Pipeline
+    # deadline handlers by timer subject ("ticket", "dispute"); see deadlines.tick
+    timer_handlers: dict = field(default_factory=dict)
     _transport: object = None
 
     # --- the three steps every source and the scheduler drive ---------------
@@ -54,6 +56,10 @@ class App:
             total.add(report)
             if report.handled < outbox.PASS:
                 return total
+
+    def tick(self) -> deadlines.TickReport:
+        """Fire every deadline and reminder due now."""
+        return deadlines.tick(self.timer_handlers, self.clock)
 
     @property
     def transport(self):

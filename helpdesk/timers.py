@@ -1,0 +1,80 @@
+"""Deadlines and reminders in the ``timer`` table: schedule, cancel, find due, claim.
+
+The store side of ``deadlines``. Tickets and disputes schedule timers in the
+same transaction as the event that starts the clock (a new ticket, a
+customer's reply, a dispute opened) and cancel them in the transaction that
+stops it (a staff answer, a confirmed solution).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from helpdesk import statements
+from helpdesk.models import Timer
+
+
+@dataclass(frozen=True)
+class Due:
+    id: int
+    subject: str          # "ticket" | "dispute"
+    subject_id: int
+    kind: str
+    fire_at: dt.datetime
+
+
+def schedule(subject: str, subject_id: int, now: dt.datetime,
+             timers: Iterable[tuple[str, dt.datetime]]) -> None:
+    """Add pending timers ``(kind, fire_at)`` for one ticket or dispute."""
+    statements.insert_rows(Timer, [
+        {"subject": subject, "subject_id": subject_id, "kind": kind, "fire_at": fire_at,
+         "status": "pending", "created_at": now}
+        for kind, fire_at in timers])
+
+
+def cancel(subject: str, subject_id: int, kinds: Iterable[str] | None = None) -> int:
+    """Cancel pending timers of one subject (all, or those of the given kinds)."""
+    query = Timer.update(status="cancelled").where(
+        (Timer.subject == subject) & (Timer.subject_id == subject_id) & (Timer.status == "pending"))
+    if kinds is not None:
+        query = query.where(Timer.kind.in_(list(kinds)))
+    return query.execute()
+
+
+def pending(subject: str, subject_id: int) -> list[tuple[str, dt.datetime]]:
+    """The pending timers of one subject, soonest first."""
+    return [(kind, fire_at) for kind, fire_at in (
+        Timer.select(Timer.kind, Timer.fire_at)
+        .where((Timer.subject == subject) & (Timer.subject_id == subject_id)
+               & (Timer.status == "pending"))
+        .order_by(Timer.fire_at).tuples())]
+
+
+def pending_for(subject: str, subject_ids: Iterable[int]) -> dict[int, list[tuple[str, dt.datetime]]]:
+    """The pending timers of many subjects in one query (listings, digests)."""
+    ids = list(subject_ids)
+    found: dict[int, list[tuple[str, dt.datetime]]] = {i: [] for i in ids}
+    for start in range(0, len(ids), 500):
+        rows = (Timer.select(Timer.subject_id, Timer.kind, Timer.fire_at)
+                .where((Timer.subject == subject) & (Timer.subject_id.in_(ids[start:start + 500]))
+                       & (Timer.status == "pending"))
+                .order_by(Timer.fire_at).tuples())
+        for subject_id, kind, fire_at in rows:
+            found[subject_id].append((kind, fire_at))
+    return found
+
+
+def due(now: dt.datetime, limit: int) -> list[Due]:
+    """Pending timers due by ``now``, oldest first: one range of the (status, fire_at) index."""
+    rows = (Timer.select(Timer.id, Timer.subject, Timer.subject_id, Timer.kind, Timer.fire_at)
+            .where((Timer.status == "pending") & (Timer.fire_at <= now))
+            .order_by(Timer.fire_at, Timer.id).limit(limit).tuples())
+    return [Due(*row) for row in rows]
+
+
+def claim(timer_id: int, now: dt.datetime) -> bool:
+    """Mark a timer fired; False when another worker fired or cancelled it first."""
+    return statements.update(Timer, timer_id, only_if={"status": "pending"},
+                             status="fired", fired_at=now) == 1
