@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpdesk import deadlines, intake, outbox
+from helpdesk import deadlines, intake, outbox, ticket_timers
 from helpdesk.attachments import AttachmentStore
 from helpdesk.clock import Clock
 from helpdesk.config import Config, load_config
@@ -95,7 +95,9 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                 AttachmentStore(config.helpdesk.attachments_dir, config.limits.max_attachment_size,
                                 config.limits.max_attachments_total),
                 notifiers)
-    return App(config, clock, desk, Pipeline(config, desk))
+    app = App(config, clock, desk, Pipeline(config, desk))
+    app.timer_handlers["ticket"] = ticket_timers.handler(desk)
+    return app
 
 
 def load_secret(config: Config) -> bytes:

@@ -39,6 +39,7 @@ class Notice:
     references: tuple[str, ...] = ()
     auto: str | None = "auto-replied"  # Auto-Submitted value; None for human mail
     token: str = ""                    # "[T-42]": kept in every subject of the thread
+    sender_name: str | None = None     # display name instead of the helpdesk's ("Alice — Difmark Support")
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,12 @@ class Notifier:
 
     def _headers(self, notice: Notice) -> dict:
         headers = {
-            "From": [self.sender_name, self.sender_address],
+            "From": [notice.sender_name or self.sender_name, self.sender_address],
             "To": [notice.recipient_name, notice.recipient],
             LOOP_HEADER: self.sender_address,
         }
         if notice.reply_to:
-            headers["Reply-To"] = [self.sender_name, notice.reply_to]
+            headers["Reply-To"] = [notice.sender_name or self.sender_name, notice.reply_to]
         if notice.in_reply_to:
             headers["In-Reply-To"] = f"<{notice.in_reply_to}>"
         refs = tuple(dict.fromkeys(notice.references + ((notice.in_reply_to,) if notice.in_reply_to else ())))

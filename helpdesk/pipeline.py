@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from helpdesk import statements
+from helpdesk import staff, statements
 from helpdesk.clock import naive_utc
 from helpdesk.config import Config
 from helpdesk.models import RawContent, RawMessage, write_transaction
@@ -28,6 +28,8 @@ from helpdesk.route import (
     Quarantine,
     RecordBounce,
     RouteContext,
+    StaffReply,
+    StatusRequest,
     TicketReply,
     route,
 )
@@ -62,6 +64,7 @@ class Pipeline:
         self.config = config
         self.desk = desk
         self.index = StoreIndex()
+        self.staff = frozenset(member.address for member in config.staff)
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
                                  desk.attachments)
 
@@ -125,7 +128,7 @@ class Pipeline:
         mail, stored = prepared.mail, prepared.attachments
         mailbox = self.config.mailbox(row.mailbox)
         decision = route(mail, RouteContext(mailbox.kind, self.config.own_addresses,
-                                            self.desk.secret, self.index))
+                                            self.desk.secret, self.index, self.staff))
         log.debug("message %s: rules %s -> %s", row.id, " > ".join(decision.rules), decision.route)
         chosen = decision.route
         if isinstance(chosen, NewTicket):
@@ -134,6 +137,12 @@ class Pipeline:
         if isinstance(chosen, TicketReply):
             ticket = self.desk.reply(chosen, mail, stored, row.id, mailbox)
             return Outcome(row.id, "reply", ticket, _explain(decision, mail))
+        if isinstance(chosen, StaffReply):
+            applied = staff.staff_reply(self.desk, chosen, mail, stored, row.id, mailbox)
+            return Outcome(row.id, applied.kind, applied.ticket_id, applied.detail)
+        if isinstance(chosen, StatusRequest):
+            sent = self.desk.status_reply(mail, mailbox)
+            return Outcome(row.id, "status_request", None, "answered" if sent else "not answered: rate limit")
         if isinstance(chosen, RecordBounce):
             ticket = self.desk.bounce(chosen, mail, stored, row.id)
             return Outcome(row.id, "bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))

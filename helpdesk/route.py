@@ -36,6 +36,19 @@ class TicketReply:
 
 
 @dataclass(frozen=True)
+class StaffReply:
+    """A staff member writing into a ticket: commands, a note, or an answer to relay."""
+
+    ticket_id: int
+    rule: str
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """A customer asking for the list of their open requests (subject "status")."""
+
+
+@dataclass(frozen=True)
 class RecordBounce:
     recipients: tuple[str, ...]
     ticket_id: int | None
@@ -51,7 +64,7 @@ class Quarantine:
     reason: str
 
 
-Route = NewTicket | TicketReply | RecordBounce | Drop | Quarantine
+Route = NewTicket | TicketReply | StaffReply | StatusRequest | RecordBounce | Drop | Quarantine
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class RouteContext:
     own_addresses: frozenset[str]
     secret: bytes
     index: ThreadIndex
+    staff: frozenset[str] = frozenset()
 
 
 Rule = Callable[[InboundMail, RouteContext], Route | None]
@@ -106,7 +120,12 @@ def thread(mail: InboundMail, ctx: RouteContext) -> Route | None:
     if found is None:
         return None
     ticket_id, rule = found
-    if ctx.index.ticket_status(ticket_id) not in OPEN_FOR_REPLIES:
+    status = ctx.index.ticket_status(ticket_id)
+    if status is None:
+        return None  # a dispute's chat: not a ticket, the mail is new here
+    if mail.from_addr in ctx.staff and not mail.auto_submitted:
+        return StaffReply(ticket_id, rule)  # also on a closed ticket: "#reopen" must work
+    if status not in OPEN_FOR_REPLIES:
         if mail.auto_submitted:
             return Drop(f"auto-reply to closed ticket T-{ticket_id}")
         return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail),
@@ -120,11 +139,18 @@ def unthreaded_auto_reply(mail: InboundMail, ctx: RouteContext) -> Route | None:
     return None
 
 
+def status_request(mail: InboundMail, ctx: RouteContext) -> Route | None:
+    if mail.subject.strip().lower() == "status" and not mail.bulk:
+        return StatusRequest()
+    return None
+
+
 def new_ticket(mail: InboundMail, ctx: RouteContext) -> Route | None:
     return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail))
 
 
-RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, thread, unthreaded_auto_reply, new_ticket)
+RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, thread, unthreaded_auto_reply, status_request,
+                           new_ticket)
 
 
 def route(mail: InboundMail, ctx: RouteContext, rules: tuple[Rule, ...] = RULES) -> Decision:

@@ -31,6 +31,7 @@ def poll_maildirs(app: App) -> int:
 def one_pass(app: App) -> None:
     poll_maildirs(app)
     app.process()
+    app.tick()
     app.deliver()
 
 
@@ -38,6 +39,7 @@ def build_loop(app: App) -> Loop:
     loop = Loop()
     loop.every(app.config.intake.poll_interval.total_seconds(), "poll", lambda: poll_maildirs(app))
     loop.every(app.config.intake.poll_interval.total_seconds(), "process", app.process)
+    loop.every(app.config.tickets.tick_interval.total_seconds(), "deadlines", app.tick)
     loop.every(app.config.outgoing.poll_interval.total_seconds(), "deliver", app.deliver)
     return loop
 

@@ -11,13 +11,14 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from helpdesk import replyaddr, statements
+from helpdesk import lifecycle, replyaddr, statements
 from helpdesk.attachments import AttachmentStore, StoredAttachment
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config import Config, Mailbox, format_duration
 from helpdesk.models import (
     Attachment,
     Bounce,
+    Dispute,
     Message,
     Outbox,
     Participant,
@@ -28,7 +29,7 @@ from helpdesk.notify import Notice, Notifier
 from helpdesk.parse import InboundMail
 from helpdesk.route import NewTicket, RecordBounce, TicketReply
 
-REOPENING = frozenset({"resolved", "waiting_on_customer"})
+FINAL_DISPUTE_STATES = ("resolved", "decided", "withdrawn", "closed")
 _REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw|odp|res)\s*(\[\d+\])?\s*:\s*)+",
                            re.IGNORECASE)
 
@@ -58,7 +59,8 @@ class StoreIndex:
         return bool(statements.select(Participant, ["id"], {"ticket": ticket_id, "address": address}))
 
     def ticket_status(self, ticket_id: int) -> str | None:
-        rows = statements.select(Ticket, ["status"], {"id": ticket_id})
+        """The status of a ticket; None also for a dispute's chat (kind "dispute")."""
+        rows = statements.select(Ticket, ["status"], {"id": ticket_id, "kind": "ticket"})
         return rows[0][0] if rows else None
 
 
@@ -105,6 +107,7 @@ class Desk:
         requester = self._add_person(number, mail.requester, mail.from_name, "requester")
         self._add_copied(number, mail)
         self._record(number, mail, stored, raw_id, now, auto=False)
+        lifecycle.opened(number, now, self.config.tickets)
         if route.acknowledge and self._may_acknowledge(mail.requester, now):
             self._acknowledge(ticket, requester, mail, mailbox, stored)
         self._notify_staff(ticket, mail, mailbox, stored)
@@ -118,7 +121,7 @@ class Desk:
             return route.ticket_id
         [(subject, status, requester)] = statements.select(
             Ticket, ["subject", "status", "requester"], {"id": route.ticket_id})
-        status = "open" if status in REOPENING else status
+        status = lifecycle.customer_wrote(route.ticket_id, status, now, self.config.tickets)
         statements.update(Ticket, route.ticket_id, status=status, updated_at=now)
         person = self._person(route.ticket_id, mail.from_addr, mail.from_name, "cc")
         refused = [a for a in stored if a.refused]
@@ -141,6 +144,23 @@ class Desk:
             self._record(route.ticket_id, mail, stored, raw_id, now, auto=True)
         return route.ticket_id
 
+    def status_reply(self, mail: InboundMail, mailbox: Mailbox) -> bool:
+        """Answer "status" with the sender's own open tickets and disputes.
+
+        The list goes to the From address, never to Reply-To: whoever forges a
+        Reply-To must not receive somebody else's requests.
+        """
+        now = naive_utc(self.clock.now())
+        if not self._may_acknowledge(mail.from_addr, now, kind="status"):
+            return False
+        context = {"helpdesk_name": self.config.helpdesk.name, "recipient_name": mail.from_name,
+                   "tickets": open_tickets_of(mail.from_addr), "disputes": open_disputes_of(mail.from_addr)}
+        self.notifiers[mailbox.name].queue(Notice(
+            event="status", audience="customer", recipient=mail.from_addr,
+            recipient_name=mail.from_name, context=context, in_reply_to=mail.message_id,
+            references=mail.references))
+        return True
+
     # --- pieces ------------------------------------------------------------
 
     def _record(self, ticket_id: int, mail: InboundMail, stored: tuple[StoredAttachment, ...],
@@ -156,11 +176,11 @@ class Desk:
         statements.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids],
                                ignore_conflicts=True)
 
-    def _may_acknowledge(self, address: str, now: dt.datetime) -> bool:
+    def _may_acknowledge(self, address: str, now: dt.datetime, kind: str = "ack") -> bool:
         limits = self.config.limits
         if limits.ack_rate_limit <= 0:
             return False
-        sent = statements.scalar(Outbox, "COUNT(*)", {"recipient": address, "kind": "ack"},
+        sent = statements.scalar(Outbox, "COUNT(*)", {"recipient": address, "kind": kind},
                                  since=("created_at", now - limits.ack_rate_window))
         return sent < limits.ack_rate_limit
 
@@ -203,7 +223,9 @@ class Desk:
         return self._add_person(ticket_id, address, name, role)
 
     def _queue(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
-               audience="customer"):
+               audience="customer", **extra):
+        """Queue one templated mail about a ticket, with the recipient's own reply address.
+        ``mail`` is the message being answered (for threading headers), or None."""
         token = replyaddr.ReplyToken("t", ticket.number, person.participant_id)
         full = {"helpdesk_name": self.config.helpdesk.name, "ticket": ticket.context(),
                 "recipient_name": person.name, "recipient": person.address, **context}
@@ -211,7 +233,25 @@ class Desk:
             event=event, audience=audience, recipient=person.address, recipient_name=person.name,
             context=full, ticket_id=ticket.number,
             reply_to=replyaddr.reply_address(self.secret, mailbox.address, token),
-            in_reply_to=mail.message_id, references=mail.references, token=f"[{label(ticket.number)}]"))
+            in_reply_to=mail.message_id if mail else None, references=mail.references if mail else (),
+            token=f"[{label(ticket.number)}]", **extra))
+
+
+def open_tickets_of(address: str) -> list[dict]:
+    rows = (Ticket.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.created_at)
+            .where((Ticket.requester == address) & (Ticket.kind == "ticket") & (Ticket.status != "closed"))
+            .order_by(Ticket.id).limit(50).tuples())
+    return [{"id": label(i), "subject": subject, "status": status, "created_at": created.strftime("%Y-%m-%d")}
+            for i, subject, status, created in rows]
+
+
+def open_disputes_of(address: str) -> list[dict]:
+    rows = (Dispute.select(Dispute.id, Dispute.order_id, Dispute.status, Dispute.buyer)
+            .where(((Dispute.buyer == address) | (Dispute.seller == address))
+                   & Dispute.status.not_in(FINAL_DISPUTE_STATES))
+            .order_by(Dispute.id).limit(50).tuples())
+    return [{"id": f"D-{i}", "order": order, "status": status, "role": "buyer" if buyer == address else "seller"}
+            for i, order, status, buyer in rows]
 
 
 def clean_subject(subject: str) -> str:

@@ -1,0 +1,179 @@
+"""Staff at work on a ticket, from their mail client or the command line.
+
+A staff reply is parsed into a ``commands.Plan``; ``act`` applies it in the
+caller's transaction: commands first, then the note, then the answer relayed
+to the customer from the support address under the agent's name (the agent's
+own address never reaches the customer). A plan that fails to parse is
+answered to the sender and nothing is applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from helpdesk import commands, lifecycle, statements
+from helpdesk.clock import naive_utc
+from helpdesk.commands import Command, CommandError, Plan
+from helpdesk.config import Mailbox, StaffMember
+from helpdesk.models import Message, Participant, Ticket
+from helpdesk.parse import InboundMail
+from helpdesk.route import StaffReply
+from helpdesk.tickets import Desk, Person, TicketView, label
+
+CUSTOMER_ROLES = ("requester", "cc")
+
+
+@dataclass(frozen=True)
+class Applied:
+    ticket_id: int
+    kind: str        # "staff_reply" | "command_error"
+    detail: str
+
+
+@dataclass
+class TicketRow:
+    id: int
+    subject: str
+    status: str
+    requester: str
+    priority: str
+    assignee: str | None
+    first_response_at: dt.datetime | None
+    mailbox: str
+
+    def view(self) -> TicketView:
+        return TicketView(self.id, self.subject, self.status, self.requester)
+
+
+def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id: int,
+                mailbox: Mailbox) -> Applied:
+    member = desk.config.staff_member(mail.from_addr)
+    ticket = read_ticket(route.ticket_id)
+    try:
+        plan = commands.parse(mail.reply_text, member.role, staff_directory(desk.config.staff))
+    except CommandError as exc:
+        person = desk._person(ticket.id, member.address, member.name, "staff")
+        desk._queue(mailbox, "command_error", ticket.view(), person, mail,
+                    {"error": str(exc), "help": commands.HELP}, audience="staff")
+        return Applied(ticket.id, "command_error", str(exc))
+    act(desk, ticket, member, plan, mailbox, mail=mail, stored=stored, raw_id=raw_id)
+    return Applied(ticket.id, "staff_reply", _describe(plan))
+
+
+def act(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Plan, mailbox: Mailbox,
+        mail: InboundMail | None = None, stored=(), raw_id: int | None = None) -> None:
+    """Apply a plan: the ticket's new state, its timers, the note and the relayed answer."""
+    now = naive_utc(desk.clock.now())
+    changes = _apply_commands(desk, ticket, member, plan, now)
+    if plan.note:
+        _record(ticket.id, member, "note", plan.note, now, raw_id, mail)
+    if plan.text:
+        _record(ticket.id, member, "out", plan.text, now, raw_id, mail)
+        _relay(desk, ticket, member, plan.text, mailbox, stored, mail)
+        lifecycle.answered(ticket.id)
+        changes.update(first_response_at=ticket.first_response_at or now, overdue=False)
+        changes.setdefault("assignee", ticket.assignee or member.address)
+        if not plan.has("close"):
+            changes["status"] = "waiting_on_customer"
+    elif plan.actions - {"status", "help"} and ticket.status == "new" and "status" not in changes:
+        changes["status"] = "open"
+    if plan.commands:
+        applied = ", ".join(_show(c) for c in plan.commands if c.name not in ("note", "help", "status"))
+        if applied:
+            _record(ticket.id, member, "event", applied, now, None, None)
+    for key, value in changes.items():
+        setattr(ticket, key, value)
+    lifecycle.update(ticket.id, updated_at=now, **changes)
+    person = None
+    for name in ("status", "help"):
+        if plan.has(name):
+            person = person or desk._person(ticket.id, member.address, member.name, "staff")
+            desk._queue(mailbox, f"ticket_{name}" if name == "status" else "help", ticket.view(),
+                        person, mail, _summary(ticket) | {"help": commands.HELP}, audience="staff")
+
+
+def _apply_commands(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Plan,
+                    now: dt.datetime) -> dict:
+    settings = desk.config.tickets
+    changes: dict = {}
+    for command in plan.commands:
+        if command.name == "close":
+            lifecycle.resolved(ticket.id, now, settings)
+            changes.update(status="resolved", resolved_at=now)
+        elif command.name == "reopen":
+            lifecycle.reopened(ticket.id, now, settings)
+            changes.update(status="open", resolved_at=None, closed_at=None)
+        elif command.name == "assign":
+            changes["assignee"] = member.address if command.argument == "me" else command.argument
+        elif command.name == "priority":
+            changes["priority"] = command.argument
+    return changes
+
+
+def _relay(desk: Desk, ticket: TicketRow, member: StaffMember, text: str, mailbox: Mailbox,
+           stored, mail: InboundMail | None) -> None:
+    """The answer goes to every customer-side participant, each with their own reply address."""
+    people = (Participant.select(Participant.id, Participant.address, Participant.name)
+              .where((Participant.ticket == ticket.id) & Participant.role.in_(CUSTOMER_ROLES))
+              .order_by(Participant.id).tuples())
+    last = (Message.select(Message.message_id)
+            .where((Message.ticket == ticket.id) & (Message.direction == "in")
+                   & Message.message_id.is_null(False))
+            .order_by(Message.id.desc()).limit(1).scalar())
+    answering = _Answering(last) if last else None
+    context = {"text": text, "agent_name": member.name,
+               "attachments": [{"filename": a.filename, "size": a.size} for a in stored if not a.refused]}
+    for pid, address, name in people:
+        desk._queue(mailbox, "agent_reply", ticket.view(), Person(pid, address, name), answering, context,
+                    sender_name=f"{member.name} — {desk.config.helpdesk.name}", auto=None)
+
+
+@dataclass(frozen=True)
+class _Answering:
+    """Threading headers for the relayed answer: it replies to the customer's last mail."""
+
+    message_id: str
+    references: tuple[str, ...] = ()
+
+
+def _record(ticket_id: int, member: StaffMember, direction: str, body: str, now: dt.datetime,
+            raw_id: int | None, mail: InboundMail | None) -> None:
+    statements.insert(
+        Message, ticket=ticket_id, raw=raw_id, direction=direction, sender=member.address,
+        recipients="", subject=mail.subject if mail else "", body=body,
+        full_text=mail.text if mail else body, message_id=None, auto=False, created_at=now)
+
+
+def read_ticket(ticket_id: int) -> TicketRow:
+    row = (Ticket.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.requester, Ticket.priority,
+                         Ticket.assignee, Ticket.first_response_at, Ticket.mailbox)
+           .where((Ticket.id == ticket_id) & (Ticket.kind == "ticket")).tuples().first())
+    if row is None:
+        raise LookupError(f"no ticket {label(ticket_id)}")
+    return TicketRow(*row)
+
+
+def staff_directory(staff) -> dict[str, str]:
+    """Addresses and lower-cased names → address, for ``#assign <agent>``."""
+    found = {}
+    for member in staff:
+        found[member.name.lower()] = member.address
+        found[member.address] = member.address
+    return found
+
+
+def _summary(ticket: TicketRow) -> dict:
+    return {"summary": {"status": ticket.status, "priority": ticket.priority,
+                        "assignee": ticket.assignee or "nobody", "requester": ticket.requester}}
+
+
+def _show(command: Command) -> str:
+    return f"#{command.name}" + (f" {command.argument}" if command.argument else "")
+
+
+def _describe(plan: Plan) -> str:
+    parts = [_show(c) for c in plan.commands]
+    if plan.text:
+        parts.append("answer relayed")
+    return ", ".join(parts) or "empty reply"

@@ -1,0 +1,111 @@
+"""Response deadlines: reminders, escalations and their exactly-once firing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from helpdesk import app as app_module
+from helpdesk import deadlines
+from helpdesk.cli import main
+from helpdesk.clock import Clock
+from helpdesk.intake import Incoming
+from helpdesk.models import Outbox, Ticket, Timer
+from tests.conftest import START, mail, write_config
+
+pytestmark = pytest.mark.usefixtures("db_url")
+
+
+def sent(kind: str) -> list[Outbox]:
+    return list(Outbox.select().where(Outbox.kind == kind).order_by(Outbox.id))
+
+
+def test_reminder_at_three_quarters_then_escalation_on_breach_each_once(desk):
+    desk.ingest(mail())
+    desk.clock.advance(dt.timedelta(hours=2, minutes=59))
+    assert desk.app.tick().total == 0
+    desk.clock.advance(dt.timedelta(minutes=1))
+    assert desk.app.tick().fired == {"first_response.reminder": 1}
+    assert [o.recipient for o in sent("reminder")] == ["alice@shop.example"]
+    assert "2026-11-26 13:00 UTC" in sent("reminder")[0].subject
+    desk.clock.advance(dt.timedelta(hours=1))
+    assert desk.app.tick().fired == {"first_response": 1}
+    assert [o.recipient for o in sent("escalation")] == ["carol@shop.example"]
+    ticket = Ticket.get_by_id(1)
+    assert ticket.overdue and ticket.priority == "high"
+    desk.clock.advance(dt.timedelta(days=2))
+    assert desk.app.tick().total == 0
+    assert len(sent("reminder")) == 1 and len(sent("escalation")) == 1
+    assert Timer.select().where(Timer.status == "fired").count() == 2
+
+
+def test_the_reminder_goes_to_the_assignee_only(desk):
+    desk.ingest(mail(message_id="first"))
+    desk.ingest(mail(frm="Carol <carol@shop.example>", subject="Re: Key does not work",
+                     body="#assign carol\n", headers={"In-Reply-To": "<first@example.com>"}))
+    desk.clock.advance(dt.timedelta(hours=3))
+    desk.app.tick()
+    assert [o.recipient for o in sent("reminder")] == ["carol@shop.example"]
+
+
+def test_an_answer_before_the_deadline_stops_reminder_and_escalation(desk):
+    desk.ingest(mail(message_id="first"))
+    desk.ingest(mail(frm="Alice <alice@shop.example>", subject="Re: Key does not work",
+                     body="Here is a new key.", headers={"In-Reply-To": "<first@example.com>"}))
+    desk.clock.advance(dt.timedelta(days=3))
+    assert desk.app.tick().total == 0
+    assert not sent("reminder") and not sent("escalation")
+    assert not Ticket.get_by_id(1).overdue
+
+
+def test_two_workers_ticking_at_once_fire_each_deadline_once(tmp_path, desk):
+    desk.ingest(*[mail(subject=f"problem {n}") for n in range(5)])
+    desk.clock.advance(dt.timedelta(hours=5))
+    barrier = threading.Barrier(2)
+    reports = []
+
+    def worker():
+        barrier.wait()
+        reports.append(deadlines.tick(desk.app.timer_handlers, desk.clock))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r.total for r in reports) == 10
+    assert len(sent("escalation")) == 5 and len(sent("reminder")) == 5
+
+
+def test_a_failing_handler_leaves_its_timer_pending_and_the_rest_fire(desk, monkeypatch):
+    desk.ingest(mail(subject="one"), mail(subject="two"))
+    desk.clock.advance(dt.timedelta(hours=3, minutes=30))
+    real = desk.app.timer_handlers["ticket"]
+
+    def flaky(due, now):
+        if due.subject_id == 1:
+            raise RuntimeError("boom")
+        real(due, now)
+
+    monkeypatch.setitem(desk.app.timer_handlers, "ticket", flaky)
+    report = desk.app.tick()
+    assert (report.total, report.failed) == (1, 1)
+    assert Timer.get((Timer.subject_id == 1) & (Timer.kind == "first_response.reminder")).status == "pending"
+    monkeypatch.setitem(desk.app.timer_handlers, "ticket", real)
+    assert desk.app.tick().total == 1
+
+
+def test_run_once_with_now_applies_every_deadline_due_by_then(tmp_path, db_url, capsys):
+    config = write_config(tmp_path, db_url=db_url)
+    first = app_module.build(config, Clock(START))
+    first.store([Incoming(mail(), "support", "file")])
+    first.process()
+    first.close()
+    assert main(["--config", str(config), "run", "--once", "--now", "2026-11-26T14:00Z"]) == 0
+    assert len(sent("reminder")) == 1 and len(sent("escalation")) == 1
+    outgoing = tmp_path / "mailboxes" / "outgoing" / "new"
+    assert len(list(outgoing.iterdir())) == 4   # ack, notice, reminder, escalation
+    assert main(["--config", str(config), "run", "--once", "--now", "2026-11-26T15:00Z"]) == 0
+    assert len(list(outgoing.iterdir())) == 4
