@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from helpdesk import app as app_module
-from helpdesk import queries, service
+from helpdesk import commands, queries, service, staff
 from helpdesk.clock import Clock, parse_iso
-from helpdesk.errors import HelpdeskError, UserError
+from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.ingest import ingest_files
 from helpdesk.pipeline import Tally
 from helpdesk.sources import files
@@ -60,6 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id", metavar="ID", help="e.g. T-42")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_show)
+
+    # --- staff work from the server (same path as a staff member's mail) ---
+    reply = sub.add_parser("reply", help="answer a ticket as an agent (commands allowed, as in a mail)")
+    reply.add_argument("id", metavar="ID", help="e.g. T-42")
+    reply.add_argument("--from", dest="agent", required=True, help="the agent's address or name")
+    reply.add_argument("file", metavar="FILE", help="the answer's text, or - for stdin")
+    reply.set_defaults(func=cmd_reply)
+
+    close = sub.add_parser("close", help="resolve a ticket (it closes by itself later)")
+    close.add_argument("id", metavar="ID", help="e.g. T-42")
+    close.set_defaults(func=cmd_close)
+
+    assign = sub.add_parser("assign", help="assign a ticket to an agent")
+    assign.add_argument("id", metavar="ID", help="e.g. T-42")
+    assign.add_argument("agent", metavar="AGENT", help="the agent's address or name")
+    assign.set_defaults(func=cmd_assign)
 
     quarantine = sub.add_parser("quarantine", help="list or retry quarantined mail")
     quarantine.add_argument("action", nargs="?", default="list", choices=("list", "retry"))
@@ -134,8 +150,8 @@ def cmd_show(args) -> int:
     print(f"{detail['id']}  [{detail['status']}]  {detail['subject']}")
     print(f"requester: {detail['requester_name']} <{detail['requester']}>   created {detail['created_at']}")
     for m in detail["messages"]:
-        if m["direction"] == "out":
-            continue  # listed below with their delivery status
+        if m.get("kind"):
+            continue  # mail the helpdesk sent: listed below with its delivery status
         print(f"\n--- {m['direction']}  {m['created_at']}  from {m['from']}")
         print(m["body"])
         for a in m["attachments"]:
@@ -143,6 +159,45 @@ def cmd_show(args) -> int:
             print(f"    [attachment] {a['filename']} ({a['content_type']}, {state})")
     for o in detail["outbox"]:
         print(f"\n>>> {o['kind']} to {o['to']}: {o['status']}" + (f" ({o['last_error']})" if o["last_error"] else ""))
+    return 0
+
+
+def cmd_reply(args) -> int:
+    app = _build(args)
+    member = staff.find_member(app.config, args.agent)
+    try:
+        text = files.read(args.file).decode("utf-8", "replace")
+    except OSError as exc:
+        raise UserError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    try:
+        plan = commands.parse(text, member.role, staff.staff_directory(app.config.staff))
+    except commands.CommandError as exc:
+        raise UserError(str(exc)) from None
+    if not plan.text and not plan.commands:
+        raise UserError(f"{args.file}: the answer is empty")
+    return _staff_action(app, args.id, member, plan)
+
+
+def cmd_close(args) -> int:
+    app = _build(args)
+    return _staff_action(app, args.id, staff.SERVER, commands.Plan((commands.Command("close"),),
+                                                                    actions=frozenset({"close"})))
+
+
+def cmd_assign(args) -> int:
+    app = _build(args)
+    member = staff.find_member(app.config, args.agent)
+    plan = commands.Plan((commands.Command("assign", member.address),), actions=frozenset({"assign"}))
+    return _staff_action(app, args.id, staff.SERVER, plan)
+
+
+def _staff_action(app, ticket_id: str, member, plan) -> int:
+    number = queries.ticket_number(ticket_id)
+    if number > queries.MAX_ID:
+        raise NotFound(f"no ticket T-{number}")
+    ticket = staff.from_command_line(app.desk, number, member, plan)
+    app.deliver()
+    print(f"T-{number}: {ticket.status}, priority {ticket.priority}, assignee {ticket.assignee or 'nobody'}")
     return 0
 
 

@@ -43,7 +43,9 @@ def ticket_detail(text: str) -> dict:
     sent = list(Outbox.select().where(Outbox.ticket == number).order_by(Outbox.id))
     files = _attachments([m.id for m in messages])
     detail = _ticket_summary(ticket, len(messages))
-    conversation = [_message(m, files.get(m.id, [])) for m in messages] + [_sent(o) for o in sent]
+    # an agent's answer is a message of its own (direction "out"); its relayed copies are in "outbox"
+    conversation = ([_message(m, files.get(m.id, [])) for m in messages]
+                    + [_sent(o) for o in sent if o.kind != "agent_reply"])
     detail["messages"] = sorted(conversation, key=lambda m: m["created_at"] or "")
     detail["outbox"] = [_outgoing(o) for o in sent]
     return detail
@@ -92,7 +94,8 @@ def _ticket_summary(t: Ticket, messages: int) -> dict:
     return {"id": f"T-{t.id}", "status": t.status, "subject": t.subject, "requester": t.requester,
             "requester_name": t.requester_name, "mailbox": t.mailbox, "priority": t.priority,
             "assignee": t.assignee, "messages": messages, "created_at": _iso(t.created_at),
-            "updated_at": _iso(t.updated_at),
+            "updated_at": _iso(t.updated_at), "first_response_at": _iso(t.first_response_at),
+            "overdue": t.overdue,
             "follow_up_of": f"T-{t.follow_up_of}" if t.follow_up_of else None}
 
 

@@ -16,7 +16,8 @@ from helpdesk import commands, lifecycle, statements
 from helpdesk.clock import naive_utc
 from helpdesk.commands import Command, CommandError, Plan
 from helpdesk.config import Mailbox, StaffMember
-from helpdesk.models import Message, Participant, Ticket
+from helpdesk.errors import NotFound
+from helpdesk.models import Message, Participant, Ticket, write_transaction
 from helpdesk.parse import InboundMail
 from helpdesk.route import StaffReply
 from helpdesk.tickets import Desk, Person, TicketView, label
@@ -145,12 +146,32 @@ def _record(ticket_id: int, member: StaffMember, direction: str, body: str, now:
         full_text=mail.text if mail else body, message_id=None, auto=False, created_at=now)
 
 
+SERVER = StaffMember(address="command-line", name="Administrator", role="admin")
+
+
+def from_command_line(desk: Desk, ticket_id: int, member: StaffMember, plan: Plan) -> TicketRow:
+    """``helpdesk reply/close/assign``: the same path as a staff mail, one transaction."""
+    with write_transaction():
+        ticket = read_ticket(ticket_id)
+        act(desk, ticket, member, plan, desk.config.mailbox(ticket.mailbox))
+    return ticket
+
+
+def find_member(config, who: str) -> StaffMember:
+    """A staff member by address or name; NotFound names the configured ones."""
+    address = staff_directory(config.staff).get(who.strip().lower())
+    if address is None:
+        names = ", ".join(f"{m.name} <{m.address}>" for m in config.staff) or "none"
+        raise NotFound(f"no staff member {who!r} in {config.path.name} (staff: {names})")
+    return config.staff_member(address)
+
+
 def read_ticket(ticket_id: int) -> TicketRow:
     row = (Ticket.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.requester, Ticket.priority,
                          Ticket.assignee, Ticket.first_response_at, Ticket.mailbox)
            .where((Ticket.id == ticket_id) & (Ticket.kind == "ticket")).tuples().first())
     if row is None:
-        raise LookupError(f"no ticket {label(ticket_id)}")
+        raise NotFound(f"no ticket {label(ticket_id)}")
     return TicketRow(*row)
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 from helpdesk import lifecycle, timers
 from helpdesk.clock import to_utc
 from helpdesk.config import format_duration
+from helpdesk.errors import NotFound
 from helpdesk.staff import TicketRow, read_ticket
 from helpdesk.tickets import Desk, Person
 from helpdesk.timers import Due
@@ -21,7 +22,7 @@ def handler(desk: Desk):
     def fire(due: Due, now: dt.datetime) -> None:
         try:
             ticket = read_ticket(due.subject_id)
-        except LookupError:
+        except NotFound:
             return
         kind, _, step = due.kind.partition(".")
         if kind in ("first_response", "next_response") and ticket.status in lifecycle.AWAITING_ANSWER:
