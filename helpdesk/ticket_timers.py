@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from helpdesk import lifecycle, timers
+from helpdesk import lifecycle, statements
 from helpdesk.clock import to_utc
 from helpdesk.config import format_duration
 from helpdesk.errors import NotFound
+from helpdesk.models import Timer
 from helpdesk.staff import TicketRow, read_ticket
 from helpdesk.tickets import Desk, Person
 from helpdesk.timers import Due
@@ -71,7 +72,9 @@ def _tell(desk: Desk, ticket: TicketRow, member, event: str, context: dict, audi
 
 
 def _pending_deadline(ticket_id: int, kind: str) -> dt.datetime | None:
-    return next((at for k, at in timers.pending("ticket", ticket_id) if k == kind), None)
+    rows = statements.select(Timer, ["fire_at"], {"subject": "ticket", "subject_id": ticket_id,
+                                                  "kind": kind, "status": "pending"})
+    return Timer.fire_at.python_value(rows[0][0]) if rows else None
 
 
 def _moment(moment: dt.datetime) -> str:
