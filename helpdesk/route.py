@@ -193,7 +193,7 @@ def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
     if match is None:
         return None
     ticket = int(match.group(1))
-    if ctx.index.is_participant(ticket, mail.from_addr):
+    if mail.from_addr in ctx.staff or ctx.index.is_participant(ticket, mail.from_addr):
         return ticket, "subject-token"
     return None
 

@@ -193,3 +193,10 @@ def test_status_request_lists_only_the_senders_own_open_requests(desk):
     assert "Eve" not in text and "T-3" not in text
     assert not [m for m in desk.to("eve@example.com") if "open requests" in str(m["Subject"])]
     assert Ticket.select().count() == 3
+
+
+def test_staff_may_act_on_a_ticket_by_its_subject_token(desk):
+    desk.ingest(mail())
+    desk.ingest(mail(frm="Carol <carol@shop.example>", subject="[T-1] handing over", body="#assign alice"))
+    assert Ticket.get_by_id(1).assignee == "alice@shop.example"
+    assert Ticket.select().count() == 1
