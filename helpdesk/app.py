@@ -17,6 +17,7 @@ from helpdesk import deadlines, intake, outbox, ticket_timers
 from helpdesk.attachments import AttachmentStore
 from helpdesk.clock import Clock
 from helpdesk.config import Config, load_config
+from helpdesk.disputes import DisputeDesk
 from helpdesk.errors import ConfigError
 from helpdesk.models import connect
 from helpdesk.notify import Notifier, Renderer
@@ -95,8 +96,10 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                 AttachmentStore(config.helpdesk.attachments_dir, config.limits.max_attachment_size,
                                 config.limits.max_attachments_total),
                 notifiers)
-    app = App(config, clock, desk, Pipeline(config, desk))
+    disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
+    app = App(config, clock, desk, Pipeline(config, desk, disputes))
     app.timer_handlers["ticket"] = ticket_timers.handler(desk)
+    app.timer_handlers["dispute"] = disputes.on_timer
     return app
 
 

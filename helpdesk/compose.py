@@ -12,13 +12,19 @@ import datetime as dt
 import json
 import re
 from email.charset import QP, Charset
+from email.encoders import encode_base64
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr
+from pathlib import Path
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
 _ADDRESS_HEADERS = ("From", "To", "Reply-To")
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$", re.ASCII)
+# Reserved key of the outbox row's headers: files passed on with the mail, as
+# [file name, content type, path of the stored file]; never a header itself.
+ATTACHMENTS = "_attachments"
 
 
 def one_line(value: str) -> str:
@@ -28,7 +34,7 @@ def one_line(value: str) -> str:
 def compose(*, message_id: str, subject: str, text: str, html: str | None,
             headers_json: str, date: dt.datetime) -> bytes:
     headers = json.loads(headers_json)
-    msg = _body(text, html)
+    msg = _with_files(_body(text, html), headers.pop(ATTACHMENTS, ()))
     for name in _ADDRESS_HEADERS:
         if name in headers:
             display, address = headers.pop(name)
@@ -49,6 +55,24 @@ def _body(text: str, html: str | None):
     msg.attach(plain)
     msg.attach(_text_part("html", html))
     return msg
+
+
+def _with_files(body, files: list):
+    """The body followed by the files passed on (a missing file fails the mail, visibly)."""
+    if not files:
+        return body
+    mixed = MIMEMultipart("mixed")
+    mixed.attach(body)
+    for filename, content_type, path in files:
+        kind = content_type if _CONTENT_TYPE.match(content_type or "") else "application/octet-stream"
+        part = MIMENonMultipart(*kind.lower().split("/", 1))
+        part.set_payload(Path(path).read_bytes())
+        encode_base64(part)
+        name = one_line(filename) or "attachment"
+        part.add_header("Content-Disposition", "attachment",
+                        filename=name if name.isascii() else ("utf-8", "", name))
+        mixed.attach(part)
+    return mixed
 
 
 def _text_part(subtype: str, body: str) -> MIMENonMultipart:

@@ -241,6 +241,9 @@ class Dispute(BaseModel):
     admin_due_at = pw.DateTimeField(null=True)       # 72 h: the administration steps in
     decided_for = pw.CharField(max_length=16, null=True)   # "buyer" or "seller"
     decision = pw.TextField(null=True)
+    # the order id while the dispute is open, NULL once final: the unique index
+    # lets the database itself refuse a second open dispute for one order
+    open_order = pw.CharField(max_length=64, null=True, unique=True)
 
 
 class Proposal(BaseModel):
@@ -275,7 +278,8 @@ MODELS = MODELS_1 + MODELS_2
 
 def _schema_2(database: pw.Database) -> None:
     """Staff work, deadlines and disputes: new tables, new ticket columns."""
-    from playhouse.migrate import SchemaMigrator, migrate as run_migrations
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
 
     have = {c.name for c in database.get_columns("ticket")}
     new = ("kind", "first_response_at", "overdue", "resolved_at", "closed_at")

@@ -18,6 +18,7 @@ import jinja2
 
 from helpdesk import statements
 from helpdesk.clock import Clock, naive_utc
+from helpdesk.compose import ATTACHMENTS
 from helpdesk.models import Outbox, ThreadRef
 
 _BLANKS = re.compile(r"\s+")
@@ -40,6 +41,7 @@ class Notice:
     auto: str | None = "auto-replied"  # Auto-Submitted value; None for human mail
     token: str = ""                    # "[T-42]": kept in every subject of the thread
     sender_name: str | None = None     # display name instead of the helpdesk's ("Alice — Difmark Support")
+    attachments: tuple[tuple[str, str, str], ...] = ()  # (file name, content type, stored file) to pass on
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Notifier:
         if notice.auto:
             headers["Auto-Submitted"] = notice.auto
             headers["X-Auto-Response-Suppress"] = "All"
+        if notice.attachments:
+            headers[ATTACHMENTS] = [list(item) for item in notice.attachments]
         return headers
 
 

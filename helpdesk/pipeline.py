@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from helpdesk import staff, statements
 from helpdesk.clock import naive_utc
 from helpdesk.config import Config
+from helpdesk.disputes import DisputeDesk
 from helpdesk.models import RawContent, RawMessage, write_transaction
 from helpdesk.parse import InboundMail
 from helpdesk.parsing import Job, Parsed, ParseStage, Prepared, failure
@@ -60,9 +61,10 @@ class Tally:
 
 
 class Pipeline:
-    def __init__(self, config: Config, desk: Desk) -> None:
+    def __init__(self, config: Config, desk: Desk, disputes: DisputeDesk | None = None) -> None:
         self.config = config
         self.desk = desk
+        self.disputes = disputes      # mail to mailboxes of kind "disputes", when built
         self.index = StoreIndex()
         self.staff = frozenset(member.address for member in config.staff)
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
@@ -127,6 +129,9 @@ class Pipeline:
     def _apply(self, row: RawMessage, prepared: Prepared) -> Outcome:
         mail, stored = prepared.mail, prepared.attachments
         mailbox = self.config.mailbox(row.mailbox)
+        if mailbox.kind == "disputes" and self.disputes is not None:
+            applied = self.disputes.apply(mail, stored, row.id, mailbox)
+            return Outcome(row.id, applied.kind, applied.ticket_id, applied.detail)
         decision = route(mail, RouteContext(mailbox.kind, self.config.own_addresses,
                                             self.desk.secret, self.index, self.staff))
         log.debug("message %s: rules %s -> %s", row.id, " > ".join(decision.rules), decision.route)

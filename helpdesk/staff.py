@@ -125,9 +125,12 @@ def _relay(desk: Desk, ticket: TicketRow, member: StaffMember, text: str, mailbo
     answering = _Answering(last) if last else None
     context = {"text": text, "agent_name": member.name,
                "attachments": [{"filename": a.filename, "size": a.size} for a in stored if not a.refused]}
+    files = tuple((a.filename, a.content_type, str(desk.attachments.path_for(a.sha256)))
+                  for a in stored if not a.refused and a.sha256)
     for pid, address, name in people:
         desk._queue(mailbox, "agent_reply", ticket.view(), Person(pid, address, name), answering, context,
-                    sender_name=f"{member.name} — {desk.config.helpdesk.name}", auto=None)
+                    sender_name=f"{member.name} — {desk.config.helpdesk.name}", auto=None,
+                    attachments=files)
 
 
 @dataclass(frozen=True)

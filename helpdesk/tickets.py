@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from helpdesk import lifecycle, replyaddr, statements
+from helpdesk import dispute_rules, lifecycle, replyaddr, statements
 from helpdesk.attachments import AttachmentStore, StoredAttachment
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config import Config, Mailbox, format_duration
@@ -29,7 +29,6 @@ from helpdesk.notify import Notice, Notifier
 from helpdesk.parse import InboundMail
 from helpdesk.route import NewTicket, RecordBounce, TicketReply
 
-FINAL_DISPUTE_STATES = ("resolved", "decided", "withdrawn", "closed")
 _REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw|odp|res)\s*(\[\d+\])?\s*:\s*)+",
                            re.IGNORECASE)
 
@@ -248,7 +247,7 @@ def open_tickets_of(address: str) -> list[dict]:
 def open_disputes_of(address: str) -> list[dict]:
     rows = (Dispute.select(Dispute.id, Dispute.order_id, Dispute.status, Dispute.buyer)
             .where(((Dispute.buyer == address) | (Dispute.seller == address))
-                   & Dispute.status.not_in(FINAL_DISPUTE_STATES))
+                   & Dispute.status.not_in(sorted(dispute_rules.FINAL)))
             .order_by(Dispute.id).limit(50).tuples())
     return [{"id": f"D-{i}", "order": order, "status": status, "role": "buyer" if buyer == address else "seller"}
             for i, order, status, buyer in rows]

@@ -200,3 +200,19 @@ def test_staff_may_act_on_a_ticket_by_its_subject_token(desk):
     desk.ingest(mail(frm="Carol <carol@shop.example>", subject="[T-1] handing over", body="#assign alice"))
     assert Ticket.get_by_id(1).assignee == "alice@shop.example"
     assert Ticket.select().count() == 1
+
+
+def test_files_an_agent_attaches_reach_the_customer(desk):
+    import email.message
+
+    agent_address, _ = open_ticket(desk)
+    reply = email.message.EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = ALICE, agent_address, "Re: [T-1] Key does not work"
+    reply["Message-ID"] = "<with-file@shop.example>"
+    reply.set_content("The manual is attached.")
+    reply.add_attachment(b"%PDF-1.4 manual", maintype="application", subtype="pdf", filename="manual.pdf")
+    desk.ingest(bytes(reply))
+    relayed = desk.to("bob@example.com")[-1]
+    [part] = list(relayed.iter_attachments())
+    assert part.get_filename() == "manual.pdf" and part.get_content() == b"%PDF-1.4 manual"
+    assert "alice@shop.example" not in relayed.as_string()
