@@ -129,6 +129,7 @@ class Mailbox:
     starttls: bool
     ca_file: Path | None
     poll_interval: dt.timedelta
+    timeout: dt.timedelta
     _origin: str = field(default="[[mailboxes]]", repr=False, compare=False)
 
     def password(self) -> str | None:
@@ -632,6 +633,8 @@ def _build_mailbox(values: dict[str, Any], ctx: _Context, where: str) -> Mailbox
             "missing (an IMAP source needs password_env or password_file)",
             "password_env",
         )
+    if is_imap and fields["processed_folder"] == fields["imap_folder"]:
+        raise _Invalid(f"{_q(fields['processed_folder'])} is the folder that is read", "processed_folder")
     fields["starttls"] = fields["starttls"] and fields["source_kind"] == "imap"
     return Mailbox(**fields, _origin=f"{ctx.label}: {where}")
 
@@ -721,6 +724,7 @@ MAILBOX_KEYS = {
     "starttls": Key(_bool, True),
     "ca_file": Key(_readable_file),
     "poll_interval": Key(_duration, "60s"),
+    "timeout": Key(_duration, "60s"),
 }
 
 SMTP_SERVER_KEYS = {
