@@ -12,9 +12,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from helpdesk import app as app_module
-from helpdesk import commands, queries, service, staff
+from helpdesk import commands, digest, orders, queries, service, staff
 from helpdesk.clock import Clock, parse_iso
 from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.ingest import ingest_files
@@ -56,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     tickets.add_argument("--json", action="store_true", help="machine-readable output")
     tickets.set_defaults(func=cmd_tickets)
 
-    show = sub.add_parser("show", help="show one ticket with its messages")
-    show.add_argument("id", metavar="ID", help="e.g. T-42")
+    show = sub.add_parser("show", help="show one ticket or dispute with its messages")
+    show.add_argument("id", metavar="ID", help="e.g. T-42 or D-7")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_show)
 
@@ -76,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     assign.add_argument("id", metavar="ID", help="e.g. T-42")
     assign.add_argument("agent", metavar="AGENT", help="the agent's address or name")
     assign.set_defaults(func=cmd_assign)
+
+    digest_parser = sub.add_parser("digest", help="print the admin digest; --send queues it to the admins")
+    digest_parser.add_argument("--send", action="store_true",
+                               help="queue it to every admin (once per period) and deliver")
+    digest_parser.add_argument("--now", type=_moment, help="pretend it is this moment (ISO 8601)")
+    digest_parser.set_defaults(func=cmd_digest)
+
+    _dispute_parsers(sub)
 
     quarantine = sub.add_parser("quarantine", help="list or retry quarantined mail")
     quarantine.add_argument("action", nargs="?", default="list", choices=("list", "retry"))
@@ -143,6 +152,8 @@ def cmd_tickets(args) -> int:
 
 def cmd_show(args) -> int:
     _build(args)
+    if queries.is_dispute_id(args.id):
+        return _show_dispute(queries.dispute_detail(args.id), args.json)
     detail = queries.ticket_detail(args.id)
     if args.json:
         print(json.dumps(detail, indent=2, ensure_ascii=False))
@@ -201,6 +212,29 @@ def _staff_action(app, ticket_id: str, member, plan) -> int:
     return 0
 
 
+def cmd_digest(args) -> int:
+    app = _build(args, args.now)
+    now = app.clock.now()
+    period = digest.current_period(app.config, now)
+    if period is None:
+        if args.send:
+            raise UserError('[digest] schedule is "off": set one (e.g. "daily 08:00") to send digests')
+        period = digest.rolling_period(app.config.digest.timezone, now)   # the last 24 hours
+    content = digest.build(app.config, now, period)
+    print(digest.render(app, content).text, end="")
+    if not args.send:
+        return 0
+    if not digest.admins(app.config):
+        raise UserError('no admin to send the digest to (a [[staff]] entry with role = "admin")')
+    result = digest.send(app, content)
+    if result.already_sent:
+        print(f"helpdesk: the digest for {result.period} was sent already; not sent again", file=sys.stderr)
+        return 0
+    app.deliver()
+    print(f"helpdesk: digest {result.period} queued to {result.recipients} admin(s)", file=sys.stderr)
+    return 0
+
+
 def cmd_quarantine(args) -> int:
     app = _build(args)
     if args.action == "retry":
@@ -216,6 +250,96 @@ def cmd_quarantine(args) -> int:
         print(f"{row['id']:>6}  {row['received_at']}  {row['mailbox']:<10} {row['reason']}")
     if not rows:
         print("quarantine is empty")
+    return 0
+
+
+# --- orders and disputes ----------------------------------------------------------
+
+def _dispute_parsers(sub) -> None:
+    orders_parser = sub.add_parser("orders", help="the marketplace's orders")
+    orders_actions = orders_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    load = orders_actions.add_parser("import", help="load a CSV or JSON export (a re-import updates)")
+    load.add_argument("file", metavar="FILE")
+    load.set_defaults(func=cmd_orders_import)
+
+    disputes = sub.add_parser("disputes", help="list disputes; 'disputes open' opens one")
+    disputes.add_argument("--status", help="only disputes in this status")
+    disputes.add_argument("--json", action="store_true", help="machine-readable output")
+    disputes.set_defaults(func=cmd_disputes)
+    actions = disputes.add_subparsers(dest="action", metavar="ACTION")
+    opening = actions.add_parser("open", help="open a dispute for the buyer (the marketplace's form)")
+    opening.add_argument("--order", required=True, help="the order id")
+    opening.add_argument("--reason", required=True, help="one of [disputes] reasons")
+    opening.add_argument("--description-file", required=True, metavar="FILE",
+                         help="the buyer's description (- for stdin)")
+    opening.add_argument("--attach", nargs="+", action="extend", default=[], metavar="FILE",
+                         help="images or other files from the buyer")
+    opening.set_defaults(func=cmd_disputes_open)
+
+
+def cmd_orders_import(args) -> int:
+    app = _build(args)
+    report = orders.import_file(Path(args.file), app.clock.now())
+    for bad in report.bad:
+        print(f"helpdesk: {args.file}:{bad.line}: {bad.reason}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.bad else 0
+
+
+def cmd_disputes(args) -> int:
+    _build(args)
+    rows = queries.list_disputes(args.status)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for row in rows:
+        due = f"  next: {row['deadline']['kind']} {row['deadline']['at']}" if row["deadline"] else ""
+        print(f"{row['id']:>7}  {row['status']:<16} order {row['order']:<12} {row['buyer']} -> "
+              f"{row['seller']}  {row['reason']}{due}")
+    if not rows:
+        print("no disputes" + (f" with status {args.status}" if args.status else ""))
+    return 0
+
+
+def cmd_disputes_open(args) -> int:
+    app = _build(args)
+    try:
+        description = files.read(args.description_file).decode("utf-8", "replace")
+    except OSError as exc:
+        raise UserError(f"cannot read {args.description_file}: {exc.strerror or exc}") from None
+    opened = app.pipeline.disputes.open_from_form(args.order, args.reason, description,
+                                                  [Path(f) for f in args.attach])
+    app.deliver()
+    print(f"{opened}: opened for order {args.order.strip()}; the buyer and the seller were told")
+    return 0
+
+
+def _show_dispute(detail: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(detail, indent=2, ensure_ascii=False))
+        return 0
+    due = detail["deadline"]
+    print(f"{detail['id']}  [{detail['status']}]  order {detail['order']}: {detail['product']}")
+    print(f"buyer: {detail['buyer']}   seller: {detail['seller']}   reason: {detail['reason']}")
+    print(f"opened {detail['created_at']}" + (f"   next: {due['kind']} {due['at']}" if due else ""))
+    if detail["decision"]:
+        print(f"decided for the {detail['decided_for']}: {detail['decision']}")
+    for p in detail["proposals"]:
+        accepted = f" (accepted {p['accepted_at']})" if p["accepted_at"] else ""
+        print(f"proposal #{p['number']} by the {p['author']}{accepted}: {p['text']}")
+    print("\nhistory:")
+    for e in detail["history"]:
+        print(f"  {e['at']}  {e['actor']:<24} {e['from'] or '-'} -> {e['to']}  {e['reason']}")
+    for m in detail["messages"]:
+        if m.get("kind"):
+            continue  # mail the helpdesk sent: listed below with its delivery status
+        print(f"\n--- {m['created_at']}  the {m['role'] or '?'} ({m['from']})")
+        print(m["body"])
+        for a in m["attachments"]:
+            state = f"refused: {a['refused']}" if a["refused"] else f"{a['size']} bytes"
+            print(f"    [attachment] {a['filename']} ({a['content_type']}, {state})")
+    for o in detail["outbox"]:
+        print(f"\n>>> {o['kind']} to {o['to']}: {o['status']}" + (f" ({o['last_error']})" if o["last_error"] else ""))
     return 0
 
 
@@ -238,6 +362,10 @@ def _summary(tally: Tally, duplicates: int, unreadable: int) -> str:
              f"{duplicates} duplicates skipped",
              f"{c['dropped'] + c['bounce']} dropped{_reasons(dropped)}",
              f"{c['quarantined']} quarantined{_reasons(why['quarantined'])}"]
+    disputes = sum(n for kind, n in c.items() if kind.startswith("dispute_"))
+    if disputes:
+        parts.append(f"{disputes} dispute mails ({c['dispute_opened']} opened, "
+                     f"{c['dispute_refused']} refused)")
     if unreadable:
         parts.append(f"{unreadable} unreadable")
     return "ingested: " + ", ".join(parts)

@@ -1,4 +1,4 @@
-"""The read side for the command line: tickets and quarantine as plain dicts.
+"""The read side for the command line: tickets, disputes and quarantine as plain dicts.
 
 Each listing is a fixed number of queries whatever its length (message counts
 come from one grouped query), so ``tickets`` stays fast on a large database.
@@ -10,9 +10,21 @@ import re
 
 import peewee as pw
 
+from helpdesk import dispute_rules, timers
 from helpdesk.clock import to_utc
 from helpdesk.errors import NotFound, UserError
-from helpdesk.models import Attachment, Message, Outbox, RawMessage, Ticket
+from helpdesk.models import (
+    Attachment,
+    Dispute,
+    DisputeEvent,
+    Message,
+    Order,
+    Outbox,
+    Participant,
+    Proposal,
+    RawMessage,
+    Ticket,
+)
 
 _TICKET_ID = re.compile(r"^(?:T-?)?(\d{1,12})$", re.IGNORECASE)
 MAX_ID = 2**31 - 1   # ids are 32-bit on PostgreSQL; larger ones name nothing
@@ -26,7 +38,7 @@ def ticket_number(text: str) -> int:
 
 
 def list_tickets(status: str | None = None) -> list[dict]:
-    query = Ticket.select().order_by(Ticket.id)
+    query = Ticket.select().where(Ticket.kind == "ticket").order_by(Ticket.id)  # not disputes' chats
     if status:
         query = query.where(Ticket.status == status)
     tickets = list(query)
@@ -39,6 +51,10 @@ def ticket_detail(text: str) -> dict:
     ticket = Ticket.get_or_none(Ticket.id == number) if number <= MAX_ID else None
     if ticket is None:
         raise NotFound(f"no ticket T-{number}")
+    if ticket.kind == "dispute":
+        found = Dispute.get_or_none(Dispute.ticket == number)
+        raise NotFound(f"no ticket T-{number}" + (f" (it is the chat of D-{found.id}: "
+                                                  f"helpdesk show D-{found.id})" if found else ""))
     messages = list(Message.select().where(Message.ticket == number).order_by(Message.created_at, Message.id))
     sent = list(Outbox.select().where(Outbox.ticket == number).order_by(Outbox.id))
     files = _attachments([m.id for m in messages])
@@ -120,3 +136,81 @@ def _outgoing(o: Outbox) -> dict:
 
 def _iso(moment) -> str | None:
     return to_utc(moment).isoformat().replace("+00:00", "Z") if moment else None
+
+
+# --- disputes ------------------------------------------------------------------
+
+_DISPUTE_ID = re.compile(r"^D-?(\d{1,12})$", re.IGNORECASE)
+
+
+def is_dispute_id(text: str) -> bool:
+    return _DISPUTE_ID.match(text.strip()) is not None
+
+
+def list_disputes(status: str | None = None) -> list[dict]:
+    """Every dispute (or those in one status), in a fixed number of queries."""
+    query = Dispute.select().order_by(Dispute.id)
+    if status:
+        query = query.where(Dispute.status == status)
+    disputes = list(query)
+    products = _products([d.order_id for d in disputes])
+    counts = _message_counts([d.ticket_id for d in disputes])
+    return [_dispute_summary(d, products.get(d.order_id, ""), counts.get(d.ticket_id, 0))
+            for d in disputes]
+
+
+def dispute_detail(text: str) -> dict:
+    """One dispute: its summary, proposals, history, chat and the mail it caused."""
+    match = _DISPUTE_ID.match(text.strip())
+    if match is None:
+        raise UserError(f"not a dispute id: {text!r} (expected e.g. D-7)")
+    number = int(match.group(1))
+    dispute = Dispute.get_or_none(Dispute.id == number) if number <= MAX_ID else None
+    if dispute is None:
+        raise NotFound(f"no dispute D-{number}")
+    messages = list(Message.select().where(Message.ticket == dispute.ticket_id)
+                    .order_by(Message.created_at, Message.id))
+    sent = list(Outbox.select().where(Outbox.ticket == dispute.ticket_id).order_by(Outbox.id))
+    roles = dict(Participant.select(Participant.address, Participant.role)
+                 .where(Participant.ticket == dispute.ticket_id).tuples())
+    files = _attachments([m.id for m in messages])
+    detail = _dispute_summary(dispute, _products([dispute.order_id]).get(dispute.order_id, ""), len(messages))
+    detail.update(_dispute_times(dispute))
+    detail["proposals"] = [
+        {"number": p.number, "author": p.author, "text": p.text, "created_at": _iso(p.created_at),
+         "accepted_at": _iso(p.accepted_at)}
+        for p in Proposal.select().where(Proposal.dispute == number).order_by(Proposal.number)]
+    detail["history"] = [
+        {"at": _iso(e.at), "actor": e.actor, "from": e.from_status, "to": e.to_status, "reason": e.reason}
+        for e in DisputeEvent.select().where(DisputeEvent.dispute == number).order_by(DisputeEvent.at,
+                                                                                      DisputeEvent.id)]
+    chat = [{**_message(m, files.get(m.id, [])), "role": roles.get(m.sender, "")} for m in messages]
+    detail["messages"] = sorted(chat + [_sent(o) for o in sent], key=lambda m: m["created_at"] or "")
+    detail["outbox"] = [_outgoing(o) for o in sent]
+    detail["timers"] = [{"kind": kind, "at": _iso(at)} for kind, at in timers.pending("dispute", number)]
+    return detail
+
+
+def _products(order_ids: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(order_ids))
+    for start in range(0, len(unique), 500):
+        found.update(Order.select(Order.order_id, Order.product)
+                     .where(Order.order_id.in_(unique[start:start + 500])).tuples())
+    return found
+
+
+def _dispute_summary(d: Dispute, product: str, messages: int) -> dict:
+    snap = dispute_rules.Snapshot(d.id, d.status, d.seller_due_at, d.seller_answered_at,
+                                  d.window_closes_at, d.admin_due_at)
+    due = dispute_rules.next_deadline(snap)
+    return {"id": f"D-{d.id}", "status": d.status, "order": d.order_id, "product": product,
+            "buyer": d.buyer, "seller": d.seller, "reason": d.reason, "messages": messages,
+            "created_at": _iso(d.created_at), "updated_at": _iso(d.updated_at),
+            "deadline": {"kind": due[0], "at": _iso(due[1])} if due else None}
+
+
+def _dispute_times(d: Dispute) -> dict:
+    return {"description": d.description, "seller_due_at": _iso(d.seller_due_at),
+            "seller_answered_at": _iso(d.seller_answered_at), "window_closes_at": _iso(d.window_closes_at),
+            "admin_due_at": _iso(d.admin_due_at), "decided_for": d.decided_for, "decision": d.decision}

@@ -1,8 +1,9 @@
 """``helpdesk run``: the sources, the pipeline and the outbox on one loop.
 
-One pass = poll every Maildir mailbox, process what is pending, deliver what
-is due. ``--once`` runs one pass and returns; otherwise the SMTP server runs
-in its own thread and wakes the loop whenever it stored a mail.
+One pass = poll every Maildir and IMAP mailbox, process what is pending,
+deliver what is due. ``--once`` runs one pass and returns; otherwise the SMTP
+server and one IMAP watcher per IMAP mailbox (IDLE) run in their own threads
+and wake the loop whenever they stored a mail.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
+from helpdesk import digest
 from helpdesk.app import App
 from helpdesk.scheduler import Loop
-from helpdesk.sources import maildir
+from helpdesk.sources import imap, maildir
 from helpdesk.sources.smtp import SmtpIntake
 
 log = logging.getLogger("helpdesk")
@@ -28,8 +31,19 @@ def poll_maildirs(app: App) -> int:
     return stored
 
 
+def poll_imap(app: App, meanwhile: Callable[[], object] | None = None) -> int:
+    """Every IMAP mailbox once; a failing one is logged and skipped. With ``meanwhile``
+    (``run --once``: processing) the fetching runs in a thread and overlaps with it."""
+    mailboxes = [m for m in app.config.mailboxes if m.source_kind in ("imap", "imaps")]
+    batch = app.config.intake.batch_size
+    if meanwhile is not None and mailboxes:
+        return imap.poll_all(mailboxes, app.store, batch, meanwhile)
+    return sum(imap.poll_once(mailbox, app.store, batch) for mailbox in mailboxes)
+
+
 def one_pass(app: App) -> None:
     poll_maildirs(app)
+    poll_imap(app)
     app.process()
     app.tick()
     app.deliver()
@@ -40,28 +54,31 @@ def build_loop(app: App) -> Loop:
     loop.every(app.config.intake.poll_interval.total_seconds(), "poll", lambda: poll_maildirs(app))
     loop.every(app.config.intake.poll_interval.total_seconds(), "process", app.process)
     loop.every(app.config.tickets.tick_interval.total_seconds(), "deadlines", app.tick)
+    if app.config.digest.schedule is not None:   # due once per period; checking is one indexed lookup
+        loop.every(30, "digest", lambda: digest.run_due(app))
     loop.every(app.config.outgoing.poll_interval.total_seconds(), "deliver", app.deliver)
     return loop
 
 
 def run(app: App, once: bool) -> None:
-    for mailbox in app.config.mailboxes:
-        if mailbox.source_kind in ("imap", "imaps"):
-            log.error("mailbox %s: IMAP polling is not built yet; its mail is not read "
-                      "(use a Maildir source or the SMTP server)", mailbox.name)
     loop = build_loop(app)
     if once:
+        poll_imap(app, meanwhile=app.process)
         loop.run_once()
         return
     smtp = None
     if app.config.smtp_server.enabled:
         smtp = SmtpIntake(app.config, app.store, on_stored=loop.wake.set)
         smtp.start()
+    watchers = imap.start_watchers(app.config.mailboxes, app.store, app.config.intake.batch_size,
+                                   on_stored=loop.wake.set)
     _stop_on_signals(loop)
     log.info("helpdesk running; stop with Ctrl-C")
     try:
         loop.run_forever(on_wake=lambda: (app.process(), app.deliver()))
     finally:
+        for watcher in watchers:
+            watcher.stop()
         if smtp is not None:
             smtp.stop()
         app.close()

@@ -121,9 +121,9 @@ def test_ingest_reports_an_unreadable_file_and_keeps_the_rest(tmp_path, config, 
 
 def test_ingest_picks_the_mailbox_from_the_recipients(tmp_path, config, capsys):
     main(["--config", config, "ingest", *write_mails(tmp_path, mail(to="Disputes <disputes@shop.example>"))])
-    capsys.readouterr()
+    assert "1 dispute mails (0 opened, 1 refused)" in capsys.readouterr().out
     main(["--config", config, "tickets", "--json"])
-    assert json.loads(capsys.readouterr().out)[0]["mailbox"] == "disputes"
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_run_once_reads_the_maildir_and_delivers(tmp_path, config):
