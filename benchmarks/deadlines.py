@@ -152,7 +152,7 @@ def run(root: Path, n_tickets: int, n_due: int, n_pending: int, repeat: int, rng
     print(f"{'  slowest of them':<44} {max(t for t, _ in empty) * 1000:>9.1f} ms")
     fired = ", ".join(f"{n} {kind}" for kind, n in sorted(report.fired.items())) or "nothing"
     line(f"tick firing {n_due:,} due timers", results["tick"], TARGETS["tick"])
-    print(f"  fired: {fired}; failed {report.failed}, skipped {report.skipped}; "
+    print(f"  fired: {fired}; failed {report.failed}; "
           f"{queued:,} notices queued ({elapsed / max(queued, 1) * 1000:.2f} ms per notice)")
     line("empty tick right after", after, TARGETS["empty tick"])
     if again.total:

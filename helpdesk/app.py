@@ -37,6 +37,7 @@ class App:
     pipeline: Pipeline
     # deadline handlers by timer subject ("ticket", "dispute"); see deadlines.tick
     timer_handlers: dict = field(default_factory=dict)
+    timer_flushers: dict = field(default_factory=dict)   # alerts a handler returns, sent once per chunk
     _transport: object = None
 
     # --- the three steps every source and the scheduler drive ---------------
@@ -60,7 +61,7 @@ class App:
 
     def tick(self) -> deadlines.TickReport:
         """Fire every deadline and reminder due now."""
-        return deadlines.tick(self.timer_handlers, self.clock)
+        return deadlines.tick(self.timer_handlers, self.clock, flushers=self.timer_flushers)
 
     @property
     def transport(self):
@@ -99,6 +100,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
     app = App(config, clock, desk, Pipeline(config, desk, disputes))
     app.timer_handlers["ticket"] = ticket_timers.handler(desk)
+    app.timer_flushers["ticket"] = ticket_timers.flusher(desk)
     app.timer_handlers["dispute"] = disputes.on_timer
     return app
 

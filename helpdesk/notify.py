@@ -59,16 +59,27 @@ class Renderer:
             auto_reload=False,  # templates are read once per process: no stat per mail
             autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
                                                 default_for_string=False, default=False))
+        self._cache: dict[tuple[str, str], tuple] = {}
 
     def render(self, audience: str, event: str, context: dict) -> Rendered:
+        subject, text, html = self._templates(audience, event)
+        return Rendered(_BLANKS.sub(" ", subject.render(context)).strip(), text.render(context),
+                        html.render(context) if html is not None else None)
+
+    def _templates(self, audience: str, event: str):
+        """The three templates of an event, looked up once (the HTML one is optional)."""
+        found = self._cache.get((audience, event))
+        if found is None:
+            found = self._cache[(audience, event)] = self._load(audience, event)
+        return found
+
+    def _load(self, audience: str, event: str):
         base = f"{audience}/{event}"
-        subject = _BLANKS.sub(" ", self.env.get_template(f"{base}.subject.j2").render(context)).strip()
-        text = self.env.get_template(f"{base}.txt.j2").render(context)
         try:
-            html_template = self.env.get_template(f"{base}.html.j2")
+            html = self.env.get_template(f"{base}.html.j2")
         except jinja2.TemplateNotFound:
-            return Rendered(subject, text, None)
-        return Rendered(subject, text, html_template.render(context))
+            html = None
+        return (self.env.get_template(f"{base}.subject.j2"), self.env.get_template(f"{base}.txt.j2"), html)
 
 
 @dataclass

@@ -68,6 +68,11 @@ def scalar(model: type[pw.Model], expression: str, where: dict, since: tuple[str
 
 # --- SQL generation (cached per shape) ----------------------------------------
 
+def cursor_execute(sql: str, params: list):
+    """Run hand-written portable SQL (placeholders from ``db.param``) on the cursor."""
+    return _execute(sql, params)
+
+
 def _execute(sql: str, params: list):
     """Straight to the driver's cursor: these statements always run inside a transaction
     the caller opened, so peewee's autocommit and logging wrapper has nothing to add."""

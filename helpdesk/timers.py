@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from helpdesk import statements
-from helpdesk.models import Timer
+from helpdesk.models import Timer, db
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,22 @@ def due(now: dt.datetime, limit: int) -> list[Due]:
     return [Due(*row) for row in rows]
 
 
-def claim(timer_id: int, now: dt.datetime) -> bool:
-    """Mark a timer fired; False when another worker fired or cancelled it first."""
-    return statements.update(Timer, timer_id, only_if={"status": "pending"},
-                             status="fired", fired_at=now) == 1
+def claim_many(ids: list[int], now: dt.datetime) -> set[int]:
+    """Mark the still-pending ones of ``ids`` fired, in one statement; returns those we got.
+
+    ``UPDATE ... RETURNING`` runs on SQLite (>= 3.35) and PostgreSQL alike. On
+    PostgreSQL a second worker's UPDATE waits for the first one's row locks and
+    then sees the rows no longer pending, so each id is returned to one worker.
+    """
+    if not ids:
+        return set()
+    marks = ", ".join([db.param] * len(ids))
+    sql = (f'UPDATE "timer" SET "status" = {db.param}, "fired_at" = {db.param} '
+           f'WHERE "status" = {db.param} AND "id" IN ({marks}) RETURNING "id"')
+    cursor = statements.cursor_execute(sql, ["fired", Timer.fired_at.db_value(now), "pending", *ids])
+    return {row[0] for row in cursor.fetchall()}
+
+
+def unclaim(timer_id: int) -> None:
+    """Back to pending: its handler failed, the next tick tries again."""
+    statements.update(Timer, timer_id, status="pending", fired_at=None)

@@ -68,7 +68,7 @@ def test_two_workers_ticking_at_once_fire_each_deadline_once(tmp_path, desk):
 
     def worker():
         barrier.wait()
-        reports.append(deadlines.tick(desk.app.timer_handlers, desk.clock))
+        reports.append(deadlines.tick(desk.app.timer_handlers, desk.clock, flushers=desk.app.timer_flushers))
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for thread in threads:
@@ -76,7 +76,22 @@ def test_two_workers_ticking_at_once_fire_each_deadline_once(tmp_path, desk):
     for thread in threads:
         thread.join()
     assert sum(r.total for r in reports) == 10
-    assert len(sent("escalation")) == 5 and len(sent("reminder")) == 5
+    for kind in ("escalation", "reminder"):
+        texts = " ".join(o.subject + o.text for o in sent(kind) + sent(kind + "s"))
+        assert [texts.count(f"[T-{n}]") for n in range(1, 6)] == [1] * 5, kind
+
+
+def test_several_alerts_for_one_person_in_one_tick_become_one_list(desk):
+    desk.ingest(*[mail(subject=f"problem {n}") for n in range(3)])
+    desk.clock.advance(dt.timedelta(hours=5))
+    report = desk.app.tick()
+    assert report.fired == {"first_response.reminder": 3, "first_response": 3}
+    [listing] = sent("escalations")
+    assert listing.recipient == "carol@shop.example" and listing.subject == "Overdue: 3 tickets missed their deadline"
+    assert all(f"[T-{n}] problem {n - 1}" in listing.text for n in (1, 2, 3))
+    assert not sent("escalation")
+    assert [o.recipient for o in sent("reminders")] == ["alice@shop.example"]
+    assert Ticket.select().where(Ticket.overdue).count() == 3
 
 
 def test_a_failing_handler_leaves_its_timer_pending_and_the_rest_fire(desk, monkeypatch):
