@@ -90,7 +90,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     _prepare_dirs(config)
     connect(config.database.url)
     secret = load_secret(config)
-    renderer = Renderer(templates)
+    renderer = Renderer(templates, config.helpdesk.data_dir / "template-cache")
     notifiers = {m.name: Notifier(renderer, clock, m.address, config.helpdesk.name)
                  for m in config.mailboxes}
     desk = Desk(config, clock, secret,

@@ -65,3 +65,8 @@ def raised(priority: str) -> str:
 
 def update(ticket_id: int, **values) -> None:
     statements.update(Ticket, ticket_id, **values)
+
+
+def update_many(ticket_ids: list[int], **values) -> None:
+    for start in range(0, len(ticket_ids), 500):
+        Ticket.update(**values).where(Ticket.id.in_(ticket_ids[start:start + 500])).execute()

@@ -52,10 +52,17 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path, cache_dir: Path | None = None) -> None:
+        """``cache_dir``: where Jinja keeps compiled templates, so a new process
+        (every CLI command, every restart) does not compile them again."""
         loader = jinja2.FileSystemLoader(str(templates_dir))
+        cache = None
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            cache = jinja2.FileSystemBytecodeCache(str(cache_dir))
         self.env = jinja2.Environment(
             loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+            bytecode_cache=cache,
             auto_reload=False,  # templates are read once per process: no stat per mail
             autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
                                                 default_for_string=False, default=False))
@@ -65,6 +72,16 @@ class Renderer:
         subject, text, html = self._templates(audience, event)
         return Rendered(_BLANKS.sub(" ", subject.render(context)).strip(), text.render(context),
                         html.render(context) if html is not None else None)
+
+    def preload(self) -> int:
+        """Compile every template now (``helpdesk run`` at start), so the first
+        mail of each kind does not pay for it in the middle of a tick."""
+        events = {name.rsplit("/", 1)[0] + "/" + name.rsplit("/", 1)[1].split(".", 1)[0]
+                  for name in self.env.list_templates(extensions=["j2"])
+                  if "/" in name and name.endswith(".subject.j2")}
+        for name in sorted(events):
+            self._templates(*name.split("/", 1))
+        return len(events)
 
     def _templates(self, audience: str, event: str):
         """The three templates of an event, looked up once (the HTML one is optional)."""

@@ -61,6 +61,7 @@ def build_loop(app: App) -> Loop:
 
 
 def run(app: App, once: bool) -> None:
+    app.desk.notifiers[app.config.mailboxes[0].name].renderer.preload()
     loop = build_loop(app)
     if once:
         poll_imap(app, meanwhile=app.process)

@@ -179,6 +179,17 @@ def read_ticket(ticket_id: int) -> TicketRow:
     return TicketRow(*values)
 
 
+def read_tickets(ids: list[int]) -> dict[int, TicketRow]:
+    """Many tickets' working fields in one query (a chunk of due timers)."""
+    found: dict[int, TicketRow] = {}
+    unique = sorted(set(ids))
+    for start in range(0, len(unique), 500):
+        rows = (Ticket.select(*[getattr(Ticket, c) for c in _TICKET_COLUMNS])
+                .where(Ticket.id.in_(unique[start:start + 500]) & (Ticket.kind == "ticket")).tuples())
+        found.update({row[0]: TicketRow(*row) for row in rows})
+    return found
+
+
 _TICKET_COLUMNS = ("id", "subject", "status", "requester", "priority", "assignee", "first_response_at",
                    "mailbox")
 

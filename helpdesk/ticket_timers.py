@@ -16,15 +16,17 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 
-from helpdesk import lifecycle, statements
+from helpdesk import lifecycle
 from helpdesk.clock import to_utc
 from helpdesk.config import StaffMember, format_duration
 from helpdesk.errors import NotFound
 from helpdesk.models import Timer
 from helpdesk.notify import Notice
-from helpdesk.staff import TicketRow, read_ticket
+from helpdesk.staff import TicketRow, read_ticket, read_tickets
 from helpdesk.tickets import Desk, label
 from helpdesk.timers import Due
+
+LIST_LIMIT = 50   # tickets named in one list mail; the rest are counted ("and 450 more")
 
 
 @dataclass(frozen=True)
@@ -36,25 +38,41 @@ class Alert:
     context: dict
 
 
-def handler(desk: Desk):
-    def fire(due: Due, now: dt.datetime) -> list[Alert]:
-        try:
-            ticket = read_ticket(due.subject_id)
-        except NotFound:
-            return []
+class Handler:
+    """The ticket timers' handler; ``prefetch`` reads a chunk's tickets in one query."""
+
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self.tickets: dict[int, TicketRow] = {}
+
+    def prefetch(self, dues: list[Due]) -> None:
+        self.tickets = read_tickets([d.subject_id for d in dues])
+
+    def __call__(self, due: Due, now: dt.datetime) -> list[Alert]:
+        ticket = self.tickets.get(due.subject_id)
+        if ticket is None:
+            try:
+                ticket = read_ticket(due.subject_id)
+            except NotFound:
+                return []
         kind, _, step = due.kind.partition(".")
         if kind in ("first_response", "next_response") and ticket.status in lifecycle.AWAITING_ANSWER:
             if step == "reminder":
-                return _remind(desk, ticket, kind)
-            return _escalate(desk, ticket, kind, due.fire_at, now)
+                return _remind(self.desk, ticket, kind)
+            return _escalate(self.desk, ticket, kind, due.fire_at, now)
         if kind == "auto_close" and ticket.status == "resolved":
-            _close(desk, ticket, now)
+            _close(self.desk, ticket, now)
         return []
-    return fire
+
+
+def handler(desk: Desk) -> Handler:
+    return Handler(desk)
 
 
 def flusher(desk: Desk):
     def flush(alerts: list[Alert], now: dt.datetime) -> None:
+        _mark_overdue({a.ticket.id: a.ticket.priority for a in alerts if a.event == "escalation"}, now)
+        _fill_deadlines([a for a in alerts if a.context["due_at"] is None])
         grouped: dict[tuple[str, str], list[Alert]] = defaultdict(list)
         for alert in alerts:
             grouped[(alert.member.address, alert.event)].append(alert)
@@ -67,20 +85,17 @@ def flusher(desk: Desk):
 
 
 def _remind(desk: Desk, ticket: TicketRow, kind: str) -> list[Alert]:
-    due_at = _pending_deadline(ticket.id, kind)
     staff = desk.config.staff
     targets = [s for s in staff if s.address == ticket.assignee] or \
         [s for s in staff if s.role == "agent"] or list(staff)
-    context = {"deadline": kind, "due_at": _moment(due_at) if due_at else "soon",
-               "priority": ticket.priority}
+    context = {"deadline": kind, "due_at": None, "priority": ticket.priority}   # due_at: see flush
     return [Alert("reminder", "staff", member, ticket, context) for member in targets]
 
 
 def _escalate(desk: Desk, ticket: TicketRow, kind: str, due_at: dt.datetime,
               now: dt.datetime) -> list[Alert]:
     priority = lifecycle.raised(ticket.priority)
-    lifecycle.update(ticket.id, overdue=True, priority=priority, updated_at=now)
-    ticket.priority = priority
+    ticket.priority = priority      # written for the whole chunk at once by flush()
     context = {"deadline": kind, "due_at": _moment(due_at), "late_by": str(now - due_at).split(".")[0],
                "assignee": ticket.assignee or "nobody", "priority": priority}
     admins = [s for s in desk.config.staff if s.role == "admin"] or list(desk.config.staff)
@@ -105,19 +120,42 @@ def _tell(desk: Desk, alert: Alert) -> None:
 def _tell_many(desk: Desk, alerts: list[Alert]) -> None:
     """One mail listing several tickets; each keeps its [T-n] so staff can answer by subject."""
     first = alerts[0]
-    tickets = [{"id": label(a.ticket.id), "subject": a.ticket.subject, **a.context} for a in alerts]
+    tickets = [{"id": label(a.ticket.id), "subject": a.ticket.subject, **a.context}
+               for a in alerts[:LIST_LIMIT]]
     mailbox = desk.config.mailbox(first.ticket.mailbox)
     context = {"helpdesk_name": desk.config.helpdesk.name, "recipient_name": first.member.name,
-               "tickets": tickets}
+               "tickets": tickets, "total": len(alerts), "more": max(0, len(alerts) - LIST_LIMIT)}
     desk.notifiers[mailbox.name].queue(Notice(
         event=f"{first.event}s", audience=first.audience, recipient=first.member.address,
         recipient_name=first.member.name, context=context, auto="auto-generated"))
 
 
-def _pending_deadline(ticket_id: int, kind: str) -> dt.datetime | None:
-    rows = statements.select(Timer, ["fire_at"], {"subject": "ticket", "subject_id": ticket_id,
-                                                  "kind": kind, "status": "pending"})
-    return Timer.fire_at.python_value(rows[0][0]) if rows else None
+def _mark_overdue(priorities: dict[int, str], now: dt.datetime) -> None:
+    """Escalated tickets: overdue, priority raised; one UPDATE per new priority."""
+    by_priority: dict[str, list[int]] = defaultdict(list)
+    for ticket_id, priority in priorities.items():
+        by_priority[priority].append(ticket_id)
+    for priority, ids in by_priority.items():
+        lifecycle.update_many(ids, overdue=True, priority=priority, updated_at=now)
+
+
+def _fill_deadlines(reminders: list[Alert]) -> None:
+    """The deadline each reminder announces, for the whole chunk in one query.
+    (The alerts of one ticket share one context: each is filled once.)"""
+    contexts = {id(a.context): (a.ticket.id, a.context) for a in reminders}
+    ids = sorted({ticket_id for ticket_id, _ in contexts.values()})
+    found: dict[tuple[int, str], dt.datetime] = {}
+    for start in range(0, len(ids), 500):
+        rows = (Timer.select(Timer.subject_id, Timer.kind, Timer.fire_at)
+                .where((Timer.subject == "ticket") & Timer.subject_id.in_(ids[start:start + 500])
+                       & Timer.kind.in_(("first_response", "next_response"))
+                       & Timer.status.in_(("pending", "fired"))).tuples())
+        for subject_id, kind, at in rows:   # the latest round's (it may fire in this same tick)
+            key = (subject_id, kind)
+            found[key] = max(at, found.get(key, at))
+    for ticket_id, context in contexts.values():
+        due_at = found.get((ticket_id, context["deadline"]))
+        context["due_at"] = _moment(due_at) if due_at else "soon"
 
 
 def _moment(moment: dt.datetime) -> str:
