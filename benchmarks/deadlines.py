@@ -389,7 +389,9 @@ def _timers(n: int, n_due: int, n_pending: int, created, is_open, unanswered_new
         first_due = min(first_due, fire)
         due_rows.append(("ticket", ticket, kind, _t(fire), "pending", _t(fire - TARGET_RESPONSE), None))
     rows.extend(due_rows)
-    rng.shuffle(rows)   # timers are written as tickets come and go, not sorted
+    # the helpdesk writes a timer when its clock starts (``created_at``): rows go into the
+    # table in that order, so the timers due now sit together with the others started then
+    rows.sort(key=lambda row: row[5])
     with db.atomic():
         db.cursor().executemany(
             'INSERT INTO "timer" ("subject", "subject_id", "kind", "fire_at", "status", "created_at", '
