@@ -1,0 +1,56 @@
+"""The schema: upgrades in place, and what the database itself guarantees."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee as pw
+import pytest
+
+from helpdesk import models
+from helpdesk.models import Dispute, Meta, Ticket
+
+NOW = dt.datetime(2026, 11, 26, 9, 0)
+
+
+@pytest.fixture
+def database(tmp_path, db_url):
+    url = db_url or f"sqlite:///{tmp_path}/helpdesk.db"
+    yield models.connect(url), url
+    models.db.close()
+
+
+def _ticket(kind: str = "dispute") -> int:
+    return Ticket.create(mailbox="disputes", subject="s", requester="b@example.com", kind=kind,
+                         created_at=NOW, updated_at=NOW).id
+
+
+def test_a_schema_1_database_is_upgraded_in_place(database):
+    database_, url = database
+    Ticket.create(mailbox="support", subject="old", requester="a@example.com", created_at=NOW, updated_at=NOW)
+    # make it look like schema 1: no new tables, no new ticket columns, version 1
+    database_.drop_tables(models.MODELS_2)
+    for index in ("ticket_created_at", "ticket_overdue_status", "ticket_assignee_status"):
+        database_.execute_sql(f'DROP INDEX IF EXISTS "{index}"')
+    for column in ("kind", "first_response_at", "overdue", "resolved_at", "closed_at"):
+        database_.execute_sql(f'ALTER TABLE "ticket" DROP COLUMN "{column}"')
+    Meta.update(value="1").where(Meta.key == "schema_version").execute()
+    models.db.close()
+
+    models.connect(url)
+    assert Meta.get_by_id("schema_version").value == str(len(models.MIGRATIONS))
+    old = Ticket.get()
+    assert (old.subject, old.kind, old.overdue, old.first_response_at) == ("old", "ticket", False, None)
+    assert set(models.db.get_tables()) >= {m._meta.table_name for m in models.MODELS_2}
+
+
+def test_one_order_cannot_have_two_open_disputes(database):
+    fields = dict(order_id="100234", buyer="b@example.com", seller="s@example.com", reason="other",
+                  created_at=NOW, updated_at=NOW, seller_due_at=NOW)
+    Dispute.create(ticket=_ticket(), open_order="100234", **fields)
+    with pytest.raises(pw.IntegrityError), models.db.atomic():
+        Dispute.create(ticket=_ticket(), open_order="100234", **fields)
+    # once the first is final (open_order cleared), a new one may open
+    Dispute.update(open_order=None, status="resolved").execute()
+    Dispute.create(ticket=_ticket(), open_order="100234", **fields)
+    assert Dispute.select().count() == 2
