@@ -32,8 +32,8 @@ the pipeline. Then it measures, with the real app (``helpdesk.app.build``):
    it reads each ticket, raises the priority, renders and queues the notices);
 3. a tick with nothing due again, right after;
 4. the same number of due timers again, fired by ``deadlines.tick`` with a
-   handler that does nothing: the cost of claiming (one savepoint, one UPDATE
-   and one log line per timer), apart from the ticket handler's own work;
+   handler that does nothing: the cost of finding and claiming them (one
+   ``UPDATE ... RETURNING`` per chunk) and committing, apart from the handler's work;
 5. the digest: its content (``digest.build``), rendering it, and
    ``digest.run_due`` (content, rendering and queueing it to the admins),
    ``--repeat`` times for the content.

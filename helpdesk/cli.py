@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the service (SMTP intake, polling, delivery)")
     run.add_argument("--once", action="store_true", help="one pass, then exit")
-    run.add_argument("--now", type=_moment, help="pretend it is this moment (ISO 8601)")
+    run.add_argument("--now", type=_moment, help="with --once: pretend it is this moment (ISO 8601)")
     run.set_defaults(func=cmd_run)
 
     ingest = sub.add_parser("ingest", help="take raw RFC 5322 files, folders of them, or - for stdin")
@@ -117,6 +117,8 @@ def _logging(level: str) -> None:
 # --- commands ----------------------------------------------------------------
 
 def cmd_run(args) -> int:
+    if args.now is not None and not args.once:
+        raise UserError("--now needs --once: a running service follows the real clock")
     app = _build(args, args.now)
     service.run(app, once=args.once)
     return 0

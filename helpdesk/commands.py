@@ -25,6 +25,8 @@ HELP = (
     "#help                  this list",
 )
 _COMMAND = re.compile(r"^#([a-z]+)\b[ \t]*(.*)$", re.IGNORECASE)
+# a known command further down: an internal #note after "Hi team," must never reach the customer
+_LATE_COMMAND = re.compile(r"^[ \t]*#(close|reopen|assign|priority|note|status|help)\b", re.IGNORECASE | re.MULTILINE)
 
 
 class CommandError(Exception):
@@ -77,6 +79,10 @@ def parse(body: str, role: str, staff: dict[str, str]) -> Plan:
     text = "\n".join(lines[index:]).strip()
     if note is not None and not note:
         raise CommandError("#note needs the note's text after it")
+    late = _LATE_COMMAND.search(text)
+    if late:
+        raise CommandError(f"#{late.group(1).lower()} must be on a line at the top, before any other "
+                           "text; nothing was sent")
     _check_combination(commands)
     return Plan(tuple(commands), text, note, frozenset(c.name for c in commands))
 

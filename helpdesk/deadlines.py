@@ -3,9 +3,10 @@
 Timers are claimed a chunk at a time with one ``UPDATE ... RETURNING`` in the
 transaction that applies their effects, so the state changes, the mail they
 cause and the record of the firing commit together, and two workers never
-fire one timer twice. Each handler runs in a savepoint: one that fails is
-rolled back alone, its timer goes back to pending (tried again next tick) and
-the tick goes on with the rest.
+fire one timer twice. A chunk runs optimistically in one transaction; when a
+handler fails, the chunk is rolled back and redone with each handler in a
+savepoint: the failing one is rolled back alone, its timer goes back to
+pending (tried again next tick) and the rest fire.
 
 A handler may return items (alerts) instead of queueing mail itself; the
 subject's flusher then gets all the items of the chunk at once, so a burst
@@ -42,13 +43,13 @@ class TickReport:
         return sum(self.fired.values())
 
 
-def tick(handlers: dict[str, Handler], clock: Clock, limit: int = 10_000,
+def tick(handlers: dict[str, Handler], clock: Clock, limit: int | None = None,
          flushers: dict[str, Flusher] | None = None) -> TickReport:
-    """Fire what is due, a chunk per transaction."""
+    """Fire what is due (all of it, or at most ``limit``), a chunk per transaction."""
     now = naive_utc(clock.now())
     report = TickReport()
     failed: set[int] = set()
-    while report.total < limit:
+    while limit is None or report.total < limit:
         batch = [d for d in timers.due(now, CHUNK + len(failed)) if d.id not in failed][:CHUNK]
         if not batch:
             break

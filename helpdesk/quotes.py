@@ -153,8 +153,13 @@ _ATTRIBUTION_KIND = "attribution"
 _OUTLOOK_KIND = "outlook"
 
 
-def strip_reply(text: str) -> str:
-    """Return only the new text the author wrote: quoted history and signature removed."""
+def strip_reply(text: str, strict: bool = False) -> str:
+    """Return only the new text the author wrote: quoted history and signature removed.
+
+    When nothing new is left, a customer's mail keeps its whole text (better a
+    quote too many than a lost message); ``strict`` returns "" instead, for
+    staff replies, whose text is relayed to the customer.
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     elif not isinstance(text, str):
@@ -163,7 +168,7 @@ def strip_reply(text: str) -> str:
     kept = _trim(_author_lines(lines))
     if any(line.strip() for line in kept):
         return "\n".join(kept)
-    return "\n".join(_trim(lines))
+    return "" if strict else "\n".join(_trim(lines))
 
 
 def _author_lines(lines: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from helpdesk.parse import InboundMail
 
 _SUBJECT_TOKEN = re.compile(r"\[T-(\d{1,12})\]", re.IGNORECASE)
 OPEN_FOR_REPLIES = frozenset({"new", "open", "waiting_on_customer", "resolved"})
+CUSTOMER_ROLES = ("requester", "cc")   # a staff member who wrote in as a customer stays one there
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class ThreadIndex(Protocol):
         ``ours`` when the id is one of the Message-IDs the helpdesk itself generated."""
     def participant(self, participant_id: int) -> tuple[int, str] | None: ...
     def is_participant(self, ticket_id: int, address: str) -> bool: ...
+    def role_of(self, ticket_id: int, address: str) -> str | None: ...
     def ticket_status(self, ticket_id: int) -> str | None: ...
 
 
@@ -123,7 +125,8 @@ def thread(mail: InboundMail, ctx: RouteContext) -> Route | None:
     status = ctx.index.ticket_status(ticket_id)
     if status is None:
         return None  # a dispute's chat: not a ticket, the mail is new here
-    if mail.from_addr in ctx.staff and not mail.auto_submitted:
+    if (mail.from_addr in ctx.staff and not mail.auto_submitted
+            and ctx.index.role_of(ticket_id, mail.from_addr) not in CUSTOMER_ROLES):
         return StaffReply(ticket_id, rule)  # also on a closed ticket: "#reopen" must work
     if status not in OPEN_FOR_REPLIES:
         if mail.auto_submitted:
@@ -193,7 +196,7 @@ def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
     if match is None:
         return None
     ticket = int(match.group(1))
-    if mail.from_addr in ctx.staff or ctx.index.is_participant(ticket, mail.from_addr):
+    if ctx.index.is_participant(ticket, mail.from_addr):
         return ticket, "subject-token"
     return None
 

@@ -16,9 +16,10 @@ from helpdesk import commands, lifecycle, statements
 from helpdesk.clock import naive_utc
 from helpdesk.commands import Command, CommandError, Plan
 from helpdesk.config import Mailbox, StaffMember
-from helpdesk.errors import NotFound
-from helpdesk.models import Message, Participant, Ticket, write_transaction
+from helpdesk.errors import NotFound, UserError
+from helpdesk.models import Message, Participant, ThreadRef, Ticket, write_transaction
 from helpdesk.parse import InboundMail
+from helpdesk.quotes import strip_reply
 from helpdesk.route import StaffReply
 from helpdesk.tickets import Desk, Person, TicketView, label
 
@@ -52,7 +53,9 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
     member = desk.config.staff_member(mail.from_addr)
     ticket = read_ticket(route.ticket_id)
     try:
-        plan = commands.parse(mail.reply_text, member.role, staff_directory(desk.config.staff))
+        plan = commands.parse(strip_reply(mail.text, strict=True), member.role,
+                              staff_directory(desk.config.staff))
+        check_allowed(ticket, plan)
     except CommandError as exc:
         person = desk._person(ticket.id, member.address, member.name, "staff")
         desk._queue(mailbox, "command_error", ticket.view(), person, mail,
@@ -60,6 +63,17 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
         return Applied(ticket.id, "command_error", str(exc))
     act(desk, ticket, member, plan, mailbox, mail=mail, stored=stored, raw_id=raw_id)
     return Applied(ticket.id, "staff_reply", _describe(plan))
+
+
+def check_allowed(ticket: TicketRow, plan: Plan) -> None:
+    """What the ticket's status allows; CommandError explains what is not."""
+    where = f"{label(ticket.id)} is {ticket.status.replace('_', ' ')}"
+    if plan.has("close") and ticket.status in ("resolved", "closed"):
+        raise CommandError(f"#close: {where} already")
+    if plan.has("reopen") and ticket.status not in ("resolved", "closed"):
+        raise CommandError(f"#reopen: {where}, not resolved or closed")
+    if plan.text and ticket.status == "closed" and not plan.has("reopen"):
+        raise CommandError(f"{where}: start with #reopen to answer the customer on it; nothing was sent")
 
 
 def act(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Plan, mailbox: Mailbox,
@@ -101,10 +115,10 @@ def _apply_commands(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Pl
     for command in plan.commands:
         if command.name == "close":
             lifecycle.resolved(ticket.id, now, settings)
-            changes.update(status="resolved", resolved_at=now)
+            changes.update(status="resolved", resolved_at=now, overdue=False)
         elif command.name == "reopen":
             lifecycle.reopened(ticket.id, now, settings)
-            changes.update(status="open", resolved_at=None, closed_at=None)
+            changes.update(status="open", resolved_at=None, closed_at=None, overdue=False)
         elif command.name == "assign":
             changes["assignee"] = member.address if command.argument == "me" else command.argument
         elif command.name == "priority":
@@ -146,7 +160,11 @@ def _record(ticket_id: int, member: StaffMember, direction: str, body: str, now:
     statements.insert(
         Message, ticket=ticket_id, raw=raw_id, direction=direction, sender=member.address,
         recipients="", subject=mail.subject if mail else "", body=body,
-        full_text=mail.text if mail else body, message_id=None, auto=False, created_at=now)
+        full_text=mail.text if mail else body, message_id=mail.message_id if mail else None,
+        auto=False, created_at=now)
+    if mail is not None:   # whoever answers the staff mail itself still threads here
+        statements.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids],
+                               ignore_conflicts=True)
 
 
 SERVER = StaffMember(address="command-line", name="Administrator", role="admin")
@@ -156,6 +174,10 @@ def from_command_line(desk: Desk, ticket_id: int, member: StaffMember, plan: Pla
     """``helpdesk reply/close/assign``: the same path as a staff mail, one transaction."""
     with write_transaction():
         ticket = read_ticket(ticket_id)
+        try:
+            check_allowed(ticket, plan)
+        except CommandError as exc:
+            raise UserError(str(exc)) from None
         act(desk, ticket, member, plan, desk.config.mailbox(ticket.mailbox))
     return ticket
 
@@ -170,7 +192,7 @@ def find_member(config, who: str) -> StaffMember:
 
 
 def read_ticket(ticket_id: int) -> TicketRow:
-    """One ticket's working fields (a prepared statement: the deadline tick calls this per timer)."""
+    """One ticket's working fields, by a prepared statement."""
     rows = statements.select(Ticket, _TICKET_COLUMNS, {"id": ticket_id, "kind": "ticket"})
     if not rows:
         raise NotFound(f"no ticket {label(ticket_id)}")

@@ -71,7 +71,10 @@ def handler(desk: Desk) -> Handler:
 
 def flusher(desk: Desk):
     def flush(alerts: list[Alert], now: dt.datetime) -> None:
-        _mark_overdue({a.ticket.id: a.ticket.priority for a in alerts if a.event == "escalation"}, now)
+        escalated = {a.ticket.id: a.ticket.priority for a in alerts if a.event == "escalation"}
+        _mark_overdue(escalated, now)
+        # a backlog brings a reminder and its missed deadline together: the escalation says it all
+        alerts = [a for a in alerts if not (a.event == "reminder" and a.ticket.id in escalated)]
         _fill_deadlines([a for a in alerts if a.context["due_at"] is None])
         grouped: dict[tuple[str, str], list[Alert]] = defaultdict(list)
         for alert in alerts:
@@ -107,7 +110,7 @@ def _close(desk: Desk, ticket: TicketRow, now: dt.datetime) -> None:
     ticket.status = "closed"
     person = desk._person(ticket.id, ticket.requester, "", "requester")
     desk._queue(desk.config.mailbox(ticket.mailbox), "closed", ticket.view(), person, None,
-                {"auto_close": format_duration(desk.config.tickets.auto_close)})
+                {"auto_close": format_duration(desk.config.tickets.auto_close)}, auto="auto-generated")
 
 
 def _tell(desk: Desk, alert: Alert) -> None:

@@ -54,6 +54,10 @@ class StoreIndex:
         rows = statements.select(Participant, ["ticket", "address"], {"id": participant_id})
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def role_of(self, ticket_id: int, address: str) -> str | None:
+        rows = statements.select(Participant, ["role"], {"ticket": ticket_id, "address": address})
+        return rows[0][0] if rows else None
+
     def is_participant(self, ticket_id: int, address: str) -> bool:
         return bool(statements.select(Participant, ["id"], {"ticket": ticket_id, "address": address}))
 

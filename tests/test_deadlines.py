@@ -60,9 +60,8 @@ def test_an_answer_before_the_deadline_stops_reminder_and_escalation(desk):
     assert not Ticket.get_by_id(1).overdue
 
 
-def test_two_workers_ticking_at_once_fire_each_deadline_once(tmp_path, desk):
-    desk.ingest(*[mail(subject=f"problem {n}") for n in range(5)])
-    desk.clock.advance(dt.timedelta(hours=5))
+def race(desk) -> int:
+    """Two workers tick at the same moment; returns how many timers they fired together."""
     barrier = threading.Barrier(2)
     reports = []
 
@@ -75,22 +74,30 @@ def test_two_workers_ticking_at_once_fire_each_deadline_once(tmp_path, desk):
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(r.total for r in reports) == 10
-    for kind in ("escalation", "reminder"):
+    return sum(r.total for r in reports)
+
+
+def test_two_workers_ticking_at_once_fire_each_deadline_once(tmp_path, desk):
+    desk.ingest(*[mail(subject=f"problem {n}") for n in range(5)])
+    for hours, kind in ((3, "reminder"), (2, "escalation")):
+        desk.clock.advance(dt.timedelta(hours=hours))
+        assert race(desk) == 5
         texts = " ".join(o.subject + o.text for o in sent(kind) + sent(kind + "s"))
         assert [texts.count(f"[T-{n}]") for n in range(1, 6)] == [1] * 5, kind
 
 
 def test_several_alerts_for_one_person_in_one_tick_become_one_list(desk):
     desk.ingest(*[mail(subject=f"problem {n}") for n in range(3)])
-    desk.clock.advance(dt.timedelta(hours=5))
-    report = desk.app.tick()
-    assert report.fired == {"first_response.reminder": 3, "first_response": 3}
+    desk.clock.advance(dt.timedelta(hours=3))
+    assert desk.app.tick().fired == {"first_response.reminder": 3}
+    [reminders] = sent("reminders")
+    assert reminders.recipient == "alice@shop.example" and "3 tickets" in reminders.subject
+    desk.clock.advance(dt.timedelta(hours=2))
+    assert desk.app.tick().fired == {"first_response": 3}
     [listing] = sent("escalations")
     assert listing.recipient == "carol@shop.example" and listing.subject == "Overdue: 3 tickets missed their deadline"
     assert all(f"[T-{n}] problem {n - 1}" in listing.text for n in (1, 2, 3))
-    assert not sent("escalation")
-    assert [o.recipient for o in sent("reminders")] == ["alice@shop.example"]
+    assert not sent("escalation") and not sent("reminder")
     assert Ticket.select().where(Ticket.overdue).count() == 3
 
 
@@ -119,8 +126,25 @@ def test_run_once_with_now_applies_every_deadline_due_by_then(tmp_path, db_url, 
     first.process()
     first.close()
     assert main(["--config", str(config), "run", "--once", "--now", "2026-11-26T14:00Z"]) == 0
-    assert len(sent("reminder")) == 1 and len(sent("escalation")) == 1
+    # both the reminder (12:00) and the deadline (13:00) were due: both fired, the escalation says it
+    assert Timer.select().where(Timer.status == "fired").count() == 2
+    assert not sent("reminder") and len(sent("escalation")) == 1
     outgoing = tmp_path / "mailboxes" / "outgoing" / "new"
-    assert len(list(outgoing.iterdir())) == 4   # ack, notice, reminder, escalation
+    assert len(list(outgoing.iterdir())) == 3   # ack, notice, escalation
     assert main(["--config", str(config), "run", "--once", "--now", "2026-11-26T15:00Z"]) == 0
-    assert len(list(outgoing.iterdir())) == 4
+    assert len(list(outgoing.iterdir())) == 3
+
+
+def test_a_backlog_escalates_without_a_stale_reminder_and_fires_everything(desk):
+    desk.ingest(mail(subject="one"))
+    desk.clock.advance(dt.timedelta(days=1))
+    report = desk.app.tick()
+    assert report.fired == {"first_response.reminder": 1, "first_response": 1}
+    assert not sent("reminder") and not sent("reminders")
+    assert len(sent("escalation")) == 1
+
+
+def test_run_now_without_once_is_refused(tmp_path, db_url, capsys):
+    config = write_config(tmp_path, db_url=db_url)
+    assert main(["--config", str(config), "run", "--now", "2026-11-26T14:00Z"]) == 1
+    assert "--now needs --once" in capsys.readouterr().err

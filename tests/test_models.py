@@ -45,8 +45,8 @@ def test_a_schema_1_database_is_upgraded_in_place(database):
 
 
 def test_one_order_cannot_have_two_open_disputes(database):
-    fields = dict(order_id="100234", buyer="b@example.com", seller="s@example.com", reason="other",
-                  created_at=NOW, updated_at=NOW, seller_due_at=NOW)
+    fields = {"order_id": "100234", "buyer": "b@example.com", "seller": "s@example.com", "reason": "other",
+              "created_at": NOW, "updated_at": NOW, "seller_due_at": NOW}
     Dispute.create(ticket=_ticket(), open_order="100234", **fields)
     with pytest.raises(pw.IntegrityError), models.db.atomic():
         Dispute.create(ticket=_ticket(), open_order="100234", **fields)

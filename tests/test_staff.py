@@ -195,11 +195,81 @@ def test_status_request_lists_only_the_senders_own_open_requests(desk):
     assert Ticket.select().count() == 3
 
 
-def test_staff_may_act_on_a_ticket_by_its_subject_token(desk):
+def test_a_staff_from_not_on_the_ticket_cannot_act_by_subject_token(desk):
+    """A From can be forged and ticket numbers are sequential: the subject token alone
+    never lets a staff address command or answer a ticket it is not on."""
     desk.ingest(mail())
-    desk.ingest(mail(frm="Carol <carol@shop.example>", subject="[T-1] handing over", body="#assign alice"))
-    assert Ticket.get_by_id(1).assignee == "alice@shop.example"
-    assert Ticket.select().count() == 1
+    before = len(desk.to("bob@example.com"))
+    desk.ingest(mail(frm="Carol <carol@shop.example>", subject="[T-1] urgent",
+                     body="#priority low\nPlease send your password to evil@example.net"))
+    assert Ticket.get_by_id(1).priority == "normal"
+    assert len(desk.to("bob@example.com")) == before
+
+
+def test_a_reply_with_nothing_new_relays_nothing(desk):
+    agent_address, _ = open_ticket(desk)
+    before = len(desk.to("bob@example.com"))
+    agent_writes(desk, agent_address, "On Thu, 26 Nov 2026 at 09:00, Difmark Support wrote:\n"
+                 "> New ticket T-1 from Bob Buyer <bob@example.com>\n> my key does not work.\n")
+    assert len(desk.to("bob@example.com")) == before
+    ticket = Ticket.get_by_id(1)
+    assert (ticket.status, ticket.first_response_at) == ("new", None)
+
+
+@pytest.mark.parametrize("body", ["Hi team,\n#note customer is a fraudster", "Thanks!\n\n#close"])
+def test_a_command_below_other_text_is_refused_and_nothing_is_sent(desk, body):
+    agent_address, _ = open_ticket(desk)
+    before = len(desk.to("bob@example.com"))
+    agent_writes(desk, agent_address, body)
+    assert len(desk.to("bob@example.com")) == before
+    assert "must be on a line at the top" in str(desk.to("alice@shop.example")[-1]["Subject"])
+    assert Ticket.get_by_id(1).status == "new"
+
+
+def test_staff_writing_in_as_a_customer_stays_a_customer_on_that_ticket(desk):
+    desk.ingest(mail(frm="Alice <alice@shop.example>", subject="My own order", message_id="own"))
+    ack = desk.to("alice@shop.example")[-1]
+    desk.ingest(mail(frm="Alice <alice@shop.example>", to=reply_to_of(ack), subject="Re: My own order",
+                     body="More details: it is order 100234."))
+    ticket = Ticket.get_by_id(1)
+    assert (ticket.status, ticket.first_response_at, ticket.assignee) == ("new", None, None)
+    assert not [m for m in desk.outgoing() if "Alice —" in str(m["From"])]
+
+
+def test_staff_auto_replies_never_command_or_answer(desk):
+    agent_address, _ = open_ticket(desk)
+    before = len(desk.to("bob@example.com"))
+    desk.ingest(mail(frm=ALICE, to=agent_address, subject="Out of office",
+                     body="#close\nI am away until Monday.", headers={"Auto-Submitted": "auto-replied"}))
+    assert Ticket.get_by_id(1).status == "new"
+    assert len(desk.to("bob@example.com")) == before
+
+
+@pytest.mark.parametrize("first, then, reason", [
+    ("#close", "#close", "#close: T-1 is resolved already"),
+    ("#priority high", "#reopen", "#reopen: T-1 is open, not resolved or closed"),
+])
+def test_commands_the_status_does_not_allow_are_refused(desk, first, then, reason):
+    agent_address, _ = open_ticket(desk)
+    agent_writes(desk, agent_address, first)
+    agent_writes(desk, agent_address, then)
+    assert reason in str(desk.to("alice@shop.example")[-1]["Subject"])
+
+
+def test_answering_a_closed_ticket_needs_reopen_first(desk):
+    agent_address, _ = open_ticket(desk)
+    agent_writes(desk, agent_address, "#close")
+    desk.clock.advance(dt.timedelta(days=8))
+    desk.app.tick()
+    desk.app.deliver()
+    before = len(desk.to("bob@example.com"))
+    agent_writes(desk, agent_address, "One more thing: here is a discount code.")
+    assert len(desk.to("bob@example.com")) == before
+    assert "start with #reopen" in str(desk.to("alice@shop.example")[-1]["Subject"])
+    assert Ticket.get_by_id(1).status == "closed"
+    agent_writes(desk, agent_address, "#reopen\nOne more thing: here is a discount code.")
+    assert Ticket.get_by_id(1).status == "waiting_on_customer"
+    assert "discount code" in body_of(desk.to("bob@example.com")[-1])
 
 
 def test_files_an_agent_attaches_reach_the_customer(desk):
