@@ -167,11 +167,15 @@ class ResponseStats:
     within_target: int
     median: dt.timedelta | None
     p90: dt.timedelta | None
+    missed_unanswered: int = 0   # first-response deadline fell in the period, still no answer
 
     @property
     def attainment(self) -> float | None:
-        """Percent answered within the target; None when nothing was answered."""
-        return 100.0 * self.within_target / self.answered if self.answered else None
+        """Percent of the period's first responses that met the target, counting the
+        tickets whose deadline passed in the period without any answer as misses;
+        None when there was nothing to count."""
+        due = self.answered + self.missed_unanswered
+        return 100.0 * self.within_target / due if due else None
 
 
 @dataclass(frozen=True)
@@ -317,9 +321,13 @@ def _responses(target: dt.timedelta, since: dt.datetime, end: dt.datetime) -> Re
                    & (Ticket.first_response_at >= since) & (Ticket.first_response_at < end)
                    & (Ticket.kind == "ticket")).tuples())
     times = sorted(max(answered - created, dt.timedelta(0)) for created, answered in rows)
+    # unanswered tickets whose deadline (created + target) fell in the period: (created_at) index
+    missed = _count(Ticket, (Ticket.created_at >= since - target) & (Ticket.created_at < end - target)
+                    & Ticket.first_response_at.is_null() & Ticket.status.in_(("new", "open"))
+                    & (Ticket.kind == "ticket"))
     return ResponseStats(
         target=target, answered=len(times), within_target=sum(1 for t in times if t <= target),
-        median=_median(times), p90=_nearest_rank(times, 90))
+        median=_median(times), p90=_nearest_rank(times, 90), missed_unanswered=missed)
 
 
 def _median(ordered: list[dt.timedelta]) -> dt.timedelta | None:
@@ -379,6 +387,7 @@ def context(digest: Digest, config: Config) -> dict:
             "target": format_duration(responses.target),
             "answered": responses.answered,
             "within_target": responses.within_target,
+            "missed_unanswered": responses.missed_unanswered,
             "attainment": None if responses.attainment is None else f"{responses.attainment:.0f} %",
             "attainment_width": round(responses.attainment or 0),
             "median": short_duration(responses.median) if responses.median is not None else None,

@@ -160,7 +160,9 @@ def test_digest_figures_come_from_the_database(app, db_url):
         ("new", 4), ("open", 2), ("waiting_on_customer", 6)]
     assert got.open_total == 12
     r = got.responses
-    assert (r.answered, r.within_target, r.attainment) == (4, 3, 75.0)
+    # the three tickets created in the period and still unanswered 4 h later count as misses
+    assert (r.answered, r.within_target, r.missed_unanswered) == (4, 3, 3)
+    assert r.attainment == pytest.approx(100 * 3 / 7)
     assert (r.median, r.p90) == (dt.timedelta(hours=1, minutes=30), dt.timedelta(hours=5))
     assert [t.subject for t in got.overdue] == ["oldest", "second"]
     assert got.overdue_total == 3
@@ -243,7 +245,9 @@ def test_html_has_a_table_bar_chart_no_scripts_no_external_images(app, db_url):
     assert 'width="100%" cellpadding="0"' in html and 'bgcolor="#4a90d9"' in html   # bars are table cells
     assert rendered.subject == "Difmark Support digest, Tue 01 Dec 2026: 5 new, 5 open, 1 overdue"
     assert f"  {'Alice':<22}{3:>6}  {'#' * 30}  (3 open)\n" in rendered.text
-    assert "  within the target:     1 (100 %)" in rendered.text
+    assert "  within the target:     1\n" in rendered.text
+    assert "  past the target, still unanswered: 4\n" in rendered.text   # the four created in the period
+    assert "  attainment:            20 % (of the answers due in the period)" in rendered.text
 
 
 def test_run_due_sends_once_per_period_to_every_admin(tmp_path, app, db_url):
