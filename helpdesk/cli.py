@@ -183,7 +183,7 @@ def cmd_reply(args) -> int:
     except OSError as exc:
         raise UserError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     try:
-        plan = commands.parse(text, member.role, staff.staff_directory(app.config.staff))
+        plan = commands.parse(text, member.role, staff.staff_directory(app.config.staff), me=member.address)
     except commands.CommandError as exc:
         raise UserError(str(exc)) from None
     if not plan.text and not plan.commands:

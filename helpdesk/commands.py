@@ -50,7 +50,7 @@ class Plan:
         return name in self.actions
 
 
-def parse(body: str, role: str, staff: dict[str, str]) -> Plan:
+def parse(body: str, role: str, staff: dict[str, str], me: str = "") -> Plan:
     """Split a staff reply into commands, customer text and note.
 
     ``staff`` maps agent addresses and lower-cased names to addresses, so
@@ -75,7 +75,7 @@ def parse(body: str, role: str, staff: dict[str, str]) -> Plan:
             index = len(lines)
             commands.append(Command("note"))
             break
-        commands.append(_check(name, argument, role, staff))
+        commands.append(_check(name, argument, role, staff, me))
     text = "\n".join(lines[index:]).strip()
     if note is not None and not note:
         raise CommandError("#note needs the note's text after it")
@@ -87,7 +87,7 @@ def parse(body: str, role: str, staff: dict[str, str]) -> Plan:
     return Plan(tuple(commands), text, note, frozenset(c.name for c in commands))
 
 
-def _check(name: str, argument: str, role: str, staff: dict[str, str]) -> Command:
+def _check(name: str, argument: str, role: str, staff: dict[str, str], me: str) -> Command:
     if name in ("close", "reopen", "status", "help"):
         if argument:
             raise CommandError(f"#{name} takes nothing after it (got {argument!r})")
@@ -98,12 +98,12 @@ def _check(name: str, argument: str, role: str, staff: dict[str, str]) -> Comman
             raise CommandError(f"#priority needs one of {', '.join(PRIORITIES)} (got {argument!r})")
         return Command(name, level)
     if name == "assign":
-        return Command(name, _assignee(argument, role, staff))
+        return Command(name, _assignee(argument, role, staff, me))
     raise CommandError(f"unknown command #{name}; send #help for the list")
 
 
-def _assignee(argument: str, role: str, staff: dict[str, str]) -> str:
-    wanted = argument.lower()
+def _assignee(argument: str, role: str, staff: dict[str, str], me: str) -> str:
+    wanted = " ".join(argument.lower().split())
     if not wanted:
         raise CommandError("#assign needs 'me' or an agent's address or name")
     if wanted == "me":
@@ -111,6 +111,8 @@ def _assignee(argument: str, role: str, staff: dict[str, str]) -> str:
     address = staff.get(wanted)
     if address is None:
         raise CommandError(f"#assign: no agent called {argument!r}")
+    if address == me:
+        return "me"   # your own name or address: the same as "me"
     if role != "admin":
         raise CommandError("#assign <agent>: only admins may assign tickets to others; use #assign me")
     return address

@@ -54,7 +54,7 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
     ticket = read_ticket(route.ticket_id)
     try:
         plan = commands.parse(strip_reply(mail.text, strict=True), member.role,
-                              staff_directory(desk.config.staff))
+                              staff_directory(desk.config.staff), me=member.address)
         check_allowed(ticket, plan)
     except CommandError as exc:
         person = desk._person(ticket.id, member.address, member.name, "staff")
@@ -184,7 +184,7 @@ def from_command_line(desk: Desk, ticket_id: int, member: StaffMember, plan: Pla
 
 def find_member(config, who: str) -> StaffMember:
     """A staff member by address or name; NotFound names the configured ones."""
-    address = staff_directory(config.staff).get(who.strip().lower())
+    address = staff_directory(config.staff).get(" ".join(who.lower().split()))
     if address is None:
         names = ", ".join(f"{m.name} <{m.address}>" for m in config.staff) or "none"
         raise NotFound(f"no staff member {who!r} in {config.path.name} (staff: {names})")
@@ -220,7 +220,7 @@ def staff_directory(staff) -> dict[str, str]:
     """Addresses and lower-cased names → address, for ``#assign <agent>``."""
     found = {}
     for member in staff:
-        found[member.name.lower()] = member.address
+        found[" ".join(member.name.lower().split())] = member.address
         found[member.address] = member.address
     return found
 

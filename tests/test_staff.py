@@ -286,3 +286,10 @@ def test_files_an_agent_attaches_reach_the_customer(desk):
     [part] = list(relayed.iter_attachments())
     assert part.get_filename() == "manual.pdf" and part.get_content() == b"%PDF-1.4 manual"
     assert "alice@shop.example" not in relayed.as_string()
+
+
+@pytest.mark.parametrize("who", ["alice", "Alice", "alice@shop.example", "  ALICE  "])
+def test_an_agent_may_assign_themselves_by_name_or_address(desk, who):
+    agent_address, _ = open_ticket(desk)
+    agent_writes(desk, agent_address, f"#assign {who}")
+    assert Ticket.get_by_id(1).assignee == "alice@shop.example"
