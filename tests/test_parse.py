@@ -556,3 +556,16 @@ def test_date(value, expected):
     assert parsed.date == expected
     if expected is not None:
         assert parsed.date.tzinfo is not None
+
+
+def test_html_only_reply_quotes_come_out_marked_and_strip_away():
+    html = ('<div dir="ltr">Thanks, the new key is ABC-123.</div><br><div class="gmail_quote">'
+            '<div dir="ltr" class="gmail_attr">On Thu, Nov 26, 2026 at 9:00 AM Difmark Support '
+            '&lt;support@shop.example&gt; wrote:<br></div><blockquote class="gmail_quote">'
+            'New ticket T-1 from Bob<br><blockquote>an older quote</blockquote>my key does not work'
+            '</blockquote></div>')
+    raw = ("From: Alice <alice@shop.example>\nTo: support@shop.example\nSubject: Re: x\n"
+           "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n\n" + html).encode()
+    mail = parse(raw)
+    assert "> New ticket T-1 from Bob" in mail.text and ">   > an older quote" in mail.text
+    assert mail.reply_text == "Thanks, the new key is ABC-123."
