@@ -329,16 +329,31 @@ def _open(url: str) -> pw.Database:
 
 
 def migrate(database: pw.Database) -> None:
-    """Apply the migration steps this database has not seen yet."""
-    with database.atomic():
+    """Apply the migration steps this database has not seen yet.
+
+    A current database is only read, so many processes can start at once; an
+    upgrade takes the write lock first and checks the version again under it.
+    """
+    if _schema_version(database) == len(MIGRATIONS):
+        return
+    atomic = database.atomic("IMMEDIATE") if isinstance(database, pw.SqliteDatabase) else database.atomic()
+    with atomic:
+        if isinstance(database, pw.PostgresqlDatabase):   # SQLite's IMMEDIATE does this there
+            database.execute_sql("SELECT pg_advisory_xact_lock(7215001)")   # one migrator at a time
         database.create_tables([Meta], safe=True)
-        row = Meta.get_or_none(Meta.key == "schema_version")
-        version = int(row.value) if row else 0
+        version = _schema_version(database)
         for step in MIGRATIONS[version:]:
             step(database)
         (Meta.insert(key="schema_version", value=str(len(MIGRATIONS)))
          .on_conflict(conflict_target=[Meta.key], update={Meta.value: str(len(MIGRATIONS))})
          .execute())
+
+
+def _schema_version(database: pw.Database) -> int:
+    if not database.table_exists("meta"):
+        return 0
+    row = Meta.get_or_none(Meta.key == "schema_version")
+    return int(row.value) if row else 0
 
 
 def write_transaction():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from helpdesk.models import Outbox, Ticket, Timer
 from tests.conftest import START, mail, write_config
 
 pytestmark = pytest.mark.usefixtures("db_url")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sent(kind: str) -> list[Outbox]:
@@ -148,3 +152,41 @@ def test_run_now_without_once_is_refused(tmp_path, db_url, capsys):
     config = write_config(tmp_path, db_url=db_url)
     assert main(["--config", str(config), "run", "--now", "2026-11-26T14:00Z"]) == 1
     assert "--now needs --once" in capsys.readouterr().err
+
+
+TICKER = """
+import datetime as dt, sys
+from helpdesk import app as app_module
+from helpdesk.clock import Clock
+app = app_module.build(sys.argv[1], Clock(dt.datetime.fromisoformat(sys.argv[2])))
+print("ready", flush=True)
+sys.stdin.readline()
+print(app.tick().total, flush=True)
+"""
+
+
+def test_two_processes_ticking_at_once_fire_each_deadline_once(tmp_path, db_url):
+    """Two `helpdesk run` processes on one database: both started (in parallel), then let go together."""
+    config = write_config(tmp_path, db_url=db_url)
+    first = app_module.build(config, Clock(START))
+    first.store([Incoming(mail(subject=f"problem {n}"), "support", "file") for n in range(20)])
+    first.process()
+    moment = (START + dt.timedelta(hours=3, minutes=30)).isoformat()
+    processes = [subprocess.Popen([sys.executable, "-c", TICKER, str(config), moment], cwd=ROOT,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+    for process in processes:
+        assert process.stdout.readline() == "ready\n", process.stderr.read()
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    fired = []
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        fired.append(int(out))
+    assert sum(fired) == 20
+    texts = " ".join(o.subject + o.text for o in sent("reminder") + sent("reminders"))
+    assert [texts.count(f"[T-{n}]") for n in range(1, 21)] == [1] * 20
+    assert Timer.select().where(Timer.status == "fired").count() == 20
+    first.close()
