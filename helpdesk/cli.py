@@ -120,8 +120,7 @@ def cmd_run(args) -> int:
     if args.now is not None and not args.once:
         raise UserError("--now needs --once: a running service follows the real clock")
     app = _build(args, args.now)
-    service.run(app, once=args.once)
-    return 0
+    return service.run(app, once=args.once)
 
 
 def cmd_ingest(args) -> int:
@@ -289,6 +288,9 @@ def cmd_orders_import(args) -> int:
 
 
 def cmd_disputes(args) -> int:
+    from helpdesk.dispute_rules import STATES
+    if args.status is not None and args.status not in STATES:
+        raise UserError(f"no status {args.status!r}; the statuses are: {', '.join(STATES)}")
     _build(args)
     rows = queries.list_disputes(args.status)
     if args.json:

@@ -450,11 +450,17 @@ def _durations(value: Any, ctx: _Context) -> tuple[dt.timedelta, ...]:
 
 
 def _reasons(value: Any, ctx: _Context) -> tuple[str, ...]:
+    # normalised as a sender's "Reason:" line is, or a reason with "-", "_" or a final "." never matches
+    from helpdesk.dispute_route import normalise_reason
     if not isinstance(value, list) or not value:
         raise _Invalid(f"expected a non-empty list of reasons, got {_show(value)}")
-    reasons = tuple(" ".join(_text(item, ctx).lower().split()) for item in value)
-    if len(set(reasons)) != len(reasons):
-        raise _Invalid("lists a reason twice")
+    reasons = tuple(normalise_reason(_text(item, ctx)) for item in value)
+    if not all(reasons):
+        raise _Invalid("a reason is empty once punctuation is left out")
+    twice = next((r for n, r in enumerate(reasons) if r in reasons[:n]), None)
+    if twice is not None:
+        raise _Invalid(f'lists the reason "{twice}" twice (compared in lower case, with "-" and "_" '
+                       "as spaces and without quotes or final punctuation)")
     return reasons
 
 

@@ -195,9 +195,12 @@ def parse_request(subject: str, text: str, reasons: tuple[str, ...]) -> OpenRequ
 
 
 def normalise_reason(text: str) -> str:
-    """"Key does NOT work." and "key-does-not-work" both mean "key does not work"."""
-    cleaned = re.sub(r"[\s_-]+", " ", text.strip().strip("\"'“”.!").lower())
-    return cleaned.strip()
+    """"Key does NOT work." and "key-does-not-work" both mean "key does not work".
+
+    The configured reasons go through this too (``config``), so both sides compare alike.
+    """
+    cleaned = re.sub(r"[\s_-]+", " ", text.lower())
+    return cleaned.strip(" \"'“”‘’«».,;:!?")
 
 
 def _description(text: str) -> str:

@@ -18,7 +18,9 @@ import datetime as dt
 import logging
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import peewee as pw
@@ -68,16 +70,28 @@ from helpdesk.models import (
 )
 from helpdesk.notify import Notice, Notifier
 from helpdesk.parse import InboundAttachment, InboundMail
+from helpdesk.quotes import strip_reply
 from helpdesk.route import Drop, Quarantine, RecordBounce
 from helpdesk.tickets import Desk, StoreIndex
 from helpdesk.timers import Due
 
 log = logging.getLogger("helpdesk.disputes")
 SUBJECT = "dispute"                   # the timers' subject
+MASK = "[address hidden]"
+CARRY_ADDRESS = frozenset({
+    "text/vcard", "text/x-vcard", "text/directory", "message/rfc822", "message/global",
+    "application/pkcs7-signature", "application/x-pkcs7-signature", "application/pkcs7-mime",
+    "application/x-pkcs7-mime", "application/pgp-keys", "application/pgp-signature"})
+CARRY_ADDRESS_NAMES = (".vcf", ".vcard", ".eml", ".p7s", ".p7m", ".p7c", ".asc")
 TO_STRANGERS = ("dispute_refused", "dispute_not_yours", "dispute_status")
 WHO = {"buyer": "the buyer", "seller": "the seller", "admin": "the administration"}
 DEADLINES = {SELLER_DUE: "the seller's answer is due", WINDOW_CLOSE: "the negotiation window closes",
              ADMIN_DUE: "the administration steps in"}
+
+
+class StaleDispute(Exception):
+    """The dispute changed since it was read (another worker, a deadline): what was decided
+    on the old state must not be written. Rolls the work back; it is decided again."""
 
 
 def label(dispute_id: int) -> str:
@@ -201,7 +215,9 @@ class DisputeDesk:
 
     def on_timer(self, due: Due, now: dt.datetime) -> None:
         """A dispute's deadline fired (inside the tick's transaction): apply what it changes."""
-        loaded = self._load(due.subject_id)
+        self._decided_twice(due.subject_id, lambda loaded: self._fire(due, loaded, now))
+
+    def _fire(self, due: Due, loaded: Loaded | None, now: dt.datetime) -> None:
         change = self.rules.timer(due.kind, loaded.snap, now) if loaded else None
         if change is None:
             return
@@ -242,8 +258,11 @@ class DisputeDesk:
             if refused:
                 raise UserError("attachment refused: " + "; ".join(refused))
             order = Order.get(Order.order_id == order_id.strip())
-            loaded = self._open(order, normal, description.strip(), tuple(stored), mailbox, now,
-                                actor="marketplace")
+            try:
+                loaded = self._open(order, normal, description.strip(), tuple(stored), mailbox, now,
+                                    actor="marketplace")
+            except pw.IntegrityError as exc:
+                raise UserError(self._lost_race(order.order_id, None, reason, exc).message) from None
         return label(loaded.row.id)
 
     # --- opening ---------------------------------------------------------------
@@ -258,9 +277,25 @@ class DisputeDesk:
                                          {"problem": problem.code, **problem.context}, now)
             return Applied("dispute_refused", None, problem.message + ("" if sent else " (not answered: rate limit)"))
         order = Order.get(Order.order_id == request.order_id)
-        loaded = self._open(order, request.reason, request.description, stored, mailbox, now,
-                            actor="buyer", mail=mail, raw_id=raw_id)
+        try:
+            loaded = self._open(order, request.reason, request.description, stored, mailbox, now,
+                                actor="buyer", mail=mail, raw_id=raw_id)
+        except pw.IntegrityError as exc:
+            problem = self._lost_race(order.order_id, mail.from_addr, request.reason_given, exc)
+            sent = self._answer_stranger(mail, mailbox, "dispute_refused",
+                                         {"problem": problem.code, **problem.context}, now)
+            return Applied("dispute_refused", None, problem.message + ("" if sent else " (not answered: rate limit)"))
         return Applied("dispute_opened", loaded.row.ticket_id, f"{label(loaded.row.id)} order {order.order_id}")
+
+    def _lost_race(self, order_id: str, sender: str | None, reason_given: str | None,
+                   error: pw.IntegrityError) -> Problem:
+        """The database refused a second open dispute for the order (the unique ``open_order``):
+        another opening committed between our check and our insert. Its answer is the usual
+        "already open" one; any other integrity error is raised again."""
+        problem = self._problem(order_id, sender, (), reason_given)
+        if problem is None or problem.code != "already_open":
+            raise error
+        return problem
 
     def _problem(self, order_id: str | None, sender: str | None, problems: tuple[str, ...],
                  reason_given: str | None) -> Problem | None:
@@ -291,16 +326,22 @@ class DisputeDesk:
     def _open(self, order: Order, reason: str, description: str, stored, mailbox: Mailbox,
               now: dt.datetime, actor: str, mail: InboundMail | None = None,
               raw_id: int | None = None) -> Loaded:
-        """Create the dispute, its chat, parties, history and timers; tell buyer and seller."""
+        """Create the dispute, its chat, parties, history and timers; tell buyer and seller.
+
+        ``pw.IntegrityError`` when the database refuses a second open dispute for the order;
+        the chat row is rolled back with it (a savepoint), and the caller's transaction goes on.
+        """
         due, first_timers = self.rules.opening(now)
-        ticket = statements.insert(
-            Ticket, mailbox=mailbox.name, kind="dispute", subject=f"Order {order.order_id}: {order.product}",
-            requester=order.buyer, requester_name=mail.from_name if mail else "", status="dispute",
-            priority="normal", created_at=now, updated_at=now)
-        number = statements.insert(
-            Dispute, ticket=ticket, order_id=order.order_id, buyer=order.buyer, seller=order.seller,
-            reason=reason, description=description, status="awaiting_seller", created_at=now,
-            updated_at=now, seller_due_at=due, open_order=order.order_id)
+        with write_transaction(), pw.__exception_wrapper__:
+            ticket = statements.insert(
+                Ticket, mailbox=mailbox.name, kind="dispute",
+                subject=f"Order {order.order_id}: {order.product}", requester=order.buyer,
+                requester_name=mail.from_name if mail else "", status="dispute", priority="normal",
+                created_at=now, updated_at=now)
+            number = statements.insert(
+                Dispute, ticket=ticket, order_id=order.order_id, buyer=order.buyer, seller=order.seller,
+                reason=reason, description=description, status="awaiting_seller", created_at=now,
+                updated_at=now, seller_due_at=due, open_order=order.order_id)
         buyer = self._add_party(ticket, order.buyer, mail.from_name if mail else "", "buyer")
         seller = self._add_party(ticket, order.seller, "", "seller")
         _record(ticket, order.buyer, description, stored, now, mail, raw_id)
@@ -317,12 +358,23 @@ class DisputeDesk:
 
     def _message(self, found: DisputeMessage, mail: InboundMail, stored, raw_id: int) -> Applied:
         now = naive_utc(self.clock.now())
-        loaded = self._load(found.dispute_id)
+        return self._decided_twice(found.dispute_id,
+                                   lambda loaded: self._apply_message(found, loaded, mail, stored, raw_id, now))
+
+    def _apply_message(self, found: DisputeMessage, loaded: Loaded, mail: InboundMail, stored,
+                       raw_id: int, now: dt.datetime) -> Applied:
         party = loaded.party(found.participant_id)
-        command = parse_command(mail.reply_text)
+        own = strip_reply(mail.text, strict=True)     # relayed: never a quote of our own mail instead
+        command = parse_command(own)
+        if command is None and not own.strip() and not stored:
+            # nothing left once quotes and signature are stripped: no answer, nothing to relay
+            _record(loaded.row.ticket_id, party.address, "", stored, now, mail, raw_id)
+            self._send(loaded, party, "dispute_help", {"empty": True}, now, answering=mail)
+            return Applied("dispute_help", loaded.row.ticket_id,
+                           f"{label(loaded.row.id)}: empty message from the {party.role}, answered with the help")
         if command is None:
             change = self.rules.message(party.role, loaded.snap, now)
-            self._chat(loaded, party, change, mail.reply_text, mail, stored, raw_id, now)
+            self._chat(loaded, party, change, own, own, mail, stored, raw_id, now)
             event = f" ({change.event})" if change else ""
             return Applied("dispute_message", loaded.row.ticket_id,
                            f"{label(loaded.row.id)} from the {party.role}{event}")
@@ -332,17 +384,18 @@ class DisputeDesk:
             self._send(loaded, party, "dispute_command_refused",
                        {"command": f"#{command.name}", "why": result.why, "when": result.when}, now,
                        answering=mail)
-            return Applied("dispute_refused", loaded.row.ticket_id, f"{where} refused: {result.why}")
+            return Applied("dispute_command_refused", loaded.row.ticket_id, f"{where} refused: {result.why}")
         if command.name == "help":
             self._send(loaded, party, "dispute_help", {}, now, answering=mail)
             return Applied("dispute_help", loaded.row.ticket_id, where)
-        self._chat(loaded, party, result, _relayed_text(command), mail, stored, raw_id, now)
+        self._chat(loaded, party, result, _relayed_text(command), own, mail, stored, raw_id, now)
         return Applied("dispute_command", loaded.row.ticket_id, where)
 
-    def _chat(self, loaded: Loaded, party: Party, change: Change | None, text: str,
+    def _chat(self, loaded: Loaded, party: Party, change: Change | None, text: str, own: str,
               mail: InboundMail, stored, raw_id: int, now: dt.datetime) -> None:
-        """Record the message, apply its change, relay it to the others, confirm to the sender."""
-        _record(loaded.row.ticket_id, party.address, mail.reply_text, stored, now, mail, raw_id)
+        """Record the message (``own``: its words, command included), apply its change, relay
+        ``text`` to the others, confirm to the sender."""
+        _record(loaded.row.ticket_id, party.address, own, stored, now, mail, raw_id)
         offer = None
         if change is not None:
             offer = self._change(loaded, change, _actor(party), now)
@@ -364,15 +417,25 @@ class DisputeDesk:
 
     def _change(self, loaded: Loaded, change: Change, actor: str, now: dt.datetime) -> Offer | None:
         """Write a change: the dispute's columns, its history, timers, proposals.
-        Returns the new proposal, if the change makes one."""
+        Returns the new proposal, if the change makes one.
+
+        Only over the status it was decided on: when another transaction (a deadline, a
+        command) changed the dispute since it was read, nothing is written and
+        ``StaleDispute`` rolls the caller's savepoint back (see ``_decided_twice``).
+        """
         row = loaded.row
         fields = {**change.fields, "updated_at": now}
-        if change.to_status and change.to_status != row.status:
-            _history(row.id, now, actor, row.status, change.to_status, change.reason)
+        moved = bool(change.to_status and change.to_status != row.status)
+        if moved:
             fields["status"] = change.to_status
             if change.to_status in FINAL:
                 fields["open_order"] = None
-        Dispute.update(**fields).where(Dispute.id == row.id).execute()
+        written = (Dispute.update(**fields)
+                   .where((Dispute.id == row.id) & (Dispute.status == row.status)).execute())
+        if written != 1:
+            raise StaleDispute(f"{label(row.id)} is no longer {row.status}")
+        if moved:
+            _history(row.id, now, actor, row.status, change.to_status, change.reason)
         for name, value in fields.items():
             setattr(row, name, value)
         if change.cancel is None or change.cancel:
@@ -419,8 +482,9 @@ class DisputeDesk:
         for row in rows:
             snap = Snapshot(row.id, row.status, row.seller_due_at, row.seller_answered_at,
                             row.window_closes_at, row.admin_due_at)
-            listed.append({**self._dispute_context(row, products.get(row.order_id, ""), snap, now),
-                           "role": row.role, "deadline": self._deadline(snap)})
+            hidden = tuple(a for a in (row.buyer, row.seller) if a != address)
+            listed.append(_masked({**self._dispute_context(row, products.get(row.order_id, ""), snap, now),
+                                   "role": row.role, "deadline": self._deadline(snap)}, _masker(hidden)))
         return listed
 
     def _answer_stranger(self, mail: InboundMail, mailbox: Mailbox, event: str, context: dict,
@@ -458,8 +522,7 @@ class DisputeDesk:
         if change.to_status == "admin_review":
             self._send(loaded, admin, "dispute_review", {**happened, **self._whole_chat(loaded)}, now)
         elif change.event == "seller_missed":
-            self._send(loaded, admin, "dispute_seller_missed",
-                       {**happened, "buyer": loaded.row.buyer, "seller": loaded.row.seller}, now)
+            self._send(loaded, admin, "dispute_seller_missed", happened, now)
         else:
             self._send(loaded, admin, "dispute_update", happened, now)
 
@@ -470,20 +533,20 @@ class DisputeDesk:
         return loaded.chat
 
     def _read_chat(self, loaded: Loaded) -> dict:
+        """By role, never by address: the administration's mail may be forwarded
+        (``helpdesk show D-n`` has the addresses)."""
         roles = {p.address: p.role for p in loaded.parties}
         messages = list(Message.select().where(Message.ticket == loaded.row.ticket_id)
                         .order_by(Message.created_at, Message.id))
         files: dict[int, list[dict]] = {}
         for a in Attachment.select().where(Attachment.message.in_([m.id for m in messages] or [0])):
-            files.setdefault(a.message_id, []).append({"filename": a.filename, "size": a.size,
-                                                       "content_type": a.content_type, "refused": a.refused})
-        chat = [{"at": self.rules.when(m.created_at), "role": roles.get(m.sender, "?"), "address": m.sender,
+            files.setdefault(a.message_id, []).extend(_listed([a]))
+        chat = [{"at": self.rules.when(m.created_at), "role": roles.get(m.sender, "?"),
                  "text": m.body, "attachments": files.get(m.id, [])} for m in messages]
         proposals = [{"number": p.number, "author": p.author, "text": p.text,
                       "accepted": p.accepted_at is not None}
                      for p in Proposal.select().where(Proposal.dispute == loaded.row.id).order_by(Proposal.number)]
-        return {"chat": chat, "proposals": proposals,
-                "buyer": loaded.row.buyer, "seller": loaded.row.seller}
+        return {"chat": chat, "proposals": proposals}
 
     # --- mail --------------------------------------------------------------------
 
@@ -496,8 +559,9 @@ class DisputeDesk:
         first mail we sent them about this dispute, never under the other
         side's Message-IDs (which can name their domain).
         """
-        context = _masked(self._context(loaded, party, now, {**extra, "passed_on": bool(files)}),
-                          loaded, party)
+        mask = _masker(_hidden_from(loaded, party))
+        context = _masked(self._context(loaded, party, now, {**extra, "passed_on": bool(files)}), mask)
+        files = tuple((mask(name), content_type, path) for name, content_type, path in files)
         token = replyaddr.ReplyToken("d", loaded.row.id, party.participant_id)
         in_reply_to, references = (answering.message_id, answering.references) if answering else \
             (self._anchor(loaded, party.address), ())
@@ -523,7 +587,7 @@ class DisputeDesk:
                 "durations": {name: format_duration(getattr(settings, name))
                               for name in ("seller_response", "negotiation", "admin_after")},
                 "event": None, "by": None, "who": "", "offer": None, "accepted": None, "text": "",
-                "attachments": [], "passed_on": False, **extra}
+                "attachments": [], "passed_on": False, "empty": False, **extra}
 
     def _dispute_context(self, row: Dispute, product: str, snap: Snapshot, now: dt.datetime) -> dict:
         when = self.rules.when
@@ -550,10 +614,28 @@ class DisputeDesk:
         return loaded.anchors.get(address)
 
     def _passed_on(self, stored) -> tuple[tuple[str, str, str], ...]:
+        """The files relayed to the others: accepted ones that do not carry an address."""
         return tuple((a.filename, a.content_type, str(self.attachments.path_for(a.sha256)))
-                     for a in stored if not a.refused and a.sha256)
+                     for a in stored if not a.refused and a.sha256 and not withheld(a.content_type, a.filename))
 
     # --- the store -----------------------------------------------------------------
+
+    def _decided_twice(self, dispute_id: int, work):
+        """``work(loaded)`` in a savepoint of the caller's transaction. When the dispute changed
+        under it (``StaleDispute``: a deadline and a command at once), its writes are rolled
+        back, the dispute is read again and ``work`` decides once more on what is there now;
+        a second ``StaleDispute`` propagates (the tick puts the timer back to pending, the
+        pipeline quarantines the mail)."""
+        for attempt in (1, 2):
+            loaded = self._load(dispute_id)
+            try:
+                with write_transaction():
+                    return work(loaded)
+            except StaleDispute as exc:
+                if attempt == 2:
+                    raise
+                log.info("%s: read again and decided once more", exc)
+        raise AssertionError("unreachable")
 
     def _load(self, dispute_id: int) -> Loaded | None:
         row = Dispute.get_or_none(Dispute.id == dispute_id)
@@ -624,22 +706,45 @@ def _relayed_text(command: Command) -> str:
     return "" if command.consumes_rest else command.rest
 
 
+def withheld(content_type: str, filename: str) -> bool:
+    """Files that carry their sender's address by design (contact cards, forwarded mail,
+    S/MIME and PGP signatures and keys): kept with the message, never passed on."""
+    return content_type.lower() in CARRY_ADDRESS or filename.lower().endswith(CARRY_ADDRESS_NAMES)
+
+
 def _listed(stored) -> list[dict]:
-    return [{"filename": a.filename, "size": a.size, "content_type": a.content_type, "refused": a.refused}
+    return [{"filename": a.filename, "size": a.size, "content_type": a.content_type, "refused": a.refused,
+             "withheld": not a.refused and withheld(a.content_type, a.filename)}
             for a in stored]
 
 
-def _masked(context: dict, loaded: Loaded, reader: Party) -> dict:
-    """Relayed text with the parties' addresses masked, except the reader's own."""
-    if reader.role == "admin":
-        return context
-    hidden = [a for a in (loaded.row.buyer, loaded.row.seller) if a != reader.address]
-    pattern = re.compile("|".join(re.escape(a) for a in hidden), re.IGNORECASE) if hidden else None
-    if pattern is None:
-        return context
-    mask = lambda text: pattern.sub("[address hidden]", text) if text else text
-    dispute = {**context["dispute"], "description": mask(context["dispute"]["description"])}
-    return {**context, "text": mask(context.get("text", "")), "dispute": dispute}
+def _hidden_from(loaded: Loaded, reader: Party) -> tuple[str, ...]:
+    """The addresses a reader must not see: the other party's; both for the administration,
+    whose mail may be forwarded to either."""
+    return tuple(a for a in (loaded.row.buyer, loaded.row.seller)
+                 if a and (reader.role == "admin" or a != reader.address))
+
+
+def _masker(addresses: tuple[str, ...]) -> Callable[[str], str]:
+    if not addresses:
+        return lambda text: text
+    pattern = re.compile("|".join(re.escape(a) for a in sorted(set(addresses), key=len, reverse=True)),
+                         re.IGNORECASE)
+    return lambda text: pattern.sub(MASK, text) if text else text
+
+
+def _masked(value, mask: Callable[[str], str]):
+    """Every string of a template context masked, however deep: no field, present or future,
+    can carry an address out. A value of any other kind is a bug, and fails loudly."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: _masked(item, mask) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item, mask) for item in value]
+    if value is None or isinstance(value, (bool, int, float, Decimal, dt.date, dt.timedelta)):
+        return value
+    raise TypeError(f"cannot mask a {type(value).__name__} in a dispute mail's context")
 
 
 def _problems_line(problems: tuple[str, ...], given: str | None, reasons: list[str]) -> str:

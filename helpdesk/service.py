@@ -1,7 +1,8 @@
 """``helpdesk run``: the sources, the pipeline and the outbox on one loop.
 
 One pass = poll every Maildir and IMAP mailbox, process what is pending,
-deliver what is due. ``--once`` runs one pass and returns; otherwise the SMTP
+deliver what is due. ``--once`` runs one pass and returns its exit status (1 when
+an IMAP mailbox failed, so cron can tell); otherwise the SMTP
 server and one IMAP watcher per IMAP mailbox (IDLE) run in their own threads
 and wake the loop whenever they stored a mail.
 """
@@ -31,14 +32,15 @@ def poll_maildirs(app: App) -> int:
     return stored
 
 
-def poll_imap(app: App, meanwhile: Callable[[], object] | None = None) -> int:
-    """Every IMAP mailbox once; a failing one is logged and skipped. With ``meanwhile``
-    (``run --once``: processing) the fetching runs in a thread and overlaps with it."""
+def poll_imap(app: App, meanwhile: Callable[[], object] | None = None) -> imap.Polled:
+    """Every IMAP mailbox once; a failing one is logged, named in ``failed`` and skipped.
+    With ``meanwhile`` (``run --once``: processing) the fetching runs in a thread and
+    overlaps with it."""
     mailboxes = [m for m in app.config.mailboxes if m.source_kind in ("imap", "imaps")]
     batch = app.config.intake.batch_size
     if meanwhile is not None and mailboxes:
         return imap.poll_all(mailboxes, app.store, batch, meanwhile)
-    return sum(imap.poll_once(mailbox, app.store, batch) for mailbox in mailboxes)
+    return imap.total([imap.poll_once(mailbox, app.store, batch) for mailbox in mailboxes])
 
 
 def one_pass(app: App) -> None:
@@ -60,13 +62,14 @@ def build_loop(app: App) -> Loop:
     return loop
 
 
-def run(app: App, once: bool) -> None:
+def run(app: App, once: bool) -> int:
+    """The exit status: 1 if ``once`` and an IMAP mailbox failed (its error is logged)."""
     app.desk.notifiers[app.config.mailboxes[0].name].renderer.preload()
     loop = build_loop(app)
     if once:
-        poll_imap(app, meanwhile=app.process)
+        polled = poll_imap(app, meanwhile=app.process)
         loop.run_once()
-        return
+        return 1 if polled.failed else 0
     smtp = None
     if app.config.smtp_server.enabled:
         smtp = SmtpIntake(app.config, app.store, on_stored=loop.wake.set)
@@ -84,6 +87,7 @@ def run(app: App, once: bool) -> None:
             smtp.stop()
         app.close()
         log.info("helpdesk stopped")
+    return 0
 
 
 def _stop_on_signals(loop: Loop) -> None:

@@ -148,6 +148,9 @@ def test_every_dispute_template_renders_for_every_event():
     from helpdesk.app import TEMPLATES
     from helpdesk.notify import Renderer
     renderer = Renderer(TEMPLATES)
+    files = [{"filename": "a.png", "size": 3, "content_type": "image/png", "refused": None, "withheld": False},
+             {"filename": "b.vcf", "size": 9, "content_type": "text/vcard", "refused": None, "withheld": True},
+             {"filename": "c.iso", "size": 9, "content_type": "x/y", "refused": "too large", "withheld": False}]
     dispute = {"id": "D-1", "number": 1, "order": "100234", "product": "Key", "amount": "19.99",
                "currency": "EUR", "reason": "other", "description": "broken", "status": "negotiation",
                "status_text": "negotiating", "created": "Thu", "seller_due": "Sat", "window_closes": "Sun",
@@ -159,11 +162,9 @@ def test_every_dispute_template_renders_for_every_event():
                                                                "negotiation": "3 days", "admin_after": "3 days"},
             "by": "seller", "who": "the seller", "offer": {"number": 1, "author": "seller", "text": "half"},
             "accepted": {"number": 1, "author": "seller", "text": "half"}, "text": "hi",
-            "attachments": [{"filename": "a.png", "size": 3, "content_type": "image/png", "refused": None}],
-            "passed_on": True, "left": "1 day", "command": "#x", "why": "no", "when": "later",
-            "chat": [{"at": "Thu", "role": "buyer", "address": "b@x", "text": "t", "attachments": []}],
-            "proposals": [{"number": 1, "author": "seller", "text": "half", "accepted": False}],
-            "buyer": "b@example.com", "seller": "s@example.com"}
+            "attachments": files, "passed_on": True, "empty": True, "left": "1 day", "command": "#x", "why": "no",
+            "when": "later", "chat": [{"at": "Thu", "role": "buyer", "text": "t", "attachments": files}],
+            "proposals": [{"number": 1, "author": "seller", "text": "half", "accepted": False}]}
     events = [None, "seller_answered", "proposed", "accepted", "return_accepted", "escalated", "withdrawn",
               "decided", "seller_missed", "window_closed", "admin_review"]
     per_audience = {"buyer": ["dispute_opened", "dispute_message", "dispute_update", "dispute_help",
@@ -189,3 +190,27 @@ def test_every_dispute_template_renders_for_every_event():
     assert "D-1" in renderer.render("buyer", "dispute_not_yours", stranger).text
     assert "D-1" in renderer.render("buyer", "dispute_status", stranger).text
     assert "no disputes" in renderer.render("buyer", "dispute_status", {**stranger, "disputes": []}).text
+
+
+def test_listing_an_unknown_status_names_the_valid_ones(config, capsys):
+    code, out, err = cli(config, "disputes", "--status", "bogus", capsys=capsys)
+    assert (code, out) == (1, "")
+    assert err.strip() == ("helpdesk: no status 'bogus'; the statuses are: awaiting_seller, seller_missed, "
+                           "negotiation, window_closed, admin_review, return_accepted, resolved, decided, "
+                           "withdrawn")
+
+
+def test_an_opening_that_lost_the_race_is_the_already_open_line(tmp_path, config, capsys, monkeypatch):
+    """Two openings at once: the database's unique index refuses the second one."""
+    from helpdesk.disputes import DisputeDesk
+    open_by_cli(tmp_path, config, capsys)
+    real, calls = DisputeDesk._problem, []
+
+    def blind(self, *args):
+        calls.append(args)
+        return None if len(calls) == 1 else real(self, *args)   # the first check ran before D-1 committed
+    monkeypatch.setattr(DisputeDesk, "_problem", blind)
+    code, out, err = open_by_cli(tmp_path, config, capsys, reason="other")
+    assert (code, out, err.strip()) == (
+        1, "", "helpdesk: order 100234 already has an open dispute: D-1 (awaiting_seller)")
+    assert Dispute.select().count() == 1 and Ticket.select().count() == 1

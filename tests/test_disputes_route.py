@@ -146,3 +146,27 @@ def test_what_is_missing_is_named(text, problems):
 def test_reasons_are_compared_loosely():
     assert normalise_reason('  "Not-Received". ') == "not received"
     assert normalise_reason("key_does_not  work!") == "key does not work"
+
+
+def test_configured_reasons_are_normalised_like_the_senders(tmp_path):
+    from helpdesk.config import load_config
+    from tests.conftest import write_config
+    extra = '\n[disputes]\nreasons = ["Key-does-not-work!", "not_received.", "  Other  "]\n'
+    reasons = load_config(write_config(tmp_path, extra=extra)).disputes.reasons
+    assert reasons == ("key does not work", "not received", "other")
+    request = parse_request("Order 1234", "Reason: Key does not work\n\nSteam says invalid.", reasons)
+    assert (request.reason, request.problems) == ("key does not work", ())
+    assert parse_request("Order 1234", "Reason: not-received\n\nNothing.", reasons).reason == "not received"
+
+
+@pytest.mark.parametrize("reasons, message", [
+    ('["not received", "Not-Received."]', 'lists the reason "not received" twice'),
+    ('["other", "?!"]', "a reason is empty"),
+])
+def test_reasons_that_cannot_be_told_apart_are_refused(tmp_path, reasons, message):
+    from helpdesk.config import load_config
+    from helpdesk.errors import ConfigError
+    from tests.conftest import write_config
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, extra=f"\n[disputes]\nreasons = {reasons}\n"))
+    assert message in str(info.value) and "reasons" in str(info.value)

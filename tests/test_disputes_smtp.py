@@ -20,8 +20,18 @@ import pytest
 
 from helpdesk import orders
 from helpdesk.clock import Clock
-from helpdesk.models import Dispute, DisputeEvent, Message, Proposal, RawMessage, Ticket, Timer
-from helpdesk.queries import dispute_detail, list_tickets
+from helpdesk.disputes import StaleDispute
+from helpdesk.models import (
+    Dispute,
+    DisputeEvent,
+    Message,
+    Proposal,
+    RawMessage,
+    Ticket,
+    Timer,
+    write_transaction,
+)
+from helpdesk.queries import dispute_detail, list_disputes, list_tickets
 from helpdesk.sources.smtp import SmtpIntake
 from tests.conftest import START, Desk, free_port, mail, write_config
 
@@ -32,6 +42,8 @@ BUYER, SELLER, ADMIN, STRANGER = ("bob@example.com", "sam@seller.example", "caro
                                   "mallory@evil.example")
 DISPUTES = "disputes@shop.example"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00fake-image-bytes" * 20
+CARRY_ADDRESSES = {"text/vcard", "text/x-vcard", "message/rfc822", "application/pkcs7-signature",
+                   "application/x-pkcs7-signature", "application/pgp-keys", "application/pgp-signature"}
 
 
 class Market:
@@ -68,13 +80,15 @@ class Market:
                                                                body=body)
         self.send(raw, mail_from=frm)
 
-    def reply(self, to: EmailMessage, frm: str, text: str, rcpt: str | None = None) -> None:
+    def reply(self, to: EmailMessage, frm: str, text: str, rcpt: str | None = None,
+              files: tuple = ()) -> None:
         """Answer a received mail from a mail client: to its Reply-To, quoting it."""
         address = rcpt or reply_to(to)
         quoted = "".join(f"> {line}\n" for line in plain(to).splitlines()[:5])
-        raw = mail(frm=frm, to=address, subject=f"Re: {to['Subject']}",
-                   body=f"{text}\n\nOn Thu, 26 Nov 2026 at 09:00, Difmark Support wrote:\n{quoted}",
-                   headers={"In-Reply-To": to["Message-ID"], "References": to["Message-ID"]})
+        text = f"{text}\n\nOn Thu, 26 Nov 2026 at 09:00, Difmark Support wrote:\n{quoted}"
+        headers = {"In-Reply-To": to["Message-ID"], "References": to["Message-ID"]}
+        raw = with_files(frm, address, f"Re: {to['Subject']}", text, files, headers) if files else \
+            mail(frm=frm, to=address, subject=f"Re: {to['Subject']}", body=text, headers=headers)
         self.send(raw, rcpt=address, mail_from=frm)
 
     # --- mail out ---
@@ -118,16 +132,54 @@ def with_image(frm: str, subject: str, text: str) -> bytes:
     return message.as_bytes()
 
 
+def with_files(frm: str, to: str, subject: str, text: str, files: tuple, headers: dict | None = None) -> bytes:
+    """A mail with attachments: each file is (content type, file name, content), content an
+    EmailMessage for message/rfc822."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = frm, to, subject
+    message["Message-ID"] = f"<{uuid.uuid4().hex}@example.com>"
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(text)
+    for content_type, filename, content in files:
+        if isinstance(content, EmailMessage):
+            message.add_attachment(content, filename=filename)
+            continue
+        maintype, subtype = content_type.split("/")
+        if maintype == "text":
+            message.add_attachment(content.decode(), subtype=subtype, filename=filename, cte="base64")
+        else:
+            message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+    return message.as_bytes()
+
+
 def history() -> list[tuple[str | None, str, str]]:
     return [(e.from_status, e.to_status, e.actor) for e in DisputeEvent.select().order_by(DisputeEvent.id)]
 
 
+def readable(message: EmailMessage) -> str:
+    """Everything a reader can see in a mail, decoded and lower-cased: every header, and every
+    part's file name and body (base64 and quoted-printable undone), attached mail included."""
+    seen = [message.as_string()]
+    for part in message.walk():
+        seen.extend(f"{name}: {value}" for name, value in part.items())
+        seen.append(part.get_filename() or "")
+        if not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            seen.append(payload.decode("utf-8", "replace") if payload is not None else str(part.get_payload()))
+    return "\n".join(seen).lower()
+
+
 def assert_private(market: Market) -> None:
-    """Neither party's address appears anywhere in the mail the other side received."""
-    for reader, hidden in ((BUYER, SELLER), (SELLER, BUYER)):
+    """Neither party's address appears anywhere in the mail the other side, or the
+    administration (who may forward it), received."""
+    for reader, hidden in ((BUYER, (SELLER,)), (SELLER, (BUYER,)), (ADMIN, (BUYER, SELLER))):
         for message in market.desk.to(reader):
-            assert hidden not in message.as_string().lower(), (reader, message["Subject"])
+            seen = readable(message)
+            for address in hidden:
+                assert address not in seen, (reader, message["Subject"])
             assert reply_to(message).startswith("disputes+d")
+            assert not {p.get_content_type() for p in message.iter_attachments()} & CARRY_ADDRESSES
 
 
 def make_market(tmp_path: Path, db_url: str | None, extra: str = ""):
@@ -291,7 +343,7 @@ def test_window_closes_buyer_escalates_admin_decides(slow_admin_market):
     review = market.last_to(ADMIN)
     assert "Please decide" in review["Subject"] and "the buyer escalated" in review["Subject"]
     assert "20% discount" in body(review) and "The key is rejected." in body(review)
-    assert BUYER in body(review) and SELLER in body(review)
+    assert BUYER not in readable(review) and SELLER not in readable(review)   # roles, not addresses
     assert "useless to me" in body(review)
     market.reply(review, ADMIN, "#decide buyer Full refund: the key never worked.")
     dispute = market.dispute()
@@ -374,6 +426,7 @@ def test_commands_not_allowed_now_say_why_and_when(market):
     assert "not applied" in body(market.last_to(SELLER))
     market.reply(notice, SELLER, "#refund")
     assert "#refund is not a command" in body(market.last_to(SELLER))
+    assert RawMessage.select().order_by(RawMessage.id.desc()).get().outcome == "dispute_command_refused"
     assert market.dispute().status == "awaiting_seller"
     assert Message.select().count() == 1                    # refused mail is relayed to nobody
     market.reply(notice, SELLER, "#help")
@@ -483,3 +536,253 @@ def test_with_two_admins_both_review_and_one_decision_reaches_everyone(tmp_path,
     finally:
         smtp.stop()
         desk.app.close()
+
+
+# ----------------------------------------------------------------- privacy, everywhere
+
+VCARD = f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Bob Buyer\r\nEMAIL:{BUYER}\r\nEND:VCARD\r\n".encode()
+
+
+def attached(message: EmailMessage) -> list[tuple[str, str]]:
+    return [(a.get_filename(), a.get_content_type()) for a in message.iter_attachments()]
+
+
+def test_proposals_accepted_texts_and_decisions_are_masked_for_the_other_side(slow_admin_market):
+    market = slow_admin_market
+    market.open()
+    [_, notice] = market.new()
+    market.reply(notice, SELLER, "#propose a new key, or write to SAM@seller.example")
+    offer = market.last_to(BUYER)
+    assert "a new key, or write to [address hidden]" in body(offer)
+    market.reply(offer, BUYER, f"#propose a refund to {BUYER}")
+    offer = market.last_to(SELLER)
+    assert "a refund to [address hidden]" in body(offer)
+    market.reply(offer, SELLER, "#accept")
+    assert market.dispute().status == "resolved"
+    assert "You accepted the buyer's proposal #2: a refund to [address hidden]" in body(market.last_to(SELLER))
+    market.open(subject="Order 100235", body="Reason: not received\n\nNothing came.\n")
+    market.later(hours=48)
+    market.reply(market.last_to(BUYER), BUYER, "#escalate")
+    review = market.last_to(ADMIN)
+    assert "[D-2]" in review["Subject"]
+    market.reply(review, ADMIN, f"#decide buyer {SELLER} refunds 49 EUR to {BUYER}.")
+    assert market.dispute().decision == f"{SELLER} refunds 49 EUR to {BUYER}."
+    assert f"[address hidden] refunds 49 EUR to {BUYER}." in body(market.last_to(BUYER))
+    assert f"{SELLER} refunds 49 EUR to [address hidden]." in body(market.last_to(SELLER))
+    assert "[address hidden] refunds 49 EUR to [address hidden]." in body(market.last_to(ADMIN))
+    assert_private(market)
+
+
+def test_files_that_carry_an_address_are_kept_but_not_passed_on_and_names_are_masked(market):
+    opening = ((("application/pdf", f"receipt-{BUYER}.pdf", b"%PDF-1.4 receipt")),
+               ("text/vcard", "Bob Buyer.vcf", VCARD), ("text/x-vcard", f"{BUYER}.vcf", VCARD))
+    market.send(with_files(f"Bob Buyer <{BUYER}>", DISPUTES, "Order 100234",
+                           "Reason: key does not work\n\nThe key is rejected.\n", opening), mail_from=BUYER)
+    [confirmation, notice] = market.new()
+    assert attached(notice) == [("receipt-[address hidden].pdf", "application/pdf")]
+    text = body(notice)
+    assert "receipt-[address hidden].pdf" in text
+    assert "Not passed on" in text and "- Bob Buyer.vcf" in text and "- [address hidden].vcf" in text
+    assert f"- {BUYER}.vcf" in body(confirmation)               # the buyer's own names stay
+    earlier = EmailMessage()
+    earlier["From"], earlier["To"], earlier["Subject"] = SELLER, "shop@example.org", "key sold"
+    earlier.set_content(f"Sold by {SELLER}\n")
+    market.reply(notice, SELLER, "Here is the invoice.", files=(
+        ("application/pdf", f"invoice-for-{SELLER}.pdf", b"%PDF-1.4 invoice"),
+        ("application/pkcs7-signature", "smime.p7s", b"0\x82cert " + SELLER.encode()),
+        ("application/x-pkcs7-signature", "old-smime.p7s", b"0\x82cert " + SELLER.encode()),
+        ("application/pgp-keys", "key.asc", b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n" + SELLER.encode()),
+        ("application/pgp-signature", "signature.asc", b"-----BEGIN PGP SIGNATURE-----\n" + SELLER.encode()),
+        ("message/rfc822", "earlier.eml", earlier)))
+    relayed = market.last_to(BUYER)
+    assert attached(relayed) == [("invoice-for-[address hidden].pdf", "application/pdf")]
+    text = body(relayed)
+    for name in ("smime.p7s", "old-smime.p7s", "key.asc", "signature.asc", "earlier.eml"):
+        assert f"- {name}" in text.split("Not passed on")[1]
+    detail = dispute_detail("D-1")                           # everything is kept for the record
+    names = [a["filename"] for m in detail["messages"] if m.get("direction") == "in" for a in m["attachments"]]
+    assert len(names) == 9 and f"invoice-for-{SELLER}.pdf" in names and f"{BUYER}.vcf" in names
+    assert_private(market)
+
+
+def test_admin_mail_names_roles_and_the_record_keeps_the_addresses(market):
+    market.open(body=f"Reason: key does not work\n\nI am {BUYER}, the key is rejected.\n")
+    [_, notice] = market.new()
+    market.later(hours=48)
+    missed = market.last_to(ADMIN)
+    assert "Seller missed the deadline" in missed["Subject"]
+    assert "I am [address hidden], the key is rejected." in body(missed)
+    market.reply(market.last_to(BUYER), BUYER, f"#escalate\nThe seller {SELLER} ignores me.")
+    review = market.last_to(ADMIN)
+    assert "Please decide" in review["Subject"] and "The seller [address hidden] ignores me." in body(review)
+    assert "--- Thursday 26 November 2026, 09:00 UTC, the buyer" in body(review)
+    market.reply(notice, SELLER, f"I was ill. {BUYER}, write to {SELLER}.")
+    assert "I was ill. [address hidden], write to [address hidden]." in body(market.last_to(ADMIN))
+    assert "I was ill. [address hidden], write to sam@seller.example." not in body(market.last_to(BUYER))
+    for message in market.desk.to(ADMIN):
+        assert BUYER not in readable(message) and SELLER not in readable(message), message["Subject"]
+    detail = dispute_detail("D-1")
+    assert (detail["buyer"], detail["seller"]) == (BUYER, SELLER)
+    assert [(d["buyer"], d["seller"]) for d in list_disputes()] == [(BUYER, SELLER)]
+    assert_private(market)
+
+
+# ----------------------------------------------------------------- more whole disputes
+
+
+def test_the_buyer_withdraws_and_may_then_open_a_new_dispute(market):
+    market.open()
+    [confirmation, _] = market.new()
+    market.reply(confirmation, BUYER, "#withdraw\nThe key works now, sorry.")
+    dispute = market.dispute()
+    assert (dispute.status, dispute.open_order) == ("withdrawn", None)
+    told = market.last_to(SELLER)
+    assert "The buyer withdrew the dispute" in told["Subject"]
+    assert "nothing more needs to be done" in body(told) and "The key works now, sorry." in body(told)
+    assert "You withdrew the dispute. It is closed." in body(market.last_to(BUYER))
+    assert history() == [(None, "awaiting_seller", "buyer"), ("awaiting_seller", "withdrawn", "buyer")]
+    assert Timer.select().where(Timer.status == "pending").count() == 0
+    market.new()
+    market.later(hours=49)                                   # no reminder, no missed deadline
+    assert market.new() == []
+    market.open(body="Reason: key does not work\n\nIt stopped working again.\n")
+    again = market.dispute()
+    assert (again.id, again.status, again.order_id) == (2, "awaiting_seller", "100234")
+    assert to_of(market.new()) == [BUYER, SELLER]
+    assert_private(market)
+
+
+def test_the_buyer_may_write_with_any_capitalisation_of_the_address(market):
+    market.open(frm="Bob Buyer <BOB@Example.COM>")
+    dispute = market.dispute()
+    assert (dispute.status, dispute.buyer) == ("awaiting_seller", BUYER)
+    [confirmation, notice] = market.new()
+    assert to_of([confirmation, notice]) == [BUYER, SELLER]
+    market.reply(notice, SELLER, "Which region did you buy for?")
+    market.reply(market.last_to(BUYER), "Bob <BOB@EXAMPLE.com>", "EU, I am BOB@Example.COM.")
+    assert "EU, I am [address hidden]." in body(market.last_to(SELLER))
+    assert_private(market)
+
+
+def test_accept_takes_the_other_sides_latest_proposal(market):
+    market.open()
+    [_, notice] = market.new()
+    market.reply(notice, SELLER, "#propose a 10% refund")
+    market.reply(market.last_to(BUYER), BUYER, "#propose a full refund")
+    market.reply(market.last_to(SELLER), SELLER, "#propose a 50% refund")
+    offer = market.last_to(BUYER)
+    assert "(#3)" in body(offer) and "a 50% refund" in body(offer)
+    assert "accept proposal #3: a 50% refund" in body(offer)
+    market.reply(offer, BUYER, "#accept")
+    assert market.dispute().status == "resolved"
+    assert [(p.number, p.author, p.accepted_at is not None) for p in Proposal.select().order_by(Proposal.number)] == [
+        (1, "seller", False), (2, "buyer", False), (3, "seller", True)]
+    assert "You accepted the seller's proposal #3" in body(market.last_to(BUYER))
+    assert "The buyer accepted your proposal #3" in body(market.last_to(SELLER))
+
+
+def test_an_empty_message_is_answered_with_the_help(market):
+    market.open()
+    [_, notice] = market.new()
+    market.reply(notice, SELLER, "-- \nSam")             # nothing but the quote and a signature
+    [answer] = market.new()
+    assert to_of([answer]) == [SELLER] and "Your commands in dispute D-1" in answer["Subject"]
+    assert "nothing was passed on" in body(answer) and "#return" in body(answer)
+    assert market.dispute().status == "awaiting_seller"          # nothing said: no answer yet
+    assert RawMessage.select().order_by(RawMessage.id.desc()).get().outcome == "dispute_help"
+
+
+def test_a_refused_command_has_its_own_outcome(market):
+    market.open()
+    [confirmation, _] = market.new()
+    market.reply(confirmation, BUYER, "#escalate")
+    assert RawMessage.select().order_by(RawMessage.id.desc()).get().outcome == "dispute_command_refused"
+
+
+# ----------------------------------------------------------------- races
+
+
+def test_a_stale_snapshot_cannot_overwrite_a_newer_status(market):
+    market.open()
+    market.new()
+    disputes = market.desk.app.pipeline.disputes
+    stale = disputes._load(1)
+    Dispute.update(status="withdrawn", open_order=None).where(Dispute.id == 1).execute()  # another worker
+    due = stale.row.seller_due_at
+    change = disputes.rules.timer("seller_due", stale.snap, due)
+    with pytest.raises(StaleDispute), write_transaction():
+        disputes._change(stale, change, "system", due)
+    assert market.dispute().status == "withdrawn"
+    assert history() == [(None, "awaiting_seller", "buyer")]
+
+
+def race(monkeypatch, market, status: str, times: int = 1) -> list[str]:
+    """Another worker moves dispute 1 to ``status`` right after each of our first ``times``
+    reads, which all still see the status of the first one. Returns the statuses read."""
+    disputes = market.desk.app.pipeline.disputes
+    real, reads = disputes._load, []
+
+    def racing(dispute_id):
+        loaded = real(dispute_id)
+        reads.append(loaded.row.status)
+        if len(reads) <= times:
+            loaded.row.status = reads[0]
+            Dispute.update(status=status).where(Dispute.id == dispute_id).execute()
+        return loaded
+    monkeypatch.setattr(disputes, "_load", racing)
+    return reads
+
+
+def test_a_deadline_that_raced_a_command_is_decided_again(market, monkeypatch):
+    market.open()
+    market.later(hours=47)                   # both reminders
+    market.new()
+    reads = race(monkeypatch, market, "withdrawn")
+    market.later(hours=1)                    # the seller's deadline fires while the buyer withdraws
+    assert market.dispute().status == "withdrawn"
+    assert reads == ["awaiting_seller", "withdrawn"]   # read again, and decided: nothing to do
+    assert history() == [(None, "awaiting_seller", "buyer")]
+    assert market.new() == []
+    assert Timer.select().where(Timer.kind == "seller_due").get().status == "fired"
+
+
+def test_a_command_that_raced_a_deadline_is_decided_again(market, monkeypatch):
+    market.open()
+    [_, notice] = market.new()
+    reads = race(monkeypatch, market, "withdrawn")
+    market.reply(notice, SELLER, "#return")
+    assert market.dispute().status == "withdrawn" and reads == ["awaiting_seller", "withdrawn"]
+    refused = market.last_to(SELLER)
+    assert "Not done: #return" in refused["Subject"] and "a closed dispute takes no more commands" in body(refused)
+    assert RawMessage.select().order_by(RawMessage.id.desc()).get().outcome == "dispute_command_refused"
+
+
+def test_a_deadline_that_keeps_losing_goes_back_to_pending(market, monkeypatch):
+    market.open()
+    market.later(hours=47)
+    market.new()
+    race(monkeypatch, market, "seller_missed", times=100)   # every read is stale
+    market.desk.clock.advance(dt.timedelta(hours=1))
+    report = market.desk.app.tick()
+    assert report.failed == 1
+    assert Timer.select().where(Timer.kind == "seller_due").get().status == "pending"
+    assert history() == [(None, "awaiting_seller", "buyer")]   # nothing of ours was written
+    market.desk.app.deliver()
+    assert market.new() == []
+
+
+def test_an_opening_that_lost_the_race_gets_the_already_open_answer(market, monkeypatch):
+    market.open()
+    market.new()
+    disputes = market.desk.app.pipeline.disputes
+    real, calls = disputes._problem, []
+
+    def blind(*args):
+        calls.append(args)
+        return None if len(calls) == 1 else real(*args)    # the other opening not committed yet
+    monkeypatch.setattr(disputes, "_problem", blind)
+    market.open(body="Reason: not received\n\nStill nothing.\n")
+    [answer] = market.new()
+    assert "already has dispute D-1" in answer["Subject"]
+    assert Dispute.select().count() == 1 and Ticket.select().count() == 1
+    assert RawMessage.select().order_by(RawMessage.id.desc()).get().outcome == "dispute_refused"

@@ -3,8 +3,10 @@
 Every test talks to a private Dovecot (``tests/dovecot.py``) on 127.0.0.1 and
 puts mail in with IMAP APPEND; nothing on the wire is mocked. The faults are
 real too: a ``kill -9`` of the poller, a Dovecot restart, a proxy that cuts or
-stalls the connection in the middle of a FETCH, a wrong password, an
-untrusted certificate, servers without MOVE, UIDPLUS or IDLE.
+stalls the connection in the middle of a FETCH (or leaves one message's body or
+size out of its answer), a wrong password, an untrusted certificate, a missing
+folder, servers without MOVE, UIDPLUS or IDLE. ``.ci/run``'s Dovecot install
+block is run with fake apt-get and systemctl.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from helpdesk import service
+from helpdesk import cli, service
 from helpdesk.clock import Clock
 from helpdesk.config import load_config
 from helpdesk.errors import ConfigError, StoreError
@@ -203,7 +206,7 @@ def test_appended_messages_become_tickets_replies_threaded_all_moved(dovecot, tm
     cursor = imap_state.load("support")
     assert cursor.source == app.config.mailbox("support").source and cursor.last_uid == 5
     # The next pass finds nothing and changes nothing.
-    assert service.poll_imap(app) == 0
+    assert service.poll_imap(app) == imap.Polled(0, [])
     assert RawMessage.select().count() == 5 and len(dovecot.messages(login, "Processed")) == 5
 
 
@@ -217,7 +220,7 @@ def test_a_fetch_does_not_mark_mail_read_before_it_is_stored(dovecot, tmp_path, 
     def broken(batch):
         raise StoreError("database is locked")
 
-    assert imap.poll_once(app.config.mailbox("support"), broken, 10) == 0
+    assert imap.poll_once(app.config.mailbox("support"), broken, 10) == imap.Polled(0, ["support"])
     [(flags, _)] = dovecot.messages(login)
     assert SEEN not in flags
     assert imap_state.load("support") is None
@@ -365,6 +368,131 @@ def test_connection_dropped_or_hung_mid_fetch_every_message_one_ticket(dovecot, 
     assert len(ids(dovecot, login, "Processed")) == 8
 
 
+class RewritingProxy:
+    """A TCP relay to Dovecot that reads the server's answers response by response
+    (literals included) and rewrites the first one ``rewrite`` changes: a server that
+    leaves something out of a FETCH answer."""
+
+    def __init__(self, port: int, rewrite) -> None:
+        self.target, self.rewrite, self.rewritten = port, rewrite, []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._responses, args=(server, client), daemon=True).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+
+    def _responses(self, server: socket.socket, client: socket.socket) -> None:
+        reader = server.makefile("rb")
+        with contextlib.suppress(OSError, ValueError):
+            while line := reader.readline():
+                unit = line
+                while literal := re.search(rb"\{(\d+)\}\r\n$", line):
+                    unit += reader.read(int(literal.group(1)))
+                    line = reader.readline()
+                    unit += line
+                if not self.rewritten and (changed := self.rewrite(unit)) != unit:
+                    self.rewritten.append(unit)
+                    unit = changed
+                client.sendall(unit)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def without_body(unit: bytes) -> bytes:
+    """UID 2's FETCH answer without its BODY[] item."""
+    found = re.match(rb"(\* \d+ FETCH \(UID 2) BODY\[\] \{(\d+)\}\r\n", unit)
+    return found.group(1) + unit[found.end() + int(found.group(2)):] if found else unit
+
+
+def nil_body(unit: bytes) -> bytes:
+    """UID 2's FETCH answer with ``BODY[] NIL``."""
+    found = re.match(rb"(\* \d+ FETCH \(UID 2 BODY\[\]) \{(\d+)\}\r\n", unit)
+    return found.group(1) + b" NIL" + unit[found.end() + int(found.group(2)):] if found else unit
+
+
+def without_size(unit: bytes) -> bytes:
+    """UID 2's FETCH answer without its RFC822.SIZE."""
+    return re.sub(rb"^(\* \d+ FETCH \(UID 2) RFC822\.SIZE \d+\)", rb"\1)", unit)
+
+
+@pytest.mark.parametrize("rewrite", [without_body, nil_body])
+def test_a_message_sent_without_its_body_stays_and_is_read_at_the_next_pass(dovecot, tmp_path, desks,
+                                                                              caplog, rewrite):
+    """Never moved unstored: an ERROR naming mailbox and UID, the cursor stays below it."""
+    login = user()
+    dovecot.append(login, customer(1), customer(2), customer(3))
+    proxy = RewritingProxy(dovecot.port, rewrite)
+    lines = f'source = "imap://{login}@127.0.0.1:{proxy.port}/INBOX"\npassword_file = "imap.pw"\nstarttls = false\n'
+    desks.append(make_desk(tmp_path, lines))
+    mailbox = desks[0].app.config.mailbox("support")
+    try:
+        assert imap.poll_once(mailbox, desks[0].app.store, 10) == imap.Polled(2, ["support"])
+        assert proxy.rewritten
+        [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert error.getMessage().startswith("mailbox support: the server sent UID 2 of imap://")
+        assert "without its body" in error.getMessage()
+        assert ids(dovecot, login) == ["m2"] and imap_state.load("support").last_uid == 1
+        assert imap.poll_once(mailbox, desks[0].app.store, 10) == imap.Polled(1, [])   # server fine again
+    finally:
+        proxy.close()
+    assert RawMessage.select().count() == 3 and ids(dovecot, login) == []
+    assert sorted(ids(dovecot, login, "Processed")) == ["m1", "m2", "m3"]
+    assert imap_state.load("support").last_uid == 2   # the highest UID the second pass found
+
+
+def test_a_message_sent_without_its_size_is_still_read(dovecot, tmp_path, desks, caplog):
+    login = user()
+    dovecot.append(login, customer(1), customer(2), customer(3))
+    proxy = RewritingProxy(dovecot.port, without_size)
+    lines = f'source = "imap://{login}@127.0.0.1:{proxy.port}/INBOX"\npassword_file = "imap.pw"\nstarttls = false\n'
+    desks.append(make_desk(tmp_path, lines))
+    try:
+        assert imap.poll_once(desks[0].app.config.mailbox("support"), desks[0].app.store, 10) == imap.Polled(3, [])
+        assert proxy.rewritten
+    finally:
+        proxy.close()
+    assert RawMessage.select().count() == 3 and ids(dovecot, login) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_mail_arriving_during_a_pass_is_read_before_idling(dovecot, tmp_path, desks, monkeypatch):
+    """Dovecot announces it (EXISTS) in the reply to our own MOVE, and IDLE never repeats it."""
+    login = user()
+    desks.append(make_desk(tmp_path, imap_lines(dovecot, login, extra='poll_interval = "1h"')))
+    app = desks[0].app
+    store = app.store
+
+    def store_while_a_mail_arrives(batch):
+        if not RawMessage.select().count():
+            dovecot.append(login, customer(2))
+        return store(batch)
+
+    app.store = store_while_a_mail_arrives
+    with running(app, monkeypatch) as watchers:
+        wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 5)
+        dovecot.append(login, customer(1))
+        assert wait_for(lambda: RawMessage.select().count() == 2 and Ticket.select().count() == 2, 5) < 5
+    assert ids(dovecot, login) == []
+
+
 # --------------------------------------------------------------------- server variants
 
 
@@ -389,14 +517,20 @@ def test_server_without_move_gets_copy_delete_expunge(tmp_path, desks, capabilit
 
 
 def test_server_without_idle_is_polled_at_the_poll_interval(tmp_path, desks, monkeypatch):
+    """Every poll_interval, and not more often: the IDLE renewal limit is not a poll cap."""
+    monkeypatch.setattr(imap, "IDLE_RENEW", 0.3)
     server = _server("noidle", capabilities=dc.WITHOUT_MOVE)
     try:
-        login = user()
-        desks.append(make_desk(tmp_path, imap_lines(server, login, extra='poll_interval = "1s"')))
-        with running(desks[0].app, monkeypatch):
-            time.sleep(0.3)
-            server.append(login, customer(1))
+        support, disputes = user(), user()
+        desks.append(make_desk(tmp_path, imap_lines(server, support, extra='poll_interval = "1s"'),
+                               imap_lines(server, disputes, extra='poll_interval = "1h"')))
+        with running(desks[0].app, monkeypatch) as watchers:
+            wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 5)
+            server.append(disputes, customer(2, to="disputes@shop.example"))
+            server.append(support, customer(1))
             assert wait_for(lambda: Ticket.select().count() == 1, 5) < 5
+            time.sleep(0.5)   # > IDLE_RENEW since the append
+            assert handled("disputes") == 0 and ids(server, disputes) == ["m2"]
     finally:
         server.close()
 
@@ -532,13 +666,118 @@ def test_uidvalidity_change_reads_the_folder_again_without_doubling(dovecot, tmp
     dovecot.append(login, customer(3))
 
     service.run(app, once=True)
-    assert "UIDVALIDITY or source changed" in caplog.text
+    assert caplog.text.count("UIDVALIDITY or source changed") == 1
     assert Ticket.select().count() == 3 and acks() == 3 and RawMessage.select().count() == 3
     assert ids(dovecot, login) == []
     assert imap_state.load("support").uidvalidity == 12345
 
+    # Another change, on the now empty folder: saved at once, so warned about once.
+    dovecot.doveadm("mailbox", "update", "-u", login, "--uid-validity", "777", "INBOX")
+    for _ in range(3):
+        assert service.poll_imap(app) == imap.Polled(0, [])
+    assert caplog.text.count("UIDVALIDITY or source changed") == 2
+    assert imap_state.load("support") == imap_state.Cursor(old.source, 777, 0)
+
+
+# --------------------------------------------------------------------- folders and exit status
+
+
+def test_a_missing_folder_is_a_config_error_logged_once(dovecot, tmp_path, desks, monkeypatch, caplog):
+    """Not a network fault retried every few seconds: an ERROR naming mailbox and folder,
+    tried again at the slow pace, repeated at DEBUG (Dovecot's timings are not news)."""
+    caplog.set_level(logging.DEBUG, logger="helpdesk.imap")
+    monkeypatch.setattr(imap, "SLOW_RETRY", 0.4)
+    login = user()
+    lines = f'source = "{dovecot.source(login, folder="Nope")}"\npassword_file = "imap.pw"\nstarttls = false\n'
+    desks.append(make_desk(tmp_path, lines))
+
+    def retries():
+        return [r for r in caplog.records if r.name == "helpdesk.imap" and "retrying in" in r.getMessage()]
+
+    with running(desks[0].app, monkeypatch):
+        wait_for(lambda: len(retries()) >= 2, 5)
+    first, again = retries()[:2]
+    assert first.levelno == logging.ERROR and again.levelno == logging.DEBUG   # ERROR: a lasting fault
+    assert first.getMessage() == again.getMessage()
+    assert first.getMessage().startswith('mailbox support: cannot select folder "Nope" at 127.0.0.1:')
+    assert "doesn't exist" in first.getMessage() and "check the folder" in first.getMessage()
+    assert "secs)" not in caplog.text
+
+
+def test_run_once_exits_1_when_an_imap_mailbox_failed_and_reads_the_others(dovecot, tmp_path, desks, caplog):
+    """A processed_folder the server refuses to create: one ERROR line, exit status 1 for
+    cron, and the other mailbox is read all the same."""
+    good, bad = user(), user()
+    desks.append(make_desk(tmp_path, imap_lines(dovecot, good),
+                           imap_lines(dovecot, bad, extra='processed_folder = "Done/Old"')))
+    config = str(desks[0].config_path)
+    dovecot.append(good, customer(1))
+    dovecot.append(bad, customer(2, to="disputes@shop.example"))
+
+    assert cli.main(["--config", config, "run", "--once"]) == 1
+    assert Ticket.select().count() == 1 and ids(dovecot, good) == [] and ids(dovecot, bad) == ["m2"]
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith('mailbox disputes: cannot create processed_folder "Done/Old" at 127.0.0.1:')
+    assert "check processed_folder" in error and "secs)" not in error
+
+    path = desks[0].config_path
+    path.write_text(path.read_text().replace('processed_folder = "Done/Old"', 'processed_folder = "Done"'))
+    assert cli.main(["--config", config, "run", "--once"]) == 0
+    assert ids(dovecot, bad) == [] and handled("disputes") == 1
+
 
 # --------------------------------------------------------------------- config
+
+
+def ci_dovecot_block(tmp_path: Path, calls: Path):
+    """``.ci/run``'s Dovecot block, run with fake apt-get, systemctl & co. that log their
+    calls (and whether policy-rc.d lets a service start) and its paths under ``tmp_path``."""
+    text = (ROOT / ".ci" / "run").read_text()
+    block = text[text.index("# Dovecot for the IMAP tests"):text.index("export HELPDESK_TEST_REQUIRE_DOVECOT=1")]
+    policy, systemd, fakes = tmp_path / "policy-rc.d", tmp_path / "systemd", tmp_path / "bin"
+    for old, new in [("policy=/usr/sbin/policy-rc.d", f"policy={policy}"),
+                     ("systemd=/run/systemd/system", f"systemd={systemd}"),
+                     ("[ ! -x /usr/sbin/dovecot ]", f"[ ! -x {tmp_path}/dovecot ]")]:
+        assert old in block
+        block = block.replace(old, new)
+    systemd.mkdir(exist_ok=True)
+    fakes.mkdir(exist_ok=True)
+    scripts = {"id": "echo 0",
+               "apt-get": f'if [ -x {policy} ]; then {policy} start; echo "apt-get $* policy=$?"; '
+                          f'else echo "apt-get $* policy=none"; fi >> {calls}',
+               "systemctl": f'echo "systemctl $*" >> {calls}',
+               "update-rc.d": f'echo "update-rc.d $*" >> {calls}',
+               "service": f'echo "service $*" >> {calls}'}
+    for name, body in scripts.items():
+        (fakes / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fakes / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{fakes}:/usr/bin:/bin"}   # no real dovecot (/usr/sbin) on it
+    return subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], env=env, capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_ci_installs_dovecot_without_starting_the_system_service(tmp_path):
+    calls, policy = tmp_path / "calls.log", tmp_path / "policy-rc.d"
+    done = ci_dovecot_block(tmp_path, calls)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert calls.read_text().splitlines() == [
+        "apt-get install -y -qq dovecot-imapd policy=101",       # no service starts while installing
+        "systemctl disable --now --quiet dovecot.socket",
+        "systemctl disable --now --quiet dovecot.service"]
+    assert not policy.exists()                                   # ours: removed again
+
+    calls.unlink()
+    policy.write_text("#!/bin/sh\nexit 0\n")                     # the machine's own: left alone
+    policy.chmod(0o755)
+    assert ci_dovecot_block(tmp_path, calls).returncode == 0
+    assert calls.read_text().splitlines()[0] == "apt-get install -y -qq dovecot-imapd policy=0"
+    assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+
+    calls.unlink()
+    (tmp_path / "dovecot").write_text("")                         # installed: nothing to do
+    (tmp_path / "dovecot").chmod(0o755)
+    assert ci_dovecot_block(tmp_path, calls).returncode == 0 and not calls.exists()
+
 
 
 def test_imap_config_keys(tmp_path):

@@ -109,3 +109,36 @@ def test_row_checks():
     assert orders.check({**good, "order_id": "a b"}).startswith("order id")
     with pytest.raises(UserError):
         orders.read_records(Path("/nonexistent/orders.csv"))
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("A-100_234", "A-100_234"),
+    (100234, "100234"),
+    (Decimal("100234.0"), "100234"),          # a JSON number written as 100234.0
+    (Decimal("1E+5"), "100000"),
+    (" 42 ", "42"),
+])
+def test_order_ids_become_plain_text(value, expected):
+    good = {"order_id": value, "buyer": "a@x.example", "seller": "b@x.example", "product": "P",
+            "amount": "3", "currency": "EUR", "purchased_at": "2026-11-20"}
+    assert orders.check(good)["order_id"] == expected
+
+
+@pytest.mark.parametrize("value", ["A/1", "100234.0", "order#1", "ключ-1", "a.b", "x" * 65, Decimal("1.5"), True])
+def test_order_ids_outside_letters_digits_hyphen_and_underscore_are_bad_rows(value):
+    good = {"order_id": value, "buyer": "a@x.example", "seller": "b@x.example", "product": "P",
+            "amount": "3", "currency": "EUR", "purchased_at": "2026-11-20"}
+    assert orders.check(good).startswith("order id ")
+
+
+def test_a_bad_order_id_is_reported_with_its_line_and_json_numbers_are_ids(tmp_path, config, capsys):
+    export = tmp_path / "orders.json"
+    export.write_text('[\n {"order_id": 100234.0, "buyer": "a@x.example", "seller": "b@x.example",'
+                      ' "product": "P", "amount": 1, "currency": "EUR", "purchased_at": "2026-11-20"},\n'
+                      ' {"order_id": "../etc", "buyer": "a@x.example", "seller": "b@x.example",'
+                      ' "product": "P", "amount": 1, "currency": "EUR", "purchased_at": "2026-11-20"}\n]\n')
+    code, out, err = imported(config, export, capsys)
+    assert (code, out) == (1, "orders: 1 new, 0 updated, 0 unchanged, 1 bad rows")
+    assert err == [(f"helpdesk: {export}:3: order id '../etc' is not an id "
+                    "(letters, digits, - and _ only, at most 64 characters)")]
+    assert [o.order_id for o in Order.select()] == ["100234"]

@@ -12,15 +12,20 @@ One pass over a mailbox's folder (``drain``):
    before it is stored) in batches; each batch is stored in one transaction,
    the cursor saved, and only then the messages are marked ``\\Seen`` and moved
    to the processed folder (MOVE, or COPY + ``\\Deleted`` + EXPUNGE).
+   A UID the server answers without its body (or size) is looked up with
+   ``UID SEARCH``: gone means expunged meanwhile; still there is an ERROR, and
+   the cursor stays below it, so it is fetched again (never moved unstored).
 
 A crash between any two steps loses nothing (mail stays in the folder until
 it is stored) and doubles nothing (the cursor and the dedupe key).
 
 ``poll_once`` is one pass on a fresh connection (``helpdesk run --once``).
-``Watcher`` is a thread per mailbox for ``helpdesk run``: a pass, then IDLE
-until the server announces new mail (or a sleep of ``poll_interval`` on
-servers without IDLE), and a reconnect with backoff after any fault. Every
-fault is one log line naming the mailbox; nothing here raises into the service.
+``Watcher`` is a thread per mailbox for ``helpdesk run``: passes until one
+finds nothing new (mail that arrives during a pass is announced in the reply
+to our own commands, which IDLE never repeats), then IDLE until the server
+announces new mail (or a sleep of ``poll_interval`` on servers without IDLE),
+and a reconnect with backoff after any fault. Every fault is one log line
+naming the mailbox; nothing here raises into the service.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import selectors
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
@@ -58,6 +64,8 @@ MAX_RETRY = 60.0
 SLOW_RETRY = 300.0         # after a fault only a person can fix (password, certificate, config)
 BATCH_BYTES = 32 * 1024 * 1024   # per fetch, so a few huge mails cannot fill the memory
 SEEN, DELETED = b"\\Seen", b"\\Deleted"
+# Answers to a failed SELECT/CREATE that a retry may cure; any other is a config error.
+PASSING = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")
 
 
 class Fault(Exception):
@@ -76,6 +84,25 @@ class Reader:
     store: Store
     batch_size: int
     on_stored: Callable[[], object] = lambda: None
+
+
+@dataclass
+class Pass:
+    """What one ``drain`` did."""
+
+    stored: int = 0                                     # new messages stored
+    tried: list[int] = field(default_factory=list)      # UIDs above the cursor it fetched
+    held: list[int] = field(default_factory=list)       # still in the folder, not stored: an ERROR
+    announced: bool = False                             # the server told of new mail after SELECT
+
+
+@dataclass
+class Polled:
+    """What ``poll_once`` / ``poll_all`` did: ``failed`` names the mailboxes that did not
+    finish their pass (a fault, or a message left unstored)."""
+
+    stored: int = 0
+    failed: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ connecting
@@ -108,7 +135,7 @@ def connect(mailbox: Mailbox) -> IMAPClient:
             log.warning("mailbox %s: plain IMAP to %s (starttls = false): the password is sent "
                         "unencrypted", mailbox.name, mailbox.imap_host)
         client.login(mailbox.imap_user, mailbox.password() or "")
-        _ensure_folder(client, mailbox.processed_folder)
+        _ensure_folder(client, mailbox)
         return client
     except BaseException:
         _close(client)
@@ -143,14 +170,44 @@ def _close(client: IMAPClient) -> None:
         client.shutdown()
 
 
-def _ensure_folder(client: IMAPClient, folder: str) -> None:
+def _ensure_folder(client: IMAPClient, mailbox: Mailbox) -> None:
+    folder = mailbox.processed_folder
     if client.folder_exists(folder):
         return
     try:
         client.create_folder(folder)
-    except IMAPClientError:
+    except IMAPClientAbortError:
+        raise
+    except IMAPClientError as exc:
         if not client.folder_exists(folder):  # not made meanwhile by another poller
-            raise
+            raise _folder_fault(exc, f"cannot create processed_folder {_quoted(folder)} at "
+                                f"{_server(mailbox)}", "check processed_folder") from exc
+
+
+def _select(client: IMAPClient, mailbox: Mailbox) -> dict:
+    try:
+        return client.select_folder(mailbox.imap_folder)
+    except IMAPClientAbortError:
+        raise
+    except IMAPClientError as exc:
+        raise _folder_fault(exc, f"cannot select folder {_quoted(mailbox.imap_folder)} at "
+                            f"{_server(mailbox)}", "check the folder at the end of source") from exc
+
+
+def _folder_fault(exc: IMAPClientError, what: str, hint: str) -> Fault:
+    """A folder the server refuses is a config error (slow retries, an ERROR), unless the
+    server says it is busy or broken for now."""
+    text = re.sub(r"^\w+ failed: ", "", _text(exc))
+    lasting = not any(code in text.upper() for code in PASSING)
+    return Fault(f"{what} ({text}); {hint}" if lasting else f"{what} ({text})", lasting=lasting)
+
+
+def _server(mailbox: Mailbox) -> str:
+    return f"{mailbox.imap_host}:{mailbox.imap_port}"
+
+
+def _quoted(folder: str) -> str:
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _loopback(host: str) -> bool:
@@ -163,24 +220,31 @@ def _loopback(host: str) -> bool:
 # ------------------------------------------------------------------ one pass
 
 
-def drain(client: IMAPClient, reader: Reader) -> int:
-    """Store and acknowledge everything in the folder; returns how many were new."""
+def drain(client: IMAPClient, reader: Reader, after: int = 0, held: list[int] | None = None) -> Pass:
+    """Store and acknowledge everything in the folder; returns what it did.
+
+    A repeated pass (the watcher's) skips the UIDs up to ``after``, which an earlier
+    pass already tried, and keeps the cursor below the UIDs that pass ``held``."""
     mailbox = reader.mailbox
-    uidvalidity = client.select_folder(mailbox.imap_folder)[b"UIDVALIDITY"]
+    uidvalidity = _select(client, mailbox)[b"UIDVALIDITY"]
+    client._imap.untagged_responses.pop("EXISTS", None)   # SELECT's own; later ones are news
     cursor = _cursor(mailbox, uidvalidity)
     uids = sorted(client.search("UNDELETED"))
     for chunk in _chunks([u for u in uids if u <= cursor.last_uid], reader.batch_size):
         acknowledge(client, chunk, mailbox.processed_folder)   # stored before, never moved
-    new = 0
-    for chunk in _chunks([u for u in uids if u > cursor.last_uid], reader.batch_size):
+    done = Pass(tried=[u for u in uids if u > max(cursor.last_uid, after)], held=list(held or []))
+    for chunk in _chunks(done.tried, reader.batch_size):
         for batch in _by_size(client, chunk):
-            cursor, stored = _take(client, reader, cursor, batch)
-            new += stored
-    return new
+            cursor = _take(client, reader, cursor, batch, done)
+    done.announced = bool(client._imap.untagged_responses.pop("EXISTS", None))
+    return done
 
 
 def _cursor(mailbox: Mailbox, uidvalidity: int) -> Cursor:
-    """The saved cursor, or a fresh one (UID 0) when it belongs to another folder or epoch."""
+    """The saved cursor, or a fresh one (UID 0) when it belongs to another folder or epoch.
+
+    A fresh cursor replacing a saved one is saved at once: an empty folder would
+    otherwise repeat the warning at every pass."""
     saved = imap_state.load(mailbox.name)
     if saved is None:
         return Cursor(mailbox.source, uidvalidity, 0)
@@ -189,24 +253,46 @@ def _cursor(mailbox: Mailbox, uidvalidity: int) -> Cursor:
     log.warning("mailbox %s: UIDVALIDITY or source changed (%s %s -> %s %s): reading the whole "
                 "folder again; messages already stored are skipped", mailbox.name,
                 saved.source, saved.uidvalidity, mailbox.source, uidvalidity)
-    return Cursor(mailbox.source, uidvalidity, 0)
+    fresh = Cursor(mailbox.source, uidvalidity, 0)
+    imap_state.save(mailbox.name, fresh)
+    return fresh
 
 
-def _take(client: IMAPClient, reader: Reader, cursor: Cursor, uids: list[int]) -> tuple[Cursor, int]:
-    """Fetch, store (one transaction), save the cursor, and only then acknowledge."""
+def _take(client: IMAPClient, reader: Reader, cursor: Cursor, uids: list[int], done: Pass) -> Cursor:
+    """Fetch, store (one transaction), save the cursor, and only then acknowledge.
+
+    The cursor never passes a UID that is still in the folder but was not stored."""
     name = reader.mailbox.name
     fetched = client.fetch(uids, ["BODY.PEEK[]"])
-    present = [u for u in uids if b"BODY[]" in fetched.get(u, {})]   # others expunged meanwhile
-    results = reader.store([Incoming(fetched[u][b"BODY[]"], name, "imap") for u in present])
-    cursor = replace(cursor, last_uid=max(uids))
+    bodies = {u: fetched.get(u, {}).get(b"BODY[]") for u in uids}
+    present = [u for u in uids if isinstance(bodies[u], bytes)]
+    _hold(client, reader, [u for u in uids if u not in present], done)
+    results = reader.store([Incoming(bodies[u], name, "imap") for u in present]) if present else []
+    last = min(done.held) - 1 if done.held else max(uids)
+    cursor = replace(cursor, last_uid=max(cursor.last_uid, last))
     imap_state.save(name, cursor)
     acknowledge(client, present, reader.mailbox.processed_folder)
     new = sum(not r.duplicate for r in results)
-    log.info("mailbox %s: stored %d messages from %s%s", name, new, where(reader.mailbox),
-             f" ({len(results) - new} copies of stored ones skipped)" if new < len(results) else "")
+    done.stored += new
+    if results:
+        log.info("mailbox %s: stored %d messages from %s%s", name, new, where(reader.mailbox),
+                 f" ({len(results) - new} copies of stored ones skipped)" if new < len(results) else "")
     if new:
         reader.on_stored()
-    return cursor, new
+    return cursor
+
+
+def _hold(client: IMAPClient, reader: Reader, missing: list[int], done: Pass) -> None:
+    """UIDs the server left out of a FETCH: expunged meanwhile, or still there and not
+    readable -- then an ERROR, and they are held (never moved, the cursor stays below)."""
+    if not missing:
+        return
+    there = sorted(client.search(["UID", ",".join(map(str, missing)), "UNDELETED"]))
+    for uid in there:
+        log.error("mailbox %s: the server sent UID %d of %s without its body; it stays in the "
+                  "folder, not stored, and is fetched again at the next pass", reader.mailbox.name,
+                  uid, where(reader.mailbox))
+    done.held = sorted(set(done.held) | set(there))
 
 
 def acknowledge(client: IMAPClient, uids: list[int], folder: str) -> None:
@@ -226,13 +312,20 @@ def acknowledge(client: IMAPClient, uids: list[int], folder: str) -> None:
 
 
 def _by_size(client: IMAPClient, uids: list[int]) -> Iterator[list[int]]:
-    """Split a chunk so that one fetch holds at most BATCH_BYTES (a huge mail goes alone)."""
+    """Split a chunk so that one fetch holds at most BATCH_BYTES (a huge mail goes alone).
+
+    A UID without a size (expunged meanwhile, or a server's slip) goes alone too: the
+    body fetch tells which."""
     sizes = client.fetch(uids, ["RFC822.SIZE"])
     batch, total = [], 0
     for uid in uids:
         size = sizes.get(uid, {}).get(b"RFC822.SIZE")
-        if size is None:
-            continue   # expunged meanwhile
+        if not isinstance(size, int):
+            if batch:
+                yield batch
+            yield [uid]
+            batch, total = [], 0
+            continue
         if batch and total + size > BATCH_BYTES:
             yield batch
             batch, total = [], 0
@@ -248,20 +341,22 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
 
 
 def poll_once(mailbox: Mailbox, store: Store, batch_size: int,
-              on_stored: Callable[[], object] = lambda: None) -> int:
-    """One pass on a fresh connection; a fault is logged (naming the mailbox), not raised."""
+              on_stored: Callable[[], object] = lambda: None) -> Polled:
+    """One pass on a fresh connection; a fault is logged (naming the mailbox), not raised,
+    and the mailbox is in ``failed``."""
     try:
         with connected(mailbox) as client:
-            return drain(client, Reader(mailbox, store, batch_size, on_stored))
+            done = drain(client, Reader(mailbox, store, batch_size, on_stored))
+            return Polled(done.stored, [mailbox.name] if done.held else [])
     except Exception as exc:
         fault = describe(exc, mailbox)
         log.error("mailbox %s: %s", mailbox.name, fault)
         log.debug("mailbox %s: traceback", mailbox.name, exc_info=True)
-        return 0
+        return Polled(0, [mailbox.name])
 
 
 def poll_all(mailboxes: list[Mailbox], store: Store, batch_size: int,
-             meanwhile: Callable[[], object]) -> int:
+             meanwhile: Callable[[], object]) -> Polled:
     """``poll_once`` for every mailbox in a thread, running ``meanwhile`` here after each
     stored batch: processing the mail already stored overlaps with fetching the rest."""
     stored, done, counts = threading.Event(), threading.Event(), []
@@ -283,7 +378,11 @@ def poll_all(mailboxes: list[Mailbox], store: Store, batch_size: int,
             meanwhile()
     finally:
         thread.join()
-    return sum(counts)
+    return total(counts)
+
+
+def total(results: list[Polled]) -> Polled:
+    return Polled(sum(r.stored for r in results), [name for r in results for name in r.failed])
 
 
 # ------------------------------------------------------------------ faults
@@ -291,7 +390,7 @@ def poll_all(mailboxes: list[Mailbox], store: Store, batch_size: int,
 
 def describe(exc: BaseException, mailbox: Mailbox) -> Fault:
     """A one-line reason for a log, and whether retrying soon could help."""
-    server = f"{mailbox.imap_host}:{mailbox.imap_port}"
+    server = _server(mailbox)
     if isinstance(exc, Fault):
         return exc
     if isinstance(exc, LoginError):
@@ -329,10 +428,13 @@ def _network(exc: BaseException, server: str) -> str:
 
 
 def _text(exc: BaseException) -> str:
-    """imapclient puts the server's bytes into messages as ``b'...'``; show the text."""
+    """imapclient puts the server's bytes into messages as ``b'...'``; show the text,
+    without Dovecot's timing suffix ``(0.001 + 0.000 secs)``, which would make every
+    repeat of a fault look new."""
     text = str(exc)
     if text[:2] in ("b'", 'b"') and text[-1:] in ("'", '"'):
         text = text[2:-1]
+    text = re.sub(r"\s*\(\d+(?:\.\d+)?(?: \+ \d+(?:\.\d+)?)* secs\)\.?", "", text)
     return " ".join(text.split()) or type(exc).__name__
 
 
@@ -362,7 +464,7 @@ class Watcher:
         self.reader = reader
         self.mailbox = reader.mailbox
         self.stopping = threading.Event()
-        self.idling = threading.Event()          # set while waiting in IDLE (tests, benchmark)
+        self.idling = threading.Event()          # set while waiting for new mail (tests, benchmark)
         self._wake_r, self._wake_w = os.pipe()   # stop() interrupts an IDLE at once
         self._thread = threading.Thread(target=self._run, name=f"imap-{self.mailbox.name}", daemon=True)
         self._failed: str | None = None
@@ -395,12 +497,24 @@ class Watcher:
 
     def _serve(self, client: IMAPClient, backoff: Backoff) -> None:
         while not self.stopping.is_set():
-            drain(client, self.reader)
+            self._drain_all(client)
             if self._failed is not None:
                 log.info("mailbox %s: reading %s again", self.mailbox.name, where(self.mailbox))
                 self._failed = None
             backoff.reset()
             self._wait(client)
+
+    def _drain_all(self, client: IMAPClient) -> None:
+        """Passes until one finds nothing new, so IDLE starts on a folder read to the end.
+
+        Mail that arrives during a pass is announced (``* n EXISTS``) in the reply to
+        one of our commands; IDLE would not announce it again."""
+        after, held = 0, []
+        while not self.stopping.is_set():
+            done = drain(client, self.reader, after, held)
+            if not done.tried and not done.announced:
+                return
+            after, held = max([after, *done.tried]), done.held
 
     def _pause(self, fault: Fault, backoff: Backoff) -> None:
         """Log a fault once (repeats go to DEBUG), then sleep its backoff.
@@ -415,12 +529,17 @@ class Watcher:
         self._sleep(delay)
 
     def _wait(self, client: IMAPClient) -> None:
-        """Until new mail may be there: IDLE if the server has it, else the poll interval."""
-        limit = min(self.mailbox.poll_interval.total_seconds(), IDLE_RENEW)
+        """Until new mail may be there: IDLE if the server has it (renewed every
+        ``poll_interval``, at most IDLE_RENEW), else a sleep of ``poll_interval``."""
+        interval = self.mailbox.poll_interval.total_seconds()
         if client.has_capability("IDLE"):
-            self._idle(client, limit)
-        else:
-            self._sleep(limit)
+            self._idle(client, min(interval, IDLE_RENEW))
+            return
+        self.idling.set()
+        try:
+            self._sleep(interval)
+        finally:
+            self.idling.clear()
 
     def _idle(self, client: IMAPClient, limit: float) -> None:
         client.idle()
