@@ -54,3 +54,24 @@ def test_one_order_cannot_have_two_open_disputes(database):
     Dispute.update(open_order=None, status="resolved").execute()
     Dispute.create(ticket=_ticket(), open_order="100234", **fields)
     assert Dispute.select().count() == 2
+
+
+def test_the_hot_timer_queries_use_their_index_on_a_fresh_sqlite_database(tmp_path):
+    """Without statistics, an ORDER BY fire_at once made SQLite walk every pending timer
+    for one ticket's timers: ingest slowed down as the table grew."""
+    from helpdesk import statements
+    from helpdesk.models import Timer
+
+    models.connect(f"sqlite:///{tmp_path}/plans.db")
+    try:
+        sql, _ = statements._select_sql(Timer, ("kind", "fire_at"), ("subject", "subject_id", "status"),
+                                         None, 0, None, None)
+        plan = " ".join(str(row) for row in models.db.execute_sql("EXPLAIN QUERY PLAN " + sql, [1, 1, 1]))
+        assert "timer_subject_subject_id_status" in plan
+        due = Timer.select(Timer.id).where((Timer.status == "pending") & (Timer.fire_at <= NOW)) \
+            .order_by(Timer.fire_at, Timer.id).limit(10)
+        query, params = due.sql()
+        plan = " ".join(str(row) for row in models.db.execute_sql("EXPLAIN QUERY PLAN " + query, params))
+        assert "timer_status_fire_at" in plan
+    finally:
+        models.db.close()
