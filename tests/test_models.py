@@ -56,22 +56,30 @@ def test_one_order_cannot_have_two_open_disputes(database):
     assert Dispute.select().count() == 2
 
 
+def _plan_of(call) -> str:
+    """The query plan of the statement(s) ``call`` runs (traced with parameters inlined)."""
+    seen: list[str] = []
+    connection = models.db.connection()
+    connection.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        connection.set_trace_callback(None)
+    selects = [sql for sql in seen if sql.lstrip().upper().startswith("SELECT")]
+    return " ".join(str(row) for sql in selects for row in models.db.execute_sql("EXPLAIN QUERY PLAN " + sql))
+
+
 def test_the_hot_timer_queries_use_their_index_on_a_fresh_sqlite_database(tmp_path):
     """Without statistics, an ORDER BY fire_at once made SQLite walk every pending timer
     for one ticket's timers: ingest slowed down as the table grew."""
-    from helpdesk import statements
-    from helpdesk.models import Timer
+    from helpdesk import timers
 
     models.connect(f"sqlite:///{tmp_path}/plans.db")
     try:
-        sql, _ = statements._select_sql(Timer, ("kind", "fire_at"), ("subject", "subject_id", "status"),
-                                         None, 0, None, None)
-        plan = " ".join(str(row) for row in models.db.execute_sql("EXPLAIN QUERY PLAN " + sql, [1, 1, 1]))
-        assert "timer_subject_subject_id_status" in plan
-        due = Timer.select(Timer.id).where((Timer.status == "pending") & (Timer.fire_at <= NOW)) \
-            .order_by(Timer.fire_at, Timer.id).limit(10)
-        query, params = due.sql()
-        plan = " ".join(str(row) for row in models.db.execute_sql("EXPLAIN QUERY PLAN " + query, params))
-        assert "timer_status_fire_at" in plan
+        plan = _plan_of(lambda: timers.pending("ticket", 1))
+        assert "timer_subject_subject_id_status" in plan and "timer_status_fire_at" not in plan
+        plan = _plan_of(lambda: timers.pending_for("ticket", [1, 2]))
+        assert "timer_subject_subject_id_status" in plan and "timer_status_fire_at" not in plan
+        assert "timer_status_fire_at" in _plan_of(lambda: timers.due(NOW, 10))
     finally:
         models.db.close()
