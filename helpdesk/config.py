@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from helpdesk.errors import ConfigError
+from helpdesk.errors import ConfigError, UnknownMailbox
 
 __all__ = [
     "Config",
@@ -227,11 +227,20 @@ class Config:
     disputes: DisputeSettings
 
     def mailbox(self, name: str) -> Mailbox:
-        """The mailbox called ``name``; LookupError if there is none."""
+        """The mailbox called ``name``; UnknownMailbox (a LookupError) if there is none."""
         for mailbox in self.mailboxes:
             if mailbox.name == name:
                 return mailbox
-        raise LookupError(f"no mailbox named {name!r}")
+        known = ", ".join(m.name for m in self.mailboxes)
+        raise UnknownMailbox(f"{self.path.name}: no mailbox named {name!r} (configured: {known})")
+
+    def mailbox_or_default(self, name: str, kind: str = "tickets") -> Mailbox:
+        """For mail about an existing ticket or dispute whose mailbox was removed from the
+        config since: its notices still go out, from the first mailbox of that kind."""
+        try:
+            return self.mailbox(name)
+        except UnknownMailbox:
+            return next((m for m in self.mailboxes if m.kind == kind), self.mailboxes[0])
 
     def mailbox_for_address(self, address: str) -> Mailbox | None:
         """The mailbox for ``support@x`` or ``support+anything@x`` (any case)."""

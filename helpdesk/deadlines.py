@@ -87,15 +87,18 @@ def _chunk(batch: list[Due], handlers: dict[str, Handler], flushers: dict[str, F
             if due.id not in claimed:
                 continue
             if careful:
-                if not _fire_isolated(due, handlers, now, report, items):
+                if not _fire_isolated(due, handlers, flushers, now, report):
                     failed.add(due.id)
                 continue
             try:
                 _fire(due, handlers, now, report, items)
             except Exception as exc:
                 raise _HandlerFailed() from exc
-        for subject, collected in items.items():
-            flushers[subject](collected, now)
+        try:
+            for subject, collected in items.items():
+                flushers[subject](collected, now)
+        except Exception as exc:   # e.g. a template error: isolate it in the careful pass
+            raise _HandlerFailed() from exc
     return failed
 
 
@@ -122,12 +125,17 @@ def _fire(due: Due, handlers: dict[str, Handler], now: dt.datetime, report: Tick
     log.debug("deadline %s fired for %s %s", due.kind, due.subject, due.subject_id)
 
 
-def _fire_isolated(due: Due, handlers: dict[str, Handler], now: dt.datetime, report: TickReport,
-                   items: dict[str, list]) -> bool:
+def _fire_isolated(due: Due, handlers: dict[str, Handler], flushers: dict[str, Flusher],
+                   now: dt.datetime, report: TickReport) -> bool:
+    """One timer in a savepoint of its own, its alerts sent on their own (no list mail):
+    whatever fails, handler or mail, rolls back this timer alone."""
+    mine = TickReport()
     collected: dict[str, list] = defaultdict(list)
     try:
         with write_transaction():
-            _fire(due, handlers, now, report, collected)
+            _fire(due, handlers, now, mine, collected)
+            for subject, made in collected.items():
+                flushers[subject](made, now)
     except Exception as exc:
         timers.unclaim(due.id)
         report.failed += 1
@@ -135,6 +143,5 @@ def _fire_isolated(due: Due, handlers: dict[str, Handler], now: dt.datetime, rep
                   type(exc).__name__, exc)
         log.debug("deadline traceback", exc_info=True)
         return False
-    for subject, made in collected.items():
-        items[subject].extend(made)
+    report.fired.update(mine.fired)
     return True

@@ -650,7 +650,8 @@ class DisputeDesk:
         for number, author, text in (Proposal.select(Proposal.number, Proposal.author, Proposal.text)
                                      .where(Proposal.dispute == row.id).order_by(Proposal.number).tuples()):
             latest[author] = Offer(number, author, text)
-        return Loaded(row, order, parties, list(latest.values()), self.config.mailbox(mailbox_name))
+        return Loaded(row, order, parties, list(latest.values()),
+                      self.config.mailbox_or_default(mailbox_name, kind="disputes"))
 
     def _add_party(self, ticket_id: int, address: str, name: str, role: str) -> Party:
         pid = statements.insert(Participant, ticket=ticket_id, address=address, name=name, role=role)

@@ -22,6 +22,10 @@ class ConfigError(HelpdeskError):
     """The configuration cannot be used; the message is the whole explanation."""
 
 
+class UnknownMailbox(ConfigError, LookupError):
+    """A mailbox name the config does not (or no longer) know."""
+
+
 class UserError(HelpdeskError):
     """A request from the command line that cannot be honoured."""
 

@@ -55,7 +55,9 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
     try:
         plan = commands.parse(strip_reply(mail.text, strict=True), member.role,
                               staff_directory(desk.config.staff), me=member.address)
-        check_allowed(ticket, plan)
+        if not (plan.text or plan.commands or plan.note or _relayable(stored)):
+            raise CommandError("your reply has no new text above the quoted mail; nothing was sent")
+        check_allowed(ticket, plan, files=bool(_relayable(stored)))
     except CommandError as exc:
         person = desk._person(ticket.id, member.address, member.name, "staff")
         desk._queue(mailbox, "command_error", ticket.view(), person, mail,
@@ -65,14 +67,14 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
     return Applied(ticket.id, "staff_reply", _describe(plan))
 
 
-def check_allowed(ticket: TicketRow, plan: Plan) -> None:
+def check_allowed(ticket: TicketRow, plan: Plan, files: bool = False) -> None:
     """What the ticket's status allows; CommandError explains what is not."""
     where = f"{label(ticket.id)} is {ticket.status.replace('_', ' ')}"
     if plan.has("close") and ticket.status in ("resolved", "closed"):
         raise CommandError(f"#close: {where} already")
     if plan.has("reopen") and ticket.status not in ("resolved", "closed"):
         raise CommandError(f"#reopen: {where}, not resolved or closed")
-    if plan.text and ticket.status == "closed" and not plan.has("reopen"):
+    if _answers(plan, files) and ticket.status == "closed" and not plan.has("reopen"):
         raise CommandError(f"{where}: start with #reopen to answer the customer on it; nothing was sent")
 
 
@@ -83,7 +85,7 @@ def act(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Plan, mailbox:
     changes = _apply_commands(desk, ticket, member, plan, now)
     if plan.note:
         _record(ticket.id, member, "note", plan.note, now, raw_id, mail)
-    if plan.text:
+    if _answers(plan, bool(_relayable(stored))):   # text, or files alone (a screenshot)
         _record(ticket.id, member, "out", plan.text, now, raw_id, mail)
         _relay(desk, ticket, member, plan.text, mailbox, stored, mail)
         lifecycle.answered(ticket.id)
@@ -140,7 +142,7 @@ def _relay(desk: Desk, ticket: TicketRow, member: StaffMember, text: str, mailbo
     context = {"text": text, "agent_name": member.name,
                "attachments": [{"filename": a.filename, "size": a.size} for a in stored if not a.refused]}
     files = tuple((a.filename, a.content_type, str(desk.attachments.path_for(a.sha256)))
-                  for a in stored if not a.refused and a.sha256)
+                  for a in _relayable(stored))
     for pid, address, name in people:
         desk._queue(mailbox, "agent_reply", ticket.view(), Person(pid, address, name), answering, context,
                     sender_name=f"{member.name} — {desk.config.helpdesk.name}", auto=None,
@@ -153,6 +155,15 @@ class _Answering:
 
     message_id: str
     references: tuple[str, ...] = ()
+
+
+def _relayable(stored) -> list:
+    return [a for a in stored if not a.refused and a.sha256]
+
+
+def _answers(plan: Plan, files: bool) -> bool:
+    """Something for the customer: text, or files sent without a note."""
+    return bool(plan.text) or (files and plan.note is None)
 
 
 def _record(ticket_id: int, member: StaffMember, direction: str, body: str, now: dt.datetime,
@@ -178,7 +189,7 @@ def from_command_line(desk: Desk, ticket_id: int, member: StaffMember, plan: Pla
             check_allowed(ticket, plan)
         except CommandError as exc:
             raise UserError(str(exc)) from None
-        act(desk, ticket, member, plan, desk.config.mailbox(ticket.mailbox))
+        act(desk, ticket, member, plan, desk.config.mailbox_or_default(ticket.mailbox))
     return ticket
 
 

@@ -109,14 +109,14 @@ def _close(desk: Desk, ticket: TicketRow, now: dt.datetime) -> None:
     lifecycle.update(ticket.id, status="closed", closed_at=now, updated_at=now)
     ticket.status = "closed"
     person = desk._person(ticket.id, ticket.requester, "", "requester")
-    desk._queue(desk.config.mailbox(ticket.mailbox), "closed", ticket.view(), person, None,
+    desk._queue(desk.config.mailbox_or_default(ticket.mailbox), "closed", ticket.view(), person, None,
                 {"auto_close": format_duration(desk.config.tickets.auto_close)}, auto="auto-generated")
 
 
 def _tell(desk: Desk, alert: Alert) -> None:
     member, ticket = alert.member, alert.ticket
     person = desk._person(ticket.id, member.address, member.name, "staff")
-    desk._queue(desk.config.mailbox(ticket.mailbox), alert.event, ticket.view(), person, None,
+    desk._queue(desk.config.mailbox_or_default(ticket.mailbox), alert.event, ticket.view(), person, None,
                 alert.context, audience=alert.audience, auto="auto-generated")
 
 
@@ -125,7 +125,7 @@ def _tell_many(desk: Desk, alerts: list[Alert]) -> None:
     first = alerts[0]
     tickets = [{"id": label(a.ticket.id), "subject": a.ticket.subject, **a.context}
                for a in alerts[:LIST_LIMIT]]
-    mailbox = desk.config.mailbox(first.ticket.mailbox)
+    mailbox = desk.config.mailbox_or_default(first.ticket.mailbox)
     context = {"helpdesk_name": desk.config.helpdesk.name, "recipient_name": first.member.name,
                "tickets": tickets, "total": len(alerts), "more": max(0, len(alerts) - LIST_LIMIT)}
     desk.notifiers[mailbox.name].queue(Notice(

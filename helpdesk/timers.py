@@ -49,7 +49,7 @@ def pending(subject: str, subject_id: int) -> list[tuple[str, dt.datetime]]:
     # index and a scan of every pending timer, instead of this subject's few rows
     rows = statements.select(Timer, ["kind", "fire_at"], {"subject": subject, "subject_id": subject_id,
                                                          "status": "pending"})
-    return sorted((kind, Timer.fire_at.python_value(at)) for kind, at in rows)
+    return sorted(((kind, Timer.fire_at.python_value(at)) for kind, at in rows), key=lambda pair: pair[1])
 
 
 def pending_for(subject: str, subject_ids: Iterable[int]) -> dict[int, list[tuple[str, dt.datetime]]]:

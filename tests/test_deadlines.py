@@ -190,3 +190,23 @@ def test_two_processes_ticking_at_once_fire_each_deadline_once(tmp_path, db_url)
     assert [texts.count(f"[T-{n}]") for n in range(1, 21)] == [1] * 20
     assert Timer.select().where(Timer.status == "fired").count() == 20
     first.close()
+
+
+def test_a_mail_that_cannot_be_made_holds_back_only_its_own_timer(desk, monkeypatch):
+    from helpdesk import ticket_timers
+
+    desk.ingest(mail(subject="one"), mail(subject="two"))
+    desk.clock.advance(dt.timedelta(hours=3))
+    real = ticket_timers._tell
+
+    def broken_for_t1(desk_, alert):
+        if alert.ticket.id == 1:
+            raise RuntimeError("template broke")
+        real(desk_, alert)
+
+    monkeypatch.setattr(ticket_timers, "_tell", broken_for_t1)
+    monkeypatch.setattr(ticket_timers, "_tell_many", lambda desk_, alerts: [broken_for_t1(desk_, a) for a in alerts])
+    report = desk.app.tick()
+    assert (report.total, report.failed) == (1, 1)
+    assert [o.subject for o in sent("reminder")] == ["[T-2] Reminder: T-2 needs an answer by 2026-11-26 13:00 UTC"]
+    assert Timer.get((Timer.subject_id == 1) & (Timer.kind == "first_response.reminder")).status == "pending"

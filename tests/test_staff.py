@@ -293,3 +293,32 @@ def test_an_agent_may_assign_themselves_by_name_or_address(desk, who):
     agent_address, _ = open_ticket(desk)
     agent_writes(desk, agent_address, f"#assign {who}")
     assert Ticket.get_by_id(1).assignee == "alice@shop.example"
+
+
+def test_a_reply_with_only_a_file_relays_the_file_and_an_empty_one_is_answered(desk):
+    import email.message
+
+    agent_address, _ = open_ticket(desk)
+    agent_writes(desk, agent_address, "> my key does not work\n")
+    assert "no new text above the quoted mail" in str(desk.to("alice@shop.example")[-1]["Subject"])
+    reply = email.message.EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = ALICE, agent_address, "Re: [T-1] Key does not work"
+    reply.set_content("")
+    reply.add_attachment(b"\x89PNG screenshot", maintype="image", subtype="png", filename="steps.png")
+    desk.ingest(bytes(reply))
+    relayed = desk.to("bob@example.com")[-1]
+    assert [p.get_filename() for p in relayed.iter_attachments()] == ["steps.png"]
+    assert Ticket.get_by_id(1).status == "waiting_on_customer"
+
+
+def test_a_ticket_whose_mailbox_left_the_config_still_gets_its_deadlines_and_commands(desk, capsys):
+    from helpdesk.cli import main
+
+    desk.ingest(mail())
+    Ticket.update(mailbox="retired").execute()
+    desk.clock.advance(dt.timedelta(hours=3))
+    assert desk.app.tick().fired == {"first_response.reminder": 1}
+    desk.app.deliver()
+    assert "Reminder" in str(desk.to("alice@shop.example")[-1]["Subject"])
+    assert main(["--config", str(desk.config_path), "close", "T-1"]) == 0
+    assert Ticket.get_by_id(1).status == "resolved"
