@@ -287,6 +287,10 @@ class Rules:
             return Refusal(f"the {other} has not proposed a solution yet",
                            f"once the {other} proposes one with #propose, until "
                            f"{self.when(snap.window_closes_at)}; you can #propose one yourself meanwhile")
+        named = re.match(r"#?(\d+)\b", command.argument.strip())
+        if named and int(named.group(1)) != offer.number:
+            return Refusal(f"proposal #{named.group(1)} is not the {other}'s latest",
+                           f"now: #accept confirms the {other}'s latest, #{offer.number}")
         return Change("accepted", "resolved", f"the {role} accepted proposal #{offer.number}",
                       cancel=None, accepts=offer)
 

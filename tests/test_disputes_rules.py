@@ -221,3 +221,10 @@ def test_next_deadline_and_formatting():
     assert next_deadline(snap("admin_review")) is None
     assert Rules(SETTINGS, "Europe/Berlin").when(T0) == "Thursday 26 November 2026, 10:00 CET"
     assert OPEN.isdisjoint(FINAL)
+
+
+def test_accept_with_a_number_must_name_the_other_sides_latest_proposal():
+    assert isinstance(run("accept", "buyer", NEGOTIATING, argument="#1"), Change)
+    assert isinstance(run("accept", "buyer", NEGOTIATING, argument="1 thanks"), Change)
+    wrong = run("accept", "buyer", NEGOTIATING, argument="#2")
+    assert wrong == Refusal("proposal #2 is not the seller's latest", "now: #accept confirms the seller's latest, #1")
