@@ -161,16 +161,7 @@ def cmd_show(args) -> int:
         return 0
     print(f"{detail['id']}  [{detail['status']}]  {detail['subject']}")
     print(f"requester: {detail['requester_name']} <{detail['requester']}>   created {detail['created_at']}")
-    for m in detail["messages"]:
-        if m.get("kind"):
-            continue  # mail the helpdesk sent: listed below with its delivery status
-        print(f"\n--- {m['direction']}  {m['created_at']}  from {m['from']}")
-        print(m["body"])
-        for a in m["attachments"]:
-            state = f"refused: {a['refused']}" if a["refused"] else f"{a['size']} bytes"
-            print(f"    [attachment] {a['filename']} ({a['content_type']}, {state})")
-    for o in detail["outbox"]:
-        print(f"\n>>> {o['kind']} to {o['to']}: {o['status']}" + (f" ({o['last_error']})" if o["last_error"] else ""))
+    _print_conversation(detail, lambda m: f"{m['direction']}  {m['created_at']}  from {m['from']}")
     return 0
 
 
@@ -334,17 +325,22 @@ def _show_dispute(detail: dict, as_json: bool) -> int:
     print("\nhistory:")
     for e in detail["history"]:
         print(f"  {e['at']}  {e['actor']:<24} {e['from'] or '-'} -> {e['to']}  {e['reason']}")
+    _print_conversation(detail, lambda m: f"{m['created_at']}  the {m['role'] or '?'} ({m['from']})")
+    return 0
+
+
+def _print_conversation(detail: dict, heading) -> None:
+    """The messages of a ticket or a dispute's chat, then the mail sent with its delivery status."""
     for m in detail["messages"]:
         if m.get("kind"):
             continue  # mail the helpdesk sent: listed below with its delivery status
-        print(f"\n--- {m['created_at']}  the {m['role'] or '?'} ({m['from']})")
+        print(f"\n--- {heading(m)}")
         print(m["body"])
         for a in m["attachments"]:
             state = f"refused: {a['refused']}" if a["refused"] else f"{a['size']} bytes"
             print(f"    [attachment] {a['filename']} ({a['content_type']}, {state})")
     for o in detail["outbox"]:
         print(f"\n>>> {o['kind']} to {o['to']}: {o['status']}" + (f" ({o['last_error']})" if o["last_error"] else ""))
-    return 0
 
 
 # --- ingest helpers ----------------------------------------------------------
