@@ -57,7 +57,7 @@ def fingerprint(raw: bytes) -> tuple[str | None, str]:
     digest = hashlib.sha256()
     for name in (b"from", b"subject", b"date"):
         digest.update(fields.get(name, b"") + b"\0")
-    digest.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
+    digest.update((body.replace(b"\r\n", b"\n") if b"\r" in body else body).rstrip(b"\n"))
     key = hashlib.sha256(f"{message_id or ''}\0{digest.hexdigest()}".encode()).hexdigest()
     return message_id, key
 
@@ -117,20 +117,17 @@ def _new_rows(batch, prints, known, now):
 
 
 def _existing_keys(keys: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
-        query = RawMessage.select(RawMessage.dedupe_key).where(RawMessage.dedupe_key.in_(chunk))
-        found.update(row.dedupe_key for row in query)
-    return found
+    return {key for key, in _by_key(["dedupe_key"], keys)}
 
 
 def _ids_for(keys: list[str]) -> dict[str, int]:
     """Ids now stored under these keys; a racing process's row is processed once anyway."""
-    ids: dict[str, int] = {}
+    return {key: raw_id for key, raw_id in _by_key(["dedupe_key", "id"], keys)}
+
+
+def _by_key(columns: list[str], keys: list[str]) -> list[tuple]:
+    rows: list[tuple] = []
     for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
-        query = (RawMessage.select(RawMessage.id, RawMessage.dedupe_key)
-                 .where(RawMessage.dedupe_key.in_(chunk)))
-        ids.update((row.dedupe_key, row.id) for row in query)
-    return ids
+        rows += statements.select(RawMessage, columns, {}, in_column="dedupe_key",
+                                  in_values=keys[start:start + 500])
+    return rows

@@ -10,6 +10,8 @@ missing ones, so an old database is upgraded in place.
 
 from __future__ import annotations
 
+import contextlib
+
 import peewee as pw
 from playhouse.db_url import connect as url_connect
 
@@ -296,6 +298,12 @@ def _schema_2(database: pw.Database) -> None:
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2)
 
 
+# WAL lets the SMTP thread write while the loop reads; FULL makes a commit
+# durable before we answer 250. temp_store: savepoints journal in memory.
+SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 1,
+                  "busy_timeout": 30000, "cache_size": -32000, "temp_store": "memory"}
+
+
 def connect(url: str) -> pw.Database:
     """Open the database named by ``url``, bind the models, upgrade the schema."""
     from helpdesk import statements  # its SQL depends on the engine's placeholder style
@@ -313,11 +321,7 @@ def connect(url: str) -> pw.Database:
 
 def _open(url: str) -> pw.Database:
     if url.startswith("sqlite:"):
-        # WAL lets the SMTP thread write while the loop reads; FULL makes a
-        # commit durable before we answer 250.
-        pragmas = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 1,
-                   "busy_timeout": 30000, "cache_size": -32000}
-        return pw.SqliteDatabase(url.removeprefix("sqlite:///"), pragmas=pragmas,
+        return pw.SqliteDatabase(url.removeprefix("sqlite:///"), pragmas=SQLITE_PRAGMAS,
                                  check_same_thread=False)
     if url.startswith(("postgresql:", "postgres:")):
         try:
@@ -366,6 +370,36 @@ def write_transaction():
     if isinstance(db.obj, pw.SqliteDatabase):
         return db.atomic("IMMEDIATE")
     return db.atomic()
+
+
+@contextlib.contextmanager
+def rebuildable_transaction():
+    """A write transaction whose commit does not wait for the disk.
+
+    For state that can be rebuilt from what is already durable: the pipeline's
+    batches, derived from raw messages that were committed durably before
+    their source was acknowledged. A power cut may undo such a commit (never
+    corrupt it: SQLite's WAL and PostgreSQL's WAL recover to an earlier
+    commit), and the messages are then simply pending again. Nothing derived
+    from it leaves the helpdesk before a durable commit: the outbox claims
+    mail in a normal transaction first, and that commit makes every earlier
+    one durable with it, both engines writing their log in order.
+    """
+    if db.in_transaction():
+        with write_transaction():      # a savepoint of the caller's transaction
+            yield
+        return
+    if isinstance(db.obj, pw.SqliteDatabase):
+        db.execute_sql("PRAGMA synchronous = NORMAL")
+        try:
+            with db.atomic("IMMEDIATE"):
+                yield
+        finally:
+            db.execute_sql(f"PRAGMA synchronous = {SQLITE_PRAGMAS['synchronous']}")
+        return
+    with db.atomic():
+        db.execute_sql("SET LOCAL synchronous_commit TO OFF")
+        yield
 
 
 def redact(url: str) -> str:

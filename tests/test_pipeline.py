@@ -74,6 +74,16 @@ def test_forged_mac_is_not_a_signed_address(desk):
     assert Ticket.select().count() == 2
 
 
+def test_reply_addresses_handed_out_earlier_still_verify():
+    """The MAC is HMAC-SHA256 in base32, cut to 10 digits: pinned, so a faster
+    encoding can never invalidate the addresses customers already hold."""
+    secret, mailboxes = b"k" * 32, frozenset({"support@shop.example"})
+    token = replyaddr.ReplyToken("t", 42, 7)
+    assert replyaddr.sign(secret, token) == "t42.7.zfloxqceeg"
+    assert replyaddr.verify(secret, mailboxes, "support+t42.7.zfloxqceeg@shop.example") == token
+    assert replyaddr.verify(secret, mailboxes, "support+t42.7.zfloxqceeh@shop.example") is None
+
+
 def test_reply_by_references_threads(desk):
     desk.ingest(mail(message_id="root"))
     desk.ingest(mail(subject="Re: Key does not work", message_id="child",
@@ -304,6 +314,60 @@ def test_message_finished_by_another_worker_is_not_applied_twice(desk):
     [outcome] = desk.app.pipeline._batch(rows, parsed)
     assert outcome.kind == "skipped"
     assert (Ticket.select().count(), Message.select().count(), Outbox.select().count()) == (0, 0, 0)
+
+
+def test_a_message_taken_elsewhere_does_not_hold_back_the_rest_of_its_batch(desk):
+    from helpdesk.intake import Incoming
+    from helpdesk.pipeline import _jobs, _pending
+    desk.app.store([Incoming(mail(subject="taken"), "support", "file"),
+                    Incoming(mail(subject="mine"), "support", "file")])
+    rows = _pending(0, 10)
+    parsed = desk.app.pipeline.parser.run(_jobs(rows))
+    RawMessage.update(status="done").where(RawMessage.id == rows[0].id).execute()
+    outcomes = desk.app.pipeline._batch(rows, parsed)
+    assert [o.kind for o in outcomes] == ["skipped", "new_ticket"]
+    assert [t.subject for t in Ticket.select()] == ["mine"]
+    assert Outbox.select().where(Outbox.subject.contains("taken")).count() == 0
+
+
+def test_a_clean_batch_runs_without_a_savepoint_per_message(desk, db_url):
+    """The fast path: savepoints cost SQLite a copy of every page a message touches."""
+    if db_url is not None:
+        pytest.skip("counts SQLite statements")
+    from helpdesk.models import db
+    seen = []
+    db.connection().set_trace_callback(seen.append)
+    try:
+        tally = desk.ingest(*(mail(subject=f"n{i}", body=f"{i}\n") for i in range(5)))
+    finally:
+        db.connection().set_trace_callback(None)
+    assert tally.counts["new_ticket"] == 5
+    assert sum(1 for sql in seen if sql.lstrip().upper().startswith("INSERT INTO \"TICKET\"")) == 5
+    assert not [sql for sql in seen if sql.lstrip().upper().startswith("SAVEPOINT")]
+
+
+def test_raw_messages_commit_durably_and_batches_without_waiting_for_the_disk(desk, db_url):
+    """The raw message is the durable copy (FULL); a batch derived from it commits
+    with synchronous = NORMAL, and the connection is FULL again afterwards."""
+    if db_url is not None:
+        pytest.skip("reads SQLite's statements")
+    from helpdesk.models import db
+    seen = []
+    db.connection().set_trace_callback(seen.append)
+    try:
+        desk.ingest(mail(subject="one"))
+    finally:
+        db.connection().set_trace_callback(None)
+    mode, modes = "FULL", {}
+    for sql in seen:
+        upper = sql.strip().upper()
+        if upper.startswith("PRAGMA SYNCHRONOUS ="):
+            mode = upper.split("=")[1].strip()
+        for table in ("RAW_MESSAGE", "TICKET", "OUTBOX"):
+            if upper.startswith(f'INSERT INTO "{table}"'):
+                modes[table] = mode
+    assert modes == {"RAW_MESSAGE": "FULL", "TICKET": "NORMAL", "OUTBOX": "NORMAL"}
+    assert db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2    # FULL
 
 
 def test_show_lists_messages_and_outgoing_mail(desk):
