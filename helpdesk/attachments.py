@@ -33,6 +33,7 @@ class AttachmentStore:
         self.root = root
         self.max_size = max_size
         self.max_total = max_total
+        self._folders: set[Path] = set()    # made already: no mkdir per file
 
     def store_all(self, attachments: tuple[InboundAttachment, ...]) -> list[StoredAttachment]:
         """Keep what fits the limits (files written before this returns); refuse the rest."""
@@ -46,8 +47,8 @@ class AttachmentStore:
              ) -> list[tuple[StoredAttachment, bytes | None]]:
         """Each attachment's record, with the bytes still to write (None when refused).
 
-        Split from writing so the parse stage can create the files on threads:
-        file creation is slow I/O, the hashing and limits are not.
+        Split from writing so the parse stage can report a failed write as
+        such, apart from a message that could not be read.
         """
         planned, total = [], 0
         for item in attachments:
@@ -77,8 +78,14 @@ class AttachmentStore:
         target = self.path_for(digest)
         if target.exists():
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except FileNotFoundError:       # the folder was removed since: make it again
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -117,20 +117,28 @@ class Notifier:
 
     def queue(self, notice: Notice) -> str:
         """Render and insert into the outbox; returns the new Message-ID."""
-        rendered = self.renderer.render(notice.audience, notice.event, notice.context)
-        subject = _with_token(rendered.subject, notice.token)
-        message_id = new_message_id(self.sender_address)
+        return self.queue_many([notice])[0]
+
+    def queue_many(self, notices: list[Notice]) -> list[str]:
+        """Render each and insert them all with one statement per table (a new
+        ticket's acknowledgement and staff notices go together); returns the
+        new Message-IDs, in order."""
         now = naive_utc(self.clock.now())
-        statements.insert(
-            Outbox, kind=notice.event, ticket=notice.ticket_id, message_id=message_id,
-            envelope_from=self.sender_address, recipient=notice.recipient,
-            headers=json.dumps(self._headers(notice)), subject=subject,
-            text=rendered.text, html=rendered.html, status="queued",
-            next_attempt_at=now, created_at=now)
-        if notice.ticket_id is not None:
-            statements.insert_rows(ThreadRef, [{"msgid": message_id, "ticket": notice.ticket_id,
-                                                "ours": True}], ignore_conflicts=True)
-        return message_id
+        rows, refs = [], []
+        for notice in notices:
+            rendered = self.renderer.render(notice.audience, notice.event, notice.context)
+            message_id = new_message_id(self.sender_address)
+            rows.append({
+                "kind": notice.event, "ticket": notice.ticket_id, "message_id": message_id,
+                "envelope_from": self.sender_address, "recipient": notice.recipient,
+                "headers": json.dumps(self._headers(notice)),
+                "subject": _with_token(rendered.subject, notice.token), "text": rendered.text,
+                "html": rendered.html, "status": "queued", "next_attempt_at": now, "created_at": now})
+            if notice.ticket_id is not None:
+                refs.append({"msgid": message_id, "ticket": notice.ticket_id, "ours": True})
+        statements.insert_rows(Outbox, rows)
+        statements.insert_rows(ThreadRef, refs, ignore_conflicts=True)
+        return [row["message_id"] for row in rows]
 
     def _headers(self, notice: Notice) -> dict:
         headers = {

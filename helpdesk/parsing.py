@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
@@ -37,27 +37,13 @@ MIN_FOR_WORKER = 50
 log = logging.getLogger("helpdesk.parsing")
 
 
-_writer: ThreadPoolExecutor | None = None   # only ever set inside a worker process
+def parse_jobs(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[Parsed]:
+    """Parse a batch; the attachments' files are on disk when this returns.
 
-
-def parse_jobs(jobs: list[Job], max_size: int, store: AttachmentStore,
-               writer: Executor | None = None) -> list[Parsed]:
-    """Parse a batch. With a ``writer``, attachment files are written on its threads
-    while parsing goes on, and all of them are on disk when this returns."""
-    results, writes = [], []
-    for raw, envelope in jobs:
-        parsed, pending = _parse_one(raw, envelope, max_size, store, writer)
-        results.append(parsed)
-        writes.append(pending)
-    for index, pending in enumerate(writes):
-        for future in pending:
-            if future.exception() is not None:
-                results[index] = failure("storing attachments", future.exception())
-    return results
-
-
-def _in_worker(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[Parsed]:
-    return parse_jobs(jobs, max_size, store, _writer)
+    Written here, one after the other: a file is a few syscalls, and threads
+    for them cost more in contention for the interpreter than they saved.
+    """
+    return [_parse_one(raw, envelope, max_size, store) for raw, envelope in jobs]
 
 
 def _peak_kb() -> int:
@@ -65,32 +51,21 @@ def _peak_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _start_worker() -> None:
-    global _writer
-    _writer = ThreadPoolExecutor(2, thread_name_prefix="attachments")
-
-
-def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: AttachmentStore,
-               writer: Executor | None) -> tuple[Parsed, list[Future]]:
+def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: AttachmentStore) -> Parsed:
     if len(raw) > max_size:
-        return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit", []
+        return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit"
     try:
         mail = parse(raw, envelope)
         planned = store.plan(mail.attachments)
     except Exception as exc:  # noqa: BLE001 - quarantined by the caller, with the reason
-        return failure("parse", exc), []
-    pending = []
+        return failure("parse", exc)
     for stored, data in planned:
-        if data is None:
-            continue
-        if writer is None:
+        if data is not None:
             try:
                 store.write(data, stored.sha256)
             except OSError as exc:
-                return failure("storing attachments", exc), []
-        else:
-            pending.append(writer.submit(store.write, data, stored.sha256))
-    return Prepared(replace(mail, attachments=()), tuple(s for s, _ in planned)), pending
+                return failure("storing attachments", exc)
+    return Prepared(replace(mail, attachments=()), tuple(s for s, _ in planned))
 
 
 def failure(stage: str, exc: BaseException) -> str:
@@ -116,7 +91,7 @@ class ParseStage:
         if self.workers <= 0 or len(jobs) < MIN_FOR_WORKER:
             return inline
         try:
-            future: Future = self.start().submit(_in_worker, jobs, self.max_size, self.store)
+            future: Future = self.start().submit(parse_jobs, jobs, self.max_size, self.store)
         except (BrokenProcessPool, OSError, RuntimeError) as exc:
             return self._degrade(exc, inline)
 
@@ -137,8 +112,7 @@ class ParseStage:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["helpdesk.parsing"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
-                                             initializer=_start_worker)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
             self._pool.submit(int).result()
         return self._pool
 

@@ -111,9 +111,11 @@ class Desk:
         self._add_copied(number, mail)
         self._record(number, mail, stored, raw_id, now, auto=False)
         lifecycle.opened(number, now, self.config.tickets)
+        notices = []
         if route.acknowledge and self._may_acknowledge(mail.requester, now):
-            self._acknowledge(ticket, requester, mail, mailbox, stored)
-        self._notify_staff(ticket, mail, mailbox, stored)
+            notices.append(self._acknowledgement(ticket, requester, mail, mailbox, stored))
+        notices += self._staff_notices(ticket, mail, mailbox, stored)
+        self.notifiers[mailbox.name].queue_many(notices)
         return number
 
     def reply(self, route: TicketReply, mail: InboundMail, stored: tuple[StoredAttachment, ...],
@@ -187,24 +189,26 @@ class Desk:
                                  since=("created_at", now - limits.ack_rate_window))
         return sent < limits.ack_rate_limit
 
-    def _acknowledge(self, ticket: TicketView, requester: Person, mail, mailbox, stored) -> None:
+    def _acknowledgement(self, ticket: TicketView, requester: Person, mail, mailbox, stored) -> Notice:
         context = {
             "first_response": format_duration(self.config.tickets.first_response),
             "attachments": _attachment_list([a for a in stored if not a.refused]),
             "refused": _attachment_list([a for a in stored if a.refused]),
             "text": mail.reply_text,
         }
-        self._queue(mailbox, "ack", ticket, requester, mail, context)
+        return self._notice(mailbox, "ack", ticket, requester, mail, context)
 
-    def _notify_staff(self, ticket: TicketView, mail: InboundMail, mailbox: Mailbox, stored) -> None:
+    def _staff_notices(self, ticket: TicketView, mail: InboundMail, mailbox: Mailbox, stored) -> list[Notice]:
         staff = [s for s in self.config.staff if s.role == "agent"] or list(self.config.staff)
         context = {"text": mail.reply_text, "attachments": _attachment_list(stored),
                    "requester": mail.requester, "requester_name": mail.from_name}
+        notices = []
         for member in staff:
             if member.address == mail.requester:
                 continue  # staff writing in get the acknowledgement, not a notice too
             person = self._add_person(ticket.number, member.address, member.name, "staff")
-            self._queue(mailbox, "new_ticket", ticket, person, mail, context, audience="staff")
+            notices.append(self._notice(mailbox, "new_ticket", ticket, person, mail, context, audience="staff"))
+        return notices
 
     def _add_copied(self, ticket_id: int, mail: InboundMail) -> None:
         """Whoever the customer put in To/Cc joins the ticket as a "cc" participant,
@@ -226,18 +230,24 @@ class Desk:
         return self._add_person(ticket_id, address, name, role)
 
     def _queue(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
-               audience="customer", **extra):
-        """Queue one templated mail about a ticket, with the recipient's own reply address.
+               audience="customer", **extra) -> None:
+        """Queue one templated mail about a ticket (see ``_notice``)."""
+        self.notifiers[mailbox.name].queue(self._notice(mailbox, event, ticket, person, mail, context,
+                                                        audience, **extra))
+
+    def _notice(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
+                audience="customer", **extra) -> Notice:
+        """A templated mail about a ticket, with the recipient's own reply address.
         ``mail`` is the message being answered (for threading headers), or None."""
         token = replyaddr.ReplyToken("t", ticket.number, person.participant_id)
         full = {"helpdesk_name": self.config.helpdesk.name, "ticket": ticket.context(),
                 "recipient_name": person.name, "recipient": person.address, **context}
-        self.notifiers[mailbox.name].queue(Notice(
+        return Notice(
             event=event, audience=audience, recipient=person.address, recipient_name=person.name,
             context=full, ticket_id=ticket.number,
             reply_to=replyaddr.reply_address(self.secret, mailbox.address, token),
             in_reply_to=mail.message_id if mail else None, references=mail.references if mail else (),
-            token=f"[{label(ticket.number)}]", **extra))
+            token=f"[{label(ticket.number)}]", **extra)
 
 
 def open_tickets_of(address: str) -> list[dict]:

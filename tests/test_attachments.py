@@ -280,3 +280,15 @@ def test_inline_image_is_stored_and_listed_as_inline(small_desk, tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG\r\n")
     [ack] = small_desk.to("tom@mac.example")
     assert "  - screenshot.png (70 Bytes)\n" in plain(ack)
+
+
+def test_a_folder_removed_while_running_is_made_again(tmp_path):
+    from helpdesk.attachments import AttachmentStore
+    store = AttachmentStore(tmp_path / "files", 1 << 20, 1 << 20)
+    digest = "ab" + "0" * 62
+    store.write(b"first", digest)
+    import shutil
+    shutil.rmtree(tmp_path / "files")
+    other = "ab" + "1" * 62
+    store.write(b"second", other)
+    assert store.path_for(other).read_bytes() == b"second"

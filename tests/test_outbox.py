@@ -339,7 +339,7 @@ def test_failure_after_the_ticket_insert_leaves_neither_ticket_nor_mail(desk, mo
     def broken(self, *args, **kwargs):
         raise RuntimeError("staff directory unavailable")
 
-    monkeypatch.setattr(tickets.Desk, "_notify_staff", broken)
+    monkeypatch.setattr(tickets.Desk, "_staff_notices", broken)
     tally = desk.ingest(mail(message_id="rolled-back"))
 
     assert tally.counts["quarantined"] == 1
