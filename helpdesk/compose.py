@@ -3,7 +3,11 @@
 Every header value passes through ``one_line`` (CR, LF and other controls
 become spaces) and non-ASCII words are RFC 2047-encoded by the stdlib. Built
 with ``compat32`` MIME classes: about four times faster than ``EmailMessage``
-for the same output.
+for the same output. Two costs of the stdlib generator are skipped where the
+result is the same: folding a header that is short ASCII already (it is
+written as is: the stdlib would give back the same line), and searching the
+body for a boundary (ours are random and contain "=_", which quoted-printable
+and base64 never produce).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import secrets
 from email.charset import QP, Charset
 from email.encoders import encode_base64
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import Compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
@@ -25,6 +31,28 @@ _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$", re.ASCI
 # Reserved key of the outbox row's headers: files passed on with the mail, as
 # [file name, content type, path of the stored file]; never a header itself.
 ATTACHMENTS = "_attachments"
+
+
+class _Generating(Compat32):
+    """compat32, but a header that needs no folding or encoding is written as it is."""
+
+    def fold(self, name, value):
+        if _fits(name, value, self.max_line_length):
+            return f"{name}: {value}{self.linesep}"
+        return super().fold(name, value)
+
+    def fold_binary(self, name, value):
+        if _fits(name, value, self.max_line_length):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+def _fits(name, value, limit: int | None) -> bool:
+    return (isinstance(value, str) and value.isascii() and "\n" not in value and "\r" not in value
+            and limit is not None and len(name) + 2 + len(value) <= limit)
+
+
+GENERATING = _Generating()
 
 
 def one_line(value: str) -> str:
@@ -44,14 +72,14 @@ def compose(*, message_id: str, subject: str, text: str, html: str | None,
     msg["Message-ID"] = f"<{one_line(message_id)}>"
     for name, value in headers.items():
         msg[name] = one_line(str(value))
-    return msg.as_bytes()
+    return msg.as_bytes(policy=GENERATING)
 
 
 def _body(text: str, html: str | None):
     plain = _text_part("plain", text)
     if html is None:
         return plain
-    msg = MIMEMultipart("alternative")
+    msg = MIMEMultipart("alternative", boundary=_boundary())
     msg.attach(plain)
     msg.attach(_text_part("html", html))
     return msg
@@ -61,7 +89,7 @@ def _with_files(body, files: list):
     """The body followed by the files passed on (a missing file fails the mail, visibly)."""
     if not files:
         return body
-    mixed = MIMEMultipart("mixed")
+    mixed = MIMEMultipart("mixed", boundary=_boundary())
     mixed.attach(body)
     for filename, content_type, path in files:
         kind = content_type if _CONTENT_TYPE.match(content_type or "") else "application/octet-stream"
@@ -85,6 +113,10 @@ def _text_part(subtype: str, body: str) -> MIMENonMultipart:
     charset.body_encoding = QP
     part.set_payload(body, charset)
     return part
+
+
+def _boundary() -> str:
+    return "=_" + secrets.token_hex(16)
 
 
 def _address(display: str, address: str) -> str:

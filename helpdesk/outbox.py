@@ -61,12 +61,51 @@ def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS)
            .order_by(Outbox.id).limit(limit)]
     for start in range(0, len(due), GROUP):
         mine = _claim(due[start:start + GROUP], now)
-        rows = Outbox.select().where(Outbox.id.in_(mine)).order_by(Outbox.id) if mine else []
-        updates = [_attempt(row, transport, now, policy, report) for row in rows]
+        rows = list(Outbox.select().where(Outbox.id.in_(mine)).order_by(Outbox.id)) if mine else []
+        updates = [_recorded(row, result, now, policy, report)
+                   for row, result in zip(rows, _send_group(rows, transport, now))]
         with write_transaction():
             for row_id, fields in updates:
                 statements.update(Outbox, row_id, **fields)
     return report
+
+
+def _send_group(rows: list[Outbox], transport, now: dt.datetime) -> list[str | Exception]:
+    """Compose each row and hand the group over; per row, where it went or what failed.
+
+    A transport with ``send_many`` gets the group at once (the Maildir syncs
+    it together); any other is called once per mail.
+    """
+    results: list[str | Exception] = []
+    ready: list[tuple[int, tuple[str, list[str], bytes]]] = []
+    for row in rows:
+        try:
+            data = compose(message_id=row.message_id, subject=row.subject, text=row.text,
+                           html=row.html, headers_json=row.headers, date=now.replace(tzinfo=dt.UTC))
+        except Exception as exc:  # noqa: BLE001 - one broken row must not stop the queue
+            results.append(_ComposeError(f"could not compose: {type(exc).__name__}: {exc}"))
+            continue
+        ready.append((len(results), (row.envelope_from, [row.recipient], data)))
+        results.append("")
+    send_many = getattr(transport, "send_many", None)
+    handed = send_many([item for _, item in ready]) if send_many else [_send_one(transport, item)
+                                                                        for _, item in ready]
+    for (index, _), result in zip(ready, handed):
+        results[index] = result
+    return results
+
+
+def _send_one(transport, item: tuple[str, list[str], bytes]) -> str | Exception:
+    try:
+        return transport.send(*item)
+    except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - recorded against the row, the queue goes on
+        return _ComposeError(f"could not send: {type(exc).__name__}: {exc}")
+
+
+class _ComposeError(Exception):
+    """The row itself is broken (it could not be made into a mail): never retried."""
 
 
 def _claim(ids: list[int], now: dt.datetime) -> list[int]:
@@ -83,26 +122,22 @@ def _claim(ids: list[int], now: dt.datetime) -> list[int]:
                                      next_attempt_at=now + LEASE) == 1]
 
 
-def _attempt(row: Outbox, transport, now: dt.datetime, policy: RetryPolicy, report: DeliveryReport):
+def _recorded(row: Outbox, result: str | Exception, now: dt.datetime, policy: RetryPolicy,
+              report: DeliveryReport):
+    """The row's new fields after its attempt: sent, deferred with backoff, or failed."""
     attempts = row.attempts + 1
-    try:
-        data = compose(message_id=row.message_id, subject=row.subject, text=row.text,
-                       html=row.html, headers_json=row.headers, date=now.replace(tzinfo=dt.UTC))
-        where = transport.send(row.envelope_from, [row.recipient], data)
-    except TemporaryDeliveryError as exc:
+    if isinstance(result, TemporaryDeliveryError):
         retry_at = policy.next_attempt(now, attempts)
         if retry_at is None:
-            return _failed(row, attempts, f"gave up after {attempts} attempts: {exc}", report)
+            return _failed(row, attempts, f"gave up after {attempts} attempts: {result}", report)
         report.deferred += 1
-        log.warning("deferred mail %s to %s (attempt %d): %s", row.id, row.recipient, attempts, exc)
-        return row.id, {"attempts": attempts, "next_attempt_at": retry_at, "last_error": str(exc)}
-    except PermanentDeliveryError as exc:
-        return _failed(row, attempts, str(exc), report)
-    except Exception as exc:  # noqa: BLE001 - one broken row must not stop the queue
-        return _failed(row, attempts, f"could not compose: {type(exc).__name__}: {exc}", report)
+        log.warning("deferred mail %s to %s (attempt %d): %s", row.id, row.recipient, attempts, result)
+        return row.id, {"attempts": attempts, "next_attempt_at": retry_at, "last_error": str(result)}
+    if isinstance(result, Exception):
+        return _failed(row, attempts, str(result), report)
     report.sent += 1
     log.info("sent %s mail to %s [%s] subject=%r via %s", row.kind, row.recipient,
-             _ticket_label(row), row.subject, where)
+             _ticket_label(row), row.subject, result)
     return row.id, {"attempts": attempts, "status": "sent", "sent_at": now, "last_error": None}
 
 

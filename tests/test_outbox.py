@@ -120,6 +120,18 @@ def test_nothing_is_delivered_twice(desk):
     assert len(desk.outgoing()) == 2
 
 
+def test_a_row_that_cannot_be_composed_fails_alone_and_its_group_is_delivered(desk):
+    now = naive_utc(START)
+    Outbox.insert(kind="ack", message_id="broken@shop.example", envelope_from="support@shop.example",
+                  recipient="x@example.com", headers="{not json", subject="s", text="t", html=None,
+                  status="queued", next_attempt_at=now, created_at=now).execute()
+    desk.ingest(mail(frm="a@example.com"), mail(frm="b@example.com"))
+    broken = Outbox.get(Outbox.message_id == "broken@shop.example")
+    assert broken.status == "failed" and broken.last_error.startswith("could not compose: JSONDecodeError")
+    assert len(desk.outgoing()) == 4
+    assert Outbox.select().where(Outbox.status == "sent").count() == 4
+
+
 # --------------------------------------------------------------------- a relay
 
 

@@ -195,6 +195,27 @@ def test_maildir_failure_is_temporary(tmp_path):
     assert list((tmp_path / "new").iterdir()) == []
 
 
+def test_maildir_group_is_written_whole_and_in_order(tmp_path):
+    transport = MaildirTransport(tmp_path)
+    bodies = [f"mail {i}\n".encode() for i in range(120)]
+    results = transport.send_many([("a@x.test", ["b@x.test"], body) for body in bodies])
+
+    names = [r.removeprefix("maildir new/") for r in results]
+    assert len(set(names)) == 120
+    assert [(tmp_path / "new" / n).read_bytes() for n in names] == bodies
+    assert sorted(names) == names                       # names sort in the order written
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_maildir_group_failure_is_per_mail_and_temporary(tmp_path):
+    transport = MaildirTransport(tmp_path)
+    (tmp_path / "new").rmdir()                          # the renames fail, the writes do not
+    results = transport.send_many([("a@x.test", ["b@x.test"], b"x\n"), ("a@x.test", ["c@x.test"], b"y\n")])
+
+    assert all(isinstance(r, TemporaryDeliveryError) and "maildir" in str(r) for r in results)
+    assert list((tmp_path / "tmp").iterdir()) == []     # nothing half-delivered left behind
+
+
 # ------------------------------------------------------------ plain SMTP
 
 
