@@ -305,7 +305,7 @@ def report(results, profiled: bool) -> int:
               f"{m['mails_sent'] / max(m['delivery_seconds'], 1e-9):>8.0f} {n / total:>12.0f}"
               f" {m['maxrss_kb'] / 1024:>8.1f} {m['worker_maxrss_kb'] / 1024:>10.1f}")
     print("ingest: store, parse, route, apply, acknowledgements rendered and committed to the outbox;\n"
-          "deliver: the outbox composed and written to the outgoing Maildir (fsync per mail);\n"
+          "deliver: the outbox composed and written to the outgoing Maildir (each file fsynced before its rename);\n"
           "peak MB: ru_maxrss of the main process; worker MB: of the parse worker process")
     verdicts = []
     n, largest, _ = results[-1]
