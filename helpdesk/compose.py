@@ -116,7 +116,8 @@ def _text_part(subtype: str, body: str) -> MIMENonMultipart:
 
 
 def _boundary() -> str:
-    return "=_" + secrets.token_hex(16)
+    """96 random bits: short enough that the Content-Type line needs no folding."""
+    return "=_" + secrets.token_hex(12)
 
 
 def _address(display: str, address: str) -> str:

@@ -45,6 +45,7 @@ def test_parts_are_separated_by_a_fresh_boundary_the_parser_finds():
                                      html=html, headers_json="{}", date=DATE) for i in (1, 2))
     boundaries = {email.message_from_bytes(d).get_boundary() for d in (first, second)}
     assert len(boundaries) == 2 and all(b.startswith("=_") for b in boundaries)
+    assert b'Content-Type: multipart/alternative; boundary="=_' in first    # one line: no folding work
     message = email.message_from_bytes(first, policy=policy.default)
     assert message.get_body(("plain",)).get_content() == "plain =_ text\n"
     assert message.get_body(("html",)).get_content().strip() == html
