@@ -306,7 +306,7 @@ def report(results, profiled: bool) -> int:
               f" {m['maxrss_kb'] / 1024:>8.1f} {m['worker_maxrss_kb'] / 1024:>10.1f}")
     print("ingest: store, parse, route, apply, acknowledgements rendered and committed to the outbox;\n"
           "deliver: the outbox composed and written to the outgoing Maildir (each file fsynced before its rename);\n"
-          "peak MB: ru_maxrss of the main process; worker MB: of the parse worker process")
+          "peak MB: ru_maxrss of the main process; worker MB: of the parse worker processes together")
     verdicts = []
     n, largest, _ = results[-1]
     rate = n / largest["seconds"]

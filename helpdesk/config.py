@@ -798,7 +798,7 @@ LIMIT_KEYS = {
 INTAKE_KEYS = {
     "poll_interval": Key(_duration, "5s"),
     "batch_size": Key(_int(1, 10000), 200),
-    "parse_workers": Key(_int(0, 64), 1),
+    "parse_workers": Key(_int(0, 64), 2),
 }
 
 # Order matters: a section's defaults may use the sections above it (ctx.done).

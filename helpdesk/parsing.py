@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,9 +47,11 @@ def parse_jobs(jobs: list[Job], max_size: int, store: AttachmentStore) -> list[P
     return [_parse_one(raw, envelope, max_size, store) for raw, envelope in jobs]
 
 
-def _peak_kb() -> int:
+def _peak_kb() -> tuple[int, int]:
+    import os
     import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    time.sleep(0.01)    # long enough for the next task to go to another idle worker
+    return os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: AttachmentStore) -> Parsed:
@@ -90,14 +93,17 @@ class ParseStage:
         inline = lambda: self.run(jobs)
         if self.workers <= 0 or len(jobs) < MIN_FOR_WORKER:
             return inline
+        share = -(-len(jobs) // self.workers)     # with several workers, each parses a share
         try:
-            future: Future = self.start().submit(parse_jobs, jobs, self.max_size, self.store)
+            pool = self.start()
+            futures: list[Future] = [pool.submit(parse_jobs, jobs[i:i + share], self.max_size, self.store)
+                                     for i in range(0, len(jobs), share)]
         except (BrokenProcessPool, OSError, RuntimeError) as exc:
             return self._degrade(exc, inline)
 
         def result() -> list[Parsed]:
             try:
-                return future.result()
+                return [parsed for future in futures for parsed in future.result()]
             except BrokenProcessPool as exc:
                 return self._degrade(exc, inline)()
         return result
@@ -117,10 +123,18 @@ class ParseStage:
         return self._pool
 
     def worker_peak_kb(self) -> int:
-        """Peak resident memory of a worker (KB), for the benchmarks; 0 without workers."""
+        """Peak resident memory of the workers together (KB), for the benchmarks; 0
+        without workers. Each worker reports its own, tagged with its pid: tasks
+        go to whichever worker is free, so several are sent until all have answered."""
         if self._pool is None:
             return 0
-        return self._pool.submit(_peak_kb).result()
+        peaks: dict[int, int] = {}
+        for _ in range(50):
+            peaks.update(future.result() for future in [self._pool.submit(_peak_kb)
+                                                        for _ in range(2 * self.workers)])
+            if len(peaks) >= self.workers:
+                break
+        return sum(peaks.values())
 
     def close(self) -> None:
         if self._pool is not None:

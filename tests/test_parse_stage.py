@@ -44,3 +44,17 @@ def test_worker_results_match_inline_results(desk):
     inline = parse_jobs(jobs, stage.max_size, stage.store)
     in_worker = stage.submit(jobs)()
     assert in_worker == inline
+
+
+def test_a_batch_split_between_two_workers_comes_back_whole_and_in_order(desk):
+    from helpdesk.parsing import ParseStage, parse_jobs
+    base = desk.app.pipeline.parser
+    stage = ParseStage(2, base.max_size, base.store)
+    try:
+        jobs = [(with_attachment(n), ()) for n in range(MIN_FOR_WORKER + 7)]
+        parsed = stage.submit(jobs)()
+        assert parsed == parse_jobs(jobs, base.max_size, base.store)
+        assert [p.mail.subject for p in parsed] == [f"order {n}" for n in range(MIN_FOR_WORKER + 7)]
+        assert len(stage._pool._processes) == 2
+    finally:
+        stage.close()
