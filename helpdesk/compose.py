@@ -48,7 +48,7 @@ class _Generating(Compat32):
 
 
 def _fits(name, value, limit: int | None) -> bool:
-    return (isinstance(value, str) and value.isascii() and "\n" not in value and "\r" not in value
+    return (isinstance(value, str) and value.isascii() and value.isprintable()
             and limit is not None and len(name) + 2 + len(value) <= limit)
 
 

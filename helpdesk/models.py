@@ -400,11 +400,21 @@ def rebuildable_transaction():
             with db.atomic("IMMEDIATE"):
                 yield
         finally:
-            db.execute_sql(f"PRAGMA synchronous = {SQLITE_PRAGMAS['synchronous']}")
+            _restore_synchronous()
         return
     with db.atomic():
         db.execute_sql("SET LOCAL synchronous_commit TO OFF")
         yield
+
+
+def _restore_synchronous() -> None:
+    """Back to FULL; a connection that cannot be set back is closed instead, so
+    its next use reconnects with the usual pragmas rather than staying NORMAL."""
+    try:
+        db.execute_sql(f"PRAGMA synchronous = {SQLITE_PRAGMAS['synchronous']}")
+    except Exception:
+        db.close()
+        raise
 
 
 def redact(url: str) -> str:

@@ -86,13 +86,25 @@ def _send_group(rows: list[Outbox], transport, now: dt.datetime) -> list[str | E
             results.append(_ComposeError(f"could not compose: {type(exc).__name__}: {exc}"))
             continue
         ready.append((len(results), (row.envelope_from, [row.recipient], data)))
-        results.append("")
-    send_many = getattr(transport, "send_many", None)
-    handed = send_many([item for _, item in ready]) if send_many else [_send_one(transport, item)
-                                                                        for _, item in ready]
-    for (index, _), result in zip(ready, handed):
+        results.append(TemporaryDeliveryError("the transport gave no result for this mail"))
+    for (index, _), result in zip(ready, _hand_over(transport, [item for _, item in ready])):
         results[index] = result
     return results
+
+
+def _hand_over(transport, items: list) -> list[str | Exception]:
+    """One result per item, whatever the transport does; never a mail counted sent by default."""
+    send_many = getattr(transport, "send_many", None)
+    if send_many is None:
+        return [_send_one(transport, item) for item in items]
+    try:
+        handed = list(send_many(items))
+    except Exception as exc:  # noqa: BLE001 - every mail of the group is retried later
+        return [TemporaryDeliveryError(f"{type(exc).__name__}: {exc}")] * len(items)
+    if len(handed) != len(items):
+        missing = TemporaryDeliveryError(f"the transport answered {len(handed)} of {len(items)} mails")
+        return [missing] * len(items)
+    return handed
 
 
 def _send_one(transport, item: tuple[str, list[str], bytes]) -> str | Exception:

@@ -83,26 +83,24 @@ class MaildirTransport:
         than one mail did; the order (file durable, then renamed, then the
         rename durable) is the same as for a single mail."""
         results: list[str | DeliveryError] = []
-        staged = []
-        for _, _, message in items:
-            name = self._unique_name()
-            try:
-                staged.append((len(results), name, _write(self.path / "tmp" / name, message)))
+        staged: list[tuple[int, str, int]] = []
+        open_fds: set[int] = set()
+        try:
+            for _, _, message in items:
+                name = self._unique_name()
+                try:
+                    fd = _write(self.path / "tmp" / name, message)
+                except OSError as exc:
+                    results.append(self._error(exc))
+                    continue
+                open_fds.add(fd)
+                staged.append((len(results), name, fd))
                 results.append(f"maildir new/{name}")
-            except OSError as exc:
-                results.append(self._error(exc))
-        renamed = []
-        for index, name, fd in staged:
-            tmp = self.path / "tmp" / name
-            try:
-                os.fsync(fd)
-                os.rename(tmp, self.path / "new" / name)
-                renamed.append(index)
-            except OSError as exc:
-                _unlink_quietly(tmp)
-                results[index] = self._error(exc)
-            finally:
-                os.close(fd)
+            renamed = [index for index, name, fd in staged
+                       if self._finish(index, name, fd, results, open_fds)]
+        finally:
+            for fd in open_fds:     # still open only after an unexpected error
+                _close_quietly(fd)
         if renamed:
             try:
                 _fsync_dir(self.path / "new")
@@ -110,6 +108,20 @@ class MaildirTransport:
                 for index in renamed:
                     results[index] = self._error(exc)
         return results
+
+    def _finish(self, index: int, name: str, fd: int, results: list, open_fds: set[int]) -> bool:
+        """Sync and close one written file, then move it into ``new/``; False if that failed."""
+        tmp = self.path / "tmp" / name
+        try:
+            os.fsync(fd)
+            open_fds.discard(fd)
+            os.close(fd)
+            os.rename(tmp, self.path / "new" / name)
+            return True
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            results[index] = self._error(exc)
+            return False
 
     def _error(self, exc: OSError) -> TemporaryDeliveryError:
         return TemporaryDeliveryError(f"maildir {self.path}: {exc.strerror or exc}")
@@ -147,6 +159,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass      # closed already
 
 
 def _unlink_quietly(path: Path) -> None:

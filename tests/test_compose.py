@@ -14,8 +14,17 @@ from helpdesk import compose
 DATE = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
 
+def outcome(used, fold, name, value):
+    """What folding gives: the line, or the kind of error (control characters can make the
+    stdlib see an embedded header)."""
+    try:
+        return getattr(used, fold)(name, value)
+    except Exception as exc:  # noqa: BLE001 - compared, not handled
+        return type(exc)
+
+
 def test_a_short_ascii_header_is_written_as_the_stdlib_would_fold_it():
-    alphabet = string.ascii_letters + string.digits + " ,;:<>@.\"'()[]=_-+/\t"
+    alphabet = string.ascii_letters + string.digits + " ,;:<>@.\"'()[]=_-+/\t\x0b\x0c\x1c"
     rng = random.Random(7)
     names = ["Subject", "To", "From", "Message-ID", "References", "X-Helpdesk-Loop", "Content-Type"]
     checked = 0
@@ -23,9 +32,9 @@ def test_a_short_ascii_header_is_written_as_the_stdlib_would_fold_it():
         name = rng.choice(names)
         value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 90)))
         for fold in ("fold", "fold_binary"):
-            assert getattr(compose.GENERATING, fold)(name, value) == getattr(policy.compat32, fold)(name, value)
+            assert outcome(compose.GENERATING, fold, name, value) == outcome(policy.compat32, fold, name, value)
         checked += compose._fits(name, value, 78)
-    assert checked > 5000     # the shortcut was taken, not only the stdlib's path
+    assert checked > 2000     # the shortcut was taken, not only the stdlib's path
 
 
 def test_long_or_non_ascii_headers_still_fold_and_encode():

@@ -103,3 +103,18 @@ def test_values_bound_without_peewee_are_the_ones_peewee_would_bind():
             assert field.db_value(None) is None, (model.__name__, field.name)
             checked += 1
     assert checked > 100
+
+
+def test_binding_converts_what_is_not_of_the_stored_type_as_peewee_does():
+    import datetime as dt
+
+    from helpdesk import models, statements
+
+    fields = [models.Outbox._meta.fields[name] for name in ("attempts", "ticket", "next_attempt_at", "html")]
+    convert = statements._converter(fields)
+    ticket = models.Ticket(id=7)
+    when = dt.datetime(2026, 1, 2, 3, 4, 5)
+    for values in ([True, ticket, when, "x"], [None, None, None, None], ["3", 7, "2026-01-02 03:04:05", 5]):
+        expected = [f.db_value(v) for f, v in zip(fields, values)]
+        assert convert(values) == expected
+        assert [type(v) for v in convert(values)] == [type(v) for v in expected]

@@ -293,6 +293,27 @@ def test_a_crash_while_applying_quarantines_only_that_message(desk, monkeypatch)
     assert Ticket.select().count() == 3
 
 
+def test_a_database_error_in_one_message_is_redone_without_it(desk, monkeypatch):
+    """A failed statement aborts a PostgreSQL transaction: the optimistic batch is rolled
+    back whole, and the careful pass commits the other messages."""
+    from helpdesk import statements, tickets
+    original = tickets.Desk.new_ticket
+
+    def broken_sql(self, route, mail_, stored, raw_id, mailbox):
+        number = original(self, route, mail_, stored, raw_id, mailbox)
+        if "bad sql" in mail_.subject:
+            statements.cursor_execute("SELECT no_such_column FROM ticket", [])
+        return number
+
+    monkeypatch.setattr(tickets.Desk, "new_ticket", broken_sql)
+    tally = desk.ingest(*(mail(subject=s, body=f"{s}\n") for s in ("first", "bad sql", "third")))
+    assert (tally.counts["new_ticket"], tally.counts["quarantined"]) == (2, 1)
+    assert sorted(t.subject for t in Ticket.select()) == ["first", "third"]
+    [row] = quarantined()
+    assert row["reason"].startswith("apply failed:") and "no_such_column" in row["reason"]
+    assert len(desk.outgoing()) == 4
+
+
 def test_oversized_file_message_is_quarantined_not_lost(tmp_path, db_url):
     from tests.conftest import START, Clock, Desk, write_config
     config = write_config(tmp_path, db_url=db_url, limits='max_message_size = "2KB"')
