@@ -1,6 +1,6 @@
 """Deadlines and digest benchmark: one tick and one digest on a large SQLite database.
 
-    python benchmarks/deadlines.py [--tickets 1000000] [--due 1000] [--pending N]
+    python benchmarks/tick.py [--tickets 1000000] [--due 1000] [--pending N]
                                    [--keep DIR] [--seed 1] [--repeat 5]
 
 Builds, in a temporary folder (or ``--keep DIR``), a helpdesk database with
@@ -31,7 +31,7 @@ the pipeline. Then it measures, with the real app (``helpdesk.app.build``):
 2. one tick firing the due timers (the ticket handler reminds and escalates:
    it reads each ticket, raises the priority, renders and queues the notices);
 3. a tick with nothing due again, right after;
-4. the same number of due timers again, fired by ``deadlines.tick`` with a
+4. the same number of due timers again, fired by ``tick.tick`` with a
    handler that does nothing: the cost of finding and claiming them (one
    ``UPDATE ... RETURNING`` per chunk) and committing, apart from the handler's work;
 5. the digest: its content (``digest.build``), rendering it, and
@@ -59,10 +59,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from helpdesk import app as app_module
-from helpdesk import deadlines, digest
 from helpdesk.clock import Clock
-from helpdesk.models import Outbox, db
+from helpdesk.reports import digest
+from helpdesk.runtime import app as app_module
+from helpdesk.runtime import tick
+from helpdesk.store.schema import Outbox, db
 
 NOW = dt.datetime(2026, 12, 1, 8, 0, 30, tzinfo=dt.UTC)   # just after the daily 08:00 digest
 SPAN = dt.timedelta(days=365)
@@ -139,7 +140,7 @@ def run(root: Path, n_tickets: int, n_due: int, n_pending: int, repeat: int, rng
     # the same number of timers again, with a handler that does nothing: what claiming
     # costs (the tick's own machinery), apart from what the ticket handler does
     _more_due(n_due, facts["due_tickets"], NOW.replace(tzinfo=None))
-    bare, bare_report = timed(lambda: deadlines.tick({"ticket": lambda due, now: None}, clock))
+    bare, bare_report = timed(lambda: tick.tick({"ticket": lambda due, now: None}, clock))
 
     period = digest.current_period(app.config, NOW)
     built = [timed(lambda: digest.build(app.config, NOW, period)) for _ in range(repeat)]

@@ -238,8 +238,9 @@ def report(n: int, passes: list[dict], maildir: list[dict], latencies: list[floa
 
 def child(folder: Path) -> int:
     """``helpdesk run --once`` in this fresh process, its phases timed."""
-    from helpdesk import cli, service
-    from helpdesk.app import build
+    from helpdesk import cli
+    from helpdesk.runtime import service
+    from helpdesk.runtime.app import build
 
     os.chdir(folder)
     app = build(folder / "config.toml")

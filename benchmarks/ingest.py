@@ -214,12 +214,13 @@ def run_child(folder: Path, profile: bool) -> dict:
 
 def verify(folder: Path, corpus: dict) -> dict[str, tuple[bool, str]]:
     """Correctness of what the run left behind: (passed, detail) per check."""
-    from helpdesk import models
-    from helpdesk.config import load_config
-    from helpdesk.models import Outbox, RawMessage, Ticket
+    from helpdesk.config.settings import load_config
+    from helpdesk.store import db as store_db
+    from helpdesk.store import schema
+    from helpdesk.store.schema import Outbox, RawMessage, Ticket
 
     config = load_config(folder / "config.toml")
-    models.connect(config.database.url)
+    store_db.connect(config.database.url)
     try:
         checks: dict[str, tuple[bool, str]] = {}
         names, parent_of, message_id = corpus["names"], corpus["parent_of"], corpus["message_id"]
@@ -283,7 +284,7 @@ def verify(folder: Path, corpus: dict) -> dict[str, tuple[bool, str]]:
             f"{other} other; outbox rows {dict(sorted(queued.items()))}"))
         return checks
     finally:
-        models.db.close()
+        schema.db.close()
 
 
 def print_profile(path: Path, top: int) -> None:
@@ -351,8 +352,8 @@ def child(folder: Path, profile: bool) -> int:
     import resource
 
     from helpdesk import cli
-    from helpdesk.app import build
-    from helpdesk.ingest import ingest_files
+    from helpdesk.runtime.app import build
+    from helpdesk.runtime.ingest import ingest_files
 
     os.chdir(folder)
     files = sorted(str(p) for p in (folder / "mail").iterdir() if p.suffix == ".eml")

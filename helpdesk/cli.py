@@ -14,13 +14,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from helpdesk import app as app_module
-from helpdesk import commands, digest, orders, queries, service, staff
 from helpdesk.clock import Clock, parse_iso
+from helpdesk.disputes import orders
 from helpdesk.errors import HelpdeskError, NotFound, UserError
-from helpdesk.ingest import ingest_files
-from helpdesk.pipeline import Tally
-from helpdesk.sources import files
+from helpdesk.intake import files
+from helpdesk.pipeline.batches import Tally
+from helpdesk.reports import digest, listings
+from helpdesk.runtime import app as app_module
+from helpdesk.runtime import service
+from helpdesk.runtime.ingest import ingest_files
+from helpdesk.staff import act as staff
+from helpdesk.staff import commands
 
 log = logging.getLogger("helpdesk")
 
@@ -139,7 +143,7 @@ def cmd_ingest(args) -> int:
 
 def cmd_tickets(args) -> int:
     _build(args)
-    rows = queries.list_tickets(args.status)
+    rows = listings.list_tickets(args.status)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
@@ -153,9 +157,9 @@ def cmd_tickets(args) -> int:
 
 def cmd_show(args) -> int:
     _build(args)
-    if queries.is_dispute_id(args.id):
-        return _show_dispute(queries.dispute_detail(args.id), args.json)
-    detail = queries.ticket_detail(args.id)
+    if listings.is_dispute_id(args.id):
+        return _show_dispute(listings.dispute_detail(args.id), args.json)
+    detail = listings.ticket_detail(args.id)
     if args.json:
         print(json.dumps(detail, indent=2, ensure_ascii=False))
         return 0
@@ -195,8 +199,8 @@ def cmd_assign(args) -> int:
 
 
 def _staff_action(app, ticket_id: str, member, plan) -> int:
-    number = queries.ticket_number(ticket_id)
-    if number > queries.MAX_ID:
+    number = listings.ticket_number(ticket_id)
+    if number > listings.MAX_ID:
         raise NotFound(f"no ticket T-{number}")
     ticket = staff.from_command_line(app.desk, number, member, plan)
     app.deliver()
@@ -232,12 +236,12 @@ def cmd_quarantine(args) -> int:
     if args.action == "retry":
         if not args.id:
             raise UserError("quarantine retry needs an ID (see 'helpdesk quarantine list')")
-        outcome = app.pipeline.retry(queries.quarantine_id(args.id))
+        outcome = app.pipeline.retry(listings.quarantine_id(args.id))
         app.deliver()
         where = f" T-{outcome.ticket_id}" if outcome.ticket_id else ""
         print(f"message {outcome.raw_id}: {outcome.kind}{where} {outcome.detail}".rstrip())
         return 0 if outcome.kind != "quarantined" else 1
-    rows = queries.quarantined()
+    rows = listings.quarantined()
     for row in rows:
         print(f"{row['id']:>6}  {row['received_at']}  {row['mailbox']:<10} {row['reason']}")
     if not rows:
@@ -279,11 +283,11 @@ def cmd_orders_import(args) -> int:
 
 
 def cmd_disputes(args) -> int:
-    from helpdesk.dispute_rules import STATES
+    from helpdesk.disputes.rules import STATES
     if args.status is not None and args.status not in STATES:
         raise UserError(f"no status {args.status!r}; the statuses are: {', '.join(STATES)}")
     _build(args)
-    rows = queries.list_disputes(args.status)
+    rows = listings.list_disputes(args.status)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from helpdesk import app as app_module
 from helpdesk.clock import Clock
-from helpdesk.intake import Incoming
-from helpdesk.pipeline import Tally
+from helpdesk.intake.store import Incoming
+from helpdesk.pipeline.batches import Tally
+from helpdesk.runtime import app as app_module
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 START = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
@@ -106,7 +106,7 @@ def db_url(request, tmp_path):
     conn.autocommit = True
     conn.cursor().execute(f"CREATE SCHEMA {schema}")
     yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    from helpdesk.models import db
+    from helpdesk.store.schema import db
     if db.obj is not None:
         db.close()
     conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")

@@ -1,0 +1,92 @@
+"""SMTP intake with aiosmtpd: accept only our addresses, answer 250 only once stored.
+
+The handler implements just the hooks it needs. RCPT refuses every address
+that is not a configured mailbox (or its ``+tag`` form) with 550, so the
+server is never an open relay; aiosmtpd itself answers 552 above
+``data_size_limit``. DATA stores the raw bytes through the blocking store on a
+worker thread and answers 451 if that fails, so the sender keeps the mail and
+retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiosmtpd.controller import Controller
+
+from helpdesk.config.settings import Config
+from helpdesk.errors import ConfigError
+from helpdesk.intake.store import Incoming, Stored
+
+log = logging.getLogger("helpdesk.smtp")
+
+
+class IntakeHandler:
+    def __init__(self, config: Config, store: Callable[[list[Incoming]], list[Stored]],
+                 on_stored: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.store = store
+        self.on_stored = on_stored
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtp-store")
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.config.mailbox_for_address(address) is None:
+            log.info("refused recipient %s from %s", address, session.peer)
+            return f"550 5.1.1 <{address}>: no such mailbox here (this server does not relay)"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        mailbox = self.config.mailbox_for_address(envelope.rcpt_tos[0])
+        raw = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode() + envelope.original_content
+        if len(raw) > self.config.limits.max_message_size:
+            # The pipeline would quarantine it as too large after we said 250.
+            return "552 5.3.4 Message too big for this server"
+        item = Incoming(raw, mailbox.name, "smtp", tuple(a.lower() for a in envelope.rcpt_tos))
+        try:
+            loop = asyncio.get_running_loop()
+            stored = (await loop.run_in_executor(self.executor, self.store, [item]))[0]
+        except Exception as exc:  # noqa: BLE001 - the sender must retry, we must not crash
+            log.error("could not store mail from %s: %s", envelope.mail_from, exc)
+            return "451 4.3.0 Could not store the message; please try again later"
+        log.info("accepted mail from %s for %s (%d bytes%s)", envelope.mail_from,
+                 ", ".join(envelope.rcpt_tos), len(raw), ", duplicate" if stored.duplicate else "")
+        self.on_stored()
+        return "250 2.0.0 Message accepted"
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+class SmtpIntake:
+    """A running aiosmtpd server on the configured address, in its own thread."""
+
+    def __init__(self, config: Config, store, on_stored=lambda: None,
+                 host: str | None = None, port: int | None = None) -> None:
+        self.handler = IntakeHandler(config, store, on_stored)
+        self.config_name = config.path.name
+        settings = config.smtp_server
+        self.controller = Controller(
+            self.handler, hostname=host or settings.host,
+            port=settings.port if port is None else port,
+            data_size_limit=config.limits.max_message_size,
+            server_hostname=config.mailboxes[0].address.rpartition("@")[2])
+
+    def start(self) -> tuple[str, int]:
+        try:
+            self.controller.start()
+        except (OSError, RuntimeError) as exc:
+            self.handler.close()
+            where = f"{self.controller.hostname}:{self.controller.port}"
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(f"{self.config_name}: [smtp_server] listen: cannot listen on {where}: {reason}") from exc
+        sock = self.controller.server.sockets[0].getsockname()
+        log.info("SMTP intake listening on %s:%d", sock[0], sock[1])
+        return sock[0], sock[1]
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.handler.close()

@@ -1,0 +1,225 @@
+"""Stored raw messages → parse → route → apply, a batch per transaction.
+
+A batch runs optimistically first: all its messages in one transaction with
+no savepoints, since a savepoint per message made SQLite copy every page a
+message touched into its statement journal (about 40 pages, most of the
+cost of storing a message). If any message crashes, or another worker got
+one first, the batch is rolled back and redone carefully: each message in a
+savepoint of its own, so one that crashes is rolled back alone and
+quarantined with the reason, and the batch goes on. The last statement of a
+message records its outcome only while the message is still ``pending``: a
+worker that finds it already taken rolls its own work back, so two workers on
+one database never apply it twice, and a crash before the commit leaves it
+pending for the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from helpdesk.clock import naive_utc
+from helpdesk.config.settings import Config
+from helpdesk.disputes.desk import DisputeDesk
+from helpdesk.mail.parse import InboundMail
+from helpdesk.pipeline.parse_stage import Job, Parsed, ParseStage, Prepared, failure
+from helpdesk.staff import act as staff
+from helpdesk.store import sql
+from helpdesk.store.db import rebuildable_transaction, write_transaction
+from helpdesk.store.schema import RawContent, RawMessage
+from helpdesk.tickets.desk import Desk, StoreIndex, label
+from helpdesk.tickets.route import (
+    Decision,
+    Drop,
+    NewTicket,
+    Quarantine,
+    RecordBounce,
+    RouteContext,
+    StaffReply,
+    StatusRequest,
+    TicketReply,
+    route,
+)
+
+log = logging.getLogger("helpdesk.pipeline")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    raw_id: int
+    kind: str            # new_ticket | reply | bounce | dropped | quarantined | skipped
+    ticket_id: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class Tally:
+    """What a run did, for the one-line summary."""
+
+    counts: Counter = field(default_factory=Counter)
+    reasons: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome.kind] += 1
+        if outcome.kind in ("dropped", "quarantined", "bounce"):
+            self.reasons[outcome.kind][outcome.detail.split(":")[0]] += 1
+
+
+class Pipeline:
+    def __init__(self, config: Config, desk: Desk, disputes: DisputeDesk | None = None) -> None:
+        self.config = config
+        self.desk = desk
+        self.disputes = disputes      # mail to mailboxes of kind "disputes", when built
+        self.index = StoreIndex()
+        self.staff = frozenset(member.address for member in config.staff)
+        self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
+                                 desk.attachments)
+
+    def process_pending(self, batch_size: int | None = None, tally: Tally | None = None,
+                        between: Callable[[], object] | None = None) -> Tally:
+        """Work through every pending message; the next batch parses while this one applies.
+
+        ``between`` runs once per batch while the worker parses (``ingest`` stores
+        the next files there), and what it stores is processed in this same call.
+        """
+        tally = tally or Tally()
+        size = batch_size or self.config.intake.batch_size
+        rows = _pending(0, size)
+        parsed = self.parser.submit(_jobs(rows))
+        while rows:
+            if between is not None:
+                between()
+            following = _pending(rows[-1].id, size)
+            parsed_following = self.parser.submit(_jobs(following)) if following else None
+            for outcome in self._batch(rows, parsed()):
+                tally.add(outcome)
+            rows, parsed = following, parsed_following
+        return tally
+
+    def retry(self, raw_id: int) -> Outcome:
+        """Put a quarantined message back in line and run it once more."""
+        RawMessage.update(status="pending", reason=None).where(RawMessage.id == raw_id).execute()
+        [row] = [r for r in _pending(raw_id - 1, 1) if r.id == raw_id]
+        return self._batch([row], self.parser.run(_jobs([row])))[0]
+
+    def close(self) -> None:
+        self.parser.close()
+
+    def _batch(self, rows: list[RawMessage], parsed: list[Parsed]) -> list[Outcome]:
+        try:
+            with rebuildable_transaction():
+                outcomes = [self._optimistic(row, mail) for row, mail in zip(rows, parsed)]
+        except _Redo:
+            with rebuildable_transaction():
+                outcomes = [self._one(row, mail) for row, mail in zip(rows, parsed)]
+        for outcome in outcomes:
+            _log(outcome)
+        return outcomes
+
+    def _optimistic(self, row: RawMessage, mail: Parsed) -> Outcome:
+        """Apply one message with no savepoint; anything unusual redoes the batch carefully."""
+        try:
+            outcome = self._outcome(row, mail)
+            if self._finish(row.id, outcome):
+                return outcome
+        except Exception as exc:
+            raise _Redo() from exc
+        raise _Redo()    # taken by another worker: the careful pass rolls back just that one
+
+    def _one(self, row: RawMessage, mail: Parsed) -> Outcome:
+        """Apply one message in a savepoint, claiming it by its status as the last step."""
+        try:
+            with write_transaction():
+                outcome = self._outcome(row, mail)
+                if not self._finish(row.id, outcome):
+                    raise _TakenElsewhere()
+                return outcome
+        except _TakenElsewhere:
+            return Outcome(row.id, "skipped", None, "already processed elsewhere")
+        except Exception as exc:
+            log.debug("message %s crashed the pipeline", row.id, exc_info=True)
+            outcome = Outcome(row.id, "quarantined", None, failure("apply", exc))
+            self._finish(row.id, outcome)
+            return outcome
+
+    def _outcome(self, row: RawMessage, mail: Parsed) -> Outcome:
+        if isinstance(mail, str):
+            return Outcome(row.id, "quarantined", None, mail)
+        return self._apply(row, mail)
+
+    def _apply(self, row: RawMessage, prepared: Prepared) -> Outcome:
+        mail, stored = prepared.mail, prepared.attachments
+        mailbox = self.config.mailbox(row.mailbox)
+        if mailbox.kind == "disputes" and self.disputes is not None:
+            applied = self.disputes.apply(mail, stored, row.id, mailbox)
+            return Outcome(row.id, applied.kind, applied.ticket_id, applied.detail)
+        decision = route(mail, RouteContext(mailbox.kind, self.config.own_addresses,
+                                            self.desk.secret, self.index, self.staff))
+        log.debug("message %s: rules %s -> %s", row.id, " > ".join(decision.rules), decision.route)
+        chosen = decision.route
+        if isinstance(chosen, NewTicket):
+            ticket = self.desk.new_ticket(chosen, mail, stored, row.id, mailbox)
+            return Outcome(row.id, "new_ticket", ticket, _explain(decision, mail))
+        if isinstance(chosen, TicketReply):
+            ticket = self.desk.reply(chosen, mail, stored, row.id, mailbox)
+            return Outcome(row.id, "reply", ticket, _explain(decision, mail))
+        if isinstance(chosen, StaffReply):
+            applied = staff.staff_reply(self.desk, chosen, mail, stored, row.id, mailbox)
+            return Outcome(row.id, applied.kind, applied.ticket_id, applied.detail)
+        if isinstance(chosen, StatusRequest):
+            sent = self.desk.status_reply(mail, mailbox)
+            return Outcome(row.id, "status_request", None, "answered" if sent else "not answered: rate limit")
+        if isinstance(chosen, RecordBounce):
+            ticket = self.desk.bounce(chosen, mail, stored, row.id)
+            return Outcome(row.id, "bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
+        if isinstance(chosen, Drop):
+            return Outcome(row.id, "dropped", None, chosen.reason)
+        assert isinstance(chosen, Quarantine)
+        return Outcome(row.id, "quarantined", None, chosen.reason)
+
+    def _finish(self, raw_id: int, outcome: Outcome) -> bool:
+        """Record the outcome; False when another worker got there first."""
+        status = {"quarantined": "quarantined", "dropped": "dropped"}.get(outcome.kind, "done")
+        changed = sql.update(
+            RawMessage, raw_id, only_if={"status": "pending"},
+            status=status, outcome=outcome.kind, ticket_id=outcome.ticket_id,
+            reason=outcome.detail if status != "done" else None,
+            processed_at=naive_utc(self.desk.clock.now()))
+        return changed == 1
+
+
+class _TakenElsewhere(Exception):
+    """Rolls back a message another worker finished while we applied it."""
+
+
+class _Redo(Exception):
+    """Rolls back an optimistic batch: it is redone with a savepoint per message."""
+
+
+def _pending(after_id: int, size: int) -> list[RawMessage]:
+    return list(RawMessage.select(RawMessage.id, RawMessage.mailbox, RawMessage.envelope_to,
+                                  RawContent.raw.alias("content"))
+                .join(RawContent, on=(RawContent.message == RawMessage.id))
+                .where((RawMessage.status == "pending") & (RawMessage.id > after_id))
+                .order_by(RawMessage.id).limit(size).objects())
+
+
+def _jobs(rows: list[RawMessage]) -> list[Job]:
+    return [(bytes(r.content), tuple(a for a in r.envelope_to.split(",") if a)) for r in rows]
+
+
+def _explain(decision: Decision, mail: InboundMail) -> str:
+    chosen = decision.route
+    if isinstance(chosen, TicketReply):
+        return f"by {chosen.rule}" + (" (auto-reply, recorded silently)" if chosen.silent else "")
+    if isinstance(chosen, NewTicket) and not chosen.acknowledge:
+        return f"no acknowledgement: {chosen.why_silent}"
+    return ""
+
+
+def _log(outcome: Outcome) -> None:
+    where = label(outcome.ticket_id) if outcome.ticket_id else "-"
+    level = logging.WARNING if outcome.kind == "quarantined" else logging.INFO
+    log.log(level, "message %s: %s %s %s", outcome.raw_id, outcome.kind, where, outcome.detail)

@@ -1,0 +1,139 @@
+"""The composition root: every long-lived object is built here, from the config.
+
+Nothing else reads config.toml or decides which transport, database or clock
+to use, so tests build an ``App`` with a different clock or config and get the
+whole helpdesk wired the same way as in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpdesk.clock import Clock
+from helpdesk.config.settings import Config, load_config
+from helpdesk.disputes.desk import DisputeDesk
+from helpdesk.errors import ConfigError
+from helpdesk.intake import store as intake
+from helpdesk.outbound import outbox
+from helpdesk.outbound.notify import Notifier, Renderer
+from helpdesk.outbound.transports import transport_from_url
+from helpdesk.pipeline.batches import Pipeline, Tally
+from helpdesk.runtime import tick
+from helpdesk.store.attachments import AttachmentStore
+from helpdesk.store.db import connect
+from helpdesk.tickets import deadlines as ticket_deadlines
+from helpdesk.tickets.desk import Desk
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+log = logging.getLogger("helpdesk")
+
+
+@dataclass
+class App:
+    config: Config
+    clock: Clock
+    desk: Desk
+    pipeline: Pipeline
+    # deadline handlers by timer subject ("ticket", "dispute"); see tick.tick
+    timer_handlers: dict = field(default_factory=dict)
+    timer_flushers: dict = field(default_factory=dict)   # alerts a handler returns, sent once per chunk
+    _transport: object = None
+
+    # --- the three steps every source and the scheduler drive ---------------
+
+    def store(self, batch: list[intake.Incoming]) -> list[intake.Stored]:
+        return intake.store(batch, self.clock)
+
+    def process(self, tally: Tally | None = None) -> Tally:
+        return self.pipeline.process_pending(tally=tally)
+
+    def deliver(self) -> outbox.DeliveryReport:
+        """Hand over everything due now, in passes of ``outbox.PASS`` rows."""
+        out = self.config.outgoing
+        policy = outbox.RetryPolicy(out.max_attempts, out.retry_delay)
+        total = outbox.DeliveryReport()
+        while True:
+            report = outbox.deliver_due(self.transport, self.clock, policy)
+            total.add(report)
+            if report.handled < outbox.PASS:
+                return total
+
+    def tick(self) -> tick.TickReport:
+        """Fire every deadline and reminder due now."""
+        return tick.tick(self.timer_handlers, self.clock, flushers=self.timer_flushers)
+
+    @property
+    def transport(self):
+        if self._transport is None:
+            out = self.config.outgoing
+            try:
+                self._transport = transport_from_url(
+                    out.transport, self.config.base_dir, username=out.username,
+                    password=out.password(), timeout=out.timeout.total_seconds(),
+                    ca_file=out.ca_file)
+            except ValueError as exc:
+                raise ConfigError(f"{self.config.path.name}: [outgoing] transport: {exc}") from exc
+        return self._transport
+
+    def close(self) -> None:
+        self.pipeline.close()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+def build(config_path: str | os.PathLike, clock: Clock | None = None,
+          templates: Path = TEMPLATES) -> App:
+    config = load_config(config_path)
+    clock = clock or Clock()
+    _prepare_dirs(config)
+    connect(config.database.url)
+    secret = load_secret(config)
+    renderer = Renderer(templates, config.helpdesk.data_dir / "template-cache")
+    notifiers = {m.name: Notifier(renderer, clock, m.address, config.helpdesk.name)
+                 for m in config.mailboxes}
+    desk = Desk(config, clock, secret,
+                AttachmentStore(config.helpdesk.attachments_dir, config.limits.max_attachment_size,
+                                config.limits.max_attachments_total),
+                notifiers)
+    disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
+    app = App(config, clock, desk, Pipeline(config, desk, disputes))
+    app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
+    app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)
+    app.timer_handlers["dispute"] = disputes.on_timer
+    return app
+
+
+def load_secret(config: Config) -> bytes:
+    """The signing key; made (0600) on first run, refused when too short."""
+    path = config.helpdesk.secret_key_file
+    where = f"{config.path.name}: [helpdesk] secret_key_file"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        log.info("created a new secret key in %s", path)
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
+    if len(secret) < 16:
+        raise ConfigError(f"{where}: {path} holds a key shorter than 16 characters")
+    return secret.encode()
+
+
+def _prepare_dirs(config: Config) -> None:
+    config.helpdesk.data_dir.mkdir(parents=True, exist_ok=True)
+    config.helpdesk.attachments_dir.mkdir(parents=True, exist_ok=True)
+    url = config.database.url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    for mailbox in config.mailboxes:
+        if mailbox.maildir is not None:
+            for sub in ("new", "cur", "tmp"):
+                (mailbox.maildir / sub).mkdir(parents=True, exist_ok=True)

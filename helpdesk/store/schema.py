@@ -1,0 +1,293 @@
+"""The peewee models and the numbered steps that build them: the schema.
+
+SQLite is the embedded default and PostgreSQL the way to scale out, so only
+portable SQL is used: no SQLite-only pragmas (those live in ``db.connect``),
+no PostgreSQL-only types. Times are naive UTC (see ``clock``).
+
+Schema changes are numbered steps in ``MIGRATIONS``; ``db.migrate`` applies
+the missing ones, so an old database is upgraded in place.
+"""
+
+from __future__ import annotations
+
+import peewee as pw
+
+db = pw.DatabaseProxy()
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Meta(BaseModel):
+    """Key/value facts about the database itself (schema version)."""
+
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+
+class RawMessage(BaseModel):
+    """Every inbound message exactly as received; the unit of exactly-once.
+
+    ``dedupe_key`` is unique, so a second copy (from any source) is refused by
+    the database itself, even from two processes at once.
+    """
+
+    dedupe_key = pw.CharField(max_length=64, unique=True)
+    message_id = pw.TextField(null=True)
+    mailbox = pw.CharField(max_length=64)
+    source = pw.CharField(max_length=32)
+    envelope_to = pw.TextField(default="")
+    received_at = pw.DateTimeField()
+    size = pw.IntegerField()
+    status = pw.CharField(max_length=16, default="pending", index=True)
+    reason = pw.TextField(null=True)
+    outcome = pw.CharField(max_length=32, null=True)
+    ticket_id = pw.IntegerField(null=True)
+    processed_at = pw.DateTimeField(null=True)
+
+    @property
+    def raw(self) -> bytes:
+        return bytes(RawContent.get_by_id(self.id).raw)
+
+
+class RawContent(BaseModel):
+    """The bytes of a raw message, apart: status updates then never rewrite a large row."""
+
+    message = pw.ForeignKeyField(RawMessage, primary_key=True, on_delete="CASCADE")
+    raw = pw.BlobField()
+
+
+class Ticket(BaseModel):
+    mailbox = pw.CharField(max_length=64)
+    subject = pw.TextField()
+    requester = pw.CharField(max_length=320, index=True)
+    requester_name = pw.TextField(default="")
+    status = pw.CharField(max_length=32, default="new")
+    priority = pw.CharField(max_length=16, default="normal")
+    assignee = pw.CharField(max_length=320, null=True)
+    created_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+    follow_up_of = pw.IntegerField(null=True)
+    # schema 2: staff work, deadlines, disputes
+    kind = pw.CharField(max_length=16, default="ticket")   # "ticket", or "dispute" for a dispute's chat
+    first_response_at = pw.DateTimeField(null=True)
+    overdue = pw.BooleanField(default=False)
+    resolved_at = pw.DateTimeField(null=True)
+    closed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "updated_at"), False), (("created_at",), False),
+                   (("overdue", "status"), False), (("assignee", "status"), False))
+
+
+class Participant(BaseModel):
+    """Who may post into a ticket; reply addresses are issued per participant."""
+
+    ticket = pw.ForeignKeyField(Ticket, backref="participants", on_delete="CASCADE")
+    address = pw.CharField(max_length=320)
+    name = pw.TextField(default="")
+    role = pw.CharField(max_length=16)
+
+    class Meta:
+        indexes = ((("ticket", "address"), True), (("address",), False))
+
+
+class Message(BaseModel):
+    """One entry of a ticket's conversation: inbound, outbound or internal note."""
+
+    ticket = pw.ForeignKeyField(Ticket, backref="messages", on_delete="CASCADE")
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    direction = pw.CharField(max_length=8)
+    sender = pw.CharField(max_length=320)
+    recipients = pw.TextField(default="")
+    subject = pw.TextField(default="")
+    body = pw.TextField(default="")
+    full_text = pw.TextField(default="")
+    message_id = pw.TextField(null=True)
+    auto = pw.BooleanField(default=False)
+    created_at = pw.DateTimeField()
+
+
+class ThreadRef(BaseModel):
+    """Message-IDs known to belong to a ticket: its own, referenced and sent ones.
+
+    A reply that arrives before the mail it answers still meets it here,
+    because both carry the parent's Message-ID.
+    """
+
+    msgid = pw.CharField(max_length=255)
+    ticket = pw.ForeignKeyField(Ticket, on_delete="CASCADE")
+    ours = pw.BooleanField(default=False)     # a Message-ID the helpdesk generated
+
+    class Meta:
+        indexes = ((("msgid", "ticket"), True),)
+
+
+class Attachment(BaseModel):
+    message = pw.ForeignKeyField(Message, backref="attachments", on_delete="CASCADE")
+    filename = pw.TextField()
+    content_type = pw.CharField(max_length=255)
+    size = pw.IntegerField()
+    sha256 = pw.CharField(max_length=64, null=True)
+    inline = pw.BooleanField(default=False)
+    refused = pw.TextField(null=True)
+
+
+class Outbox(BaseModel):
+    """Mail waiting to leave, written in the same transaction as its cause."""
+
+    kind = pw.CharField(max_length=32)
+    ticket = pw.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
+    message_id = pw.CharField(max_length=255, unique=True)
+    envelope_from = pw.CharField(max_length=320)
+    recipient = pw.CharField(max_length=320)
+    headers = pw.TextField()
+    subject = pw.TextField()
+    text = pw.TextField()
+    html = pw.TextField(null=True)
+    status = pw.CharField(max_length=16, default="queued")
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = pw.DateTimeField()
+    last_error = pw.TextField(null=True)
+    created_at = pw.DateTimeField()
+    sent_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = (
+            (("status", "next_attempt_at"), False),
+            (("recipient", "kind", "created_at"), False),
+        )
+
+
+class Bounce(BaseModel):
+    """A delivery failure report, kept against the address that failed."""
+
+    address = pw.CharField(max_length=320, index=True)
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    ticket = pw.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
+    status = pw.CharField(max_length=32, default="")
+    diagnostic = pw.TextField(default="")
+    created_at = pw.DateTimeField()
+
+
+class Timer(BaseModel):
+    """A deadline or reminder that fires exactly once.
+
+    The scheduler's tick reads ``status = 'pending' AND fire_at <= now`` through
+    the (status, fire_at) index, so its cost grows with what is due, not with
+    the number of tickets. A timer is claimed by updating its status from
+    pending in the same transaction as its effects: two processes on one
+    database never fire it twice, and a crash before the commit fires it later.
+    Fired and cancelled rows stay as the record of every firing.
+    """
+
+    subject = pw.CharField(max_length=16)          # "ticket" or "dispute"
+    subject_id = pw.IntegerField()
+    kind = pw.CharField(max_length=48)             # e.g. "first_response", "first_response.reminder"
+    fire_at = pw.DateTimeField()
+    status = pw.CharField(max_length=16, default="pending")   # pending | fired | cancelled
+    created_at = pw.DateTimeField()
+    fired_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "fire_at"), False), (("subject", "subject_id", "status"), False))
+
+
+class DigestRun(BaseModel):
+    """One row per digest period: the unique key makes a digest go out once,
+    whatever the number of workers or restarts."""
+
+    period = pw.CharField(max_length=64, unique=True)
+    created_at = pw.DateTimeField()
+    recipients = pw.IntegerField(default=0)
+
+
+class Order(BaseModel):
+    """A marketplace order, imported from its export; the key is the marketplace's id."""
+
+    order_id = pw.CharField(max_length=64, unique=True)
+    buyer = pw.CharField(max_length=320, index=True)
+    seller = pw.CharField(max_length=320, index=True)
+    product = pw.TextField()
+    amount = pw.DecimalField(max_digits=14, decimal_places=2)
+    currency = pw.CharField(max_length=8)
+    purchased_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+
+
+class Dispute(BaseModel):
+    """A buyer–seller dispute. Its chat lives in a Ticket row of kind "dispute",
+    so messages, attachments, thread references, participants (buyer, seller,
+    admin) and outgoing mail reuse the ticket tables."""
+
+    ticket = pw.ForeignKeyField(Ticket, unique=True, on_delete="CASCADE")
+    order_id = pw.CharField(max_length=64, index=True)
+    buyer = pw.CharField(max_length=320, index=True)
+    seller = pw.CharField(max_length=320, index=True)
+    reason = pw.CharField(max_length=64)
+    description = pw.TextField(default="")
+    status = pw.CharField(max_length=32, default="awaiting_seller", index=True)
+    created_at = pw.DateTimeField()
+    updated_at = pw.DateTimeField()
+    seller_due_at = pw.DateTimeField()               # 48 h after opening
+    seller_answered_at = pw.DateTimeField(null=True)
+    window_closes_at = pw.DateTimeField(null=True)   # 3 days after the seller's first answer
+    admin_due_at = pw.DateTimeField(null=True)       # 72 h: the administration steps in
+    decided_for = pw.CharField(max_length=16, null=True)   # "buyer" or "seller"
+    decision = pw.TextField(null=True)
+    # the order id while the dispute is open, NULL once final: the unique index
+    # lets the database itself refuse a second open dispute for one order
+    open_order = pw.CharField(max_length=64, null=True, unique=True)
+
+
+class Proposal(BaseModel):
+    """A solution offered in a dispute, numbered per dispute."""
+
+    dispute = pw.ForeignKeyField(Dispute, backref="proposals", on_delete="CASCADE")
+    number = pw.IntegerField()
+    author = pw.CharField(max_length=16)             # "buyer" or "seller"
+    text = pw.TextField()
+    created_at = pw.DateTimeField()
+    accepted_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("dispute", "number"), True),)
+
+
+class DisputeEvent(BaseModel):
+    """The history of a dispute: every state change with its time, actor and reason."""
+
+    dispute = pw.ForeignKeyField(Dispute, backref="events", on_delete="CASCADE")
+    at = pw.DateTimeField()
+    actor = pw.CharField(max_length=320)             # "buyer", "seller", "admin:<address>", "system"
+    from_status = pw.CharField(max_length=32, null=True)
+    to_status = pw.CharField(max_length=32)
+    reason = pw.TextField(default="")
+
+
+MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
+MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
+MODELS = MODELS_1 + MODELS_2
+
+
+def _schema_2(database: pw.Database) -> None:
+    """Staff work, deadlines and disputes: new tables, new ticket columns."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
+
+    have = {c.name for c in database.get_columns("ticket")}
+    new = ("kind", "first_response_at", "overdue", "resolved_at", "closed_at")
+    migrator = SchemaMigrator.from_database(database)
+    run_migrations(*[migrator.add_column("ticket", name, Ticket._meta.fields[name])
+                     for name in new if name not in have])
+    Ticket._schema.create_indexes(safe=True)
+    database.create_tables(MODELS_2, safe=True)
+
+
+# Each entry upgrades the schema by one version; never edit a released step.
+# Step 1 builds whatever tables and columns the models have, so later steps
+# check what exists before adding it.
+MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2)

@@ -1,0 +1,280 @@
+"""Apply a routed mail to tickets: the state change and the mail it causes, together.
+
+Called inside the pipeline's transaction, so a ticket, its messages, its
+attachments' rows and the acknowledgement in the outbox are committed as one,
+or not at all. ``StoreIndex`` is the read side the router uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from helpdesk.clock import Clock, naive_utc
+from helpdesk.config.settings import Config, Mailbox, format_duration
+from helpdesk.disputes import rules as dispute_rules
+from helpdesk.mail import replyaddr
+from helpdesk.mail.parse import InboundMail
+from helpdesk.outbound.notify import Notice, Notifier
+from helpdesk.store import sql
+from helpdesk.store.attachments import AttachmentStore, StoredAttachment
+from helpdesk.store.schema import (
+    Attachment,
+    Bounce,
+    Dispute,
+    Message,
+    Outbox,
+    Participant,
+    ThreadRef,
+    Ticket,
+)
+from helpdesk.tickets import lifecycle
+from helpdesk.tickets.route import NewTicket, RecordBounce, TicketReply
+
+_REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw|odp|res)\s*(\[\d+\])?\s*:\s*)+",
+                           re.IGNORECASE)
+
+
+def label(ticket_id: int) -> str:
+    return f"T-{ticket_id}"
+
+
+class StoreIndex:
+    """The router's read-only view of threads and participants."""
+
+    def thread_matches(self, msgids: tuple[str, ...]) -> list[tuple[int, bool]]:
+        if not msgids:
+            return []
+        rows = sql.select(ThreadRef, ["ticket", "ours"], {}, in_column="msgid",
+                                 in_values=msgids[:200])
+        best: dict[int, bool] = {}
+        for ticket, ours in rows:
+            best[ticket] = best.get(ticket, False) or bool(ours)
+        return sorted(best.items(), reverse=True)
+
+    def participant(self, participant_id: int) -> tuple[int, str] | None:
+        rows = sql.select(Participant, ["ticket", "address"], {"id": participant_id})
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def role_of(self, ticket_id: int, address: str) -> str | None:
+        rows = sql.select(Participant, ["role"], {"ticket": ticket_id, "address": address})
+        return rows[0][0] if rows else None
+
+    def is_participant(self, ticket_id: int, address: str) -> bool:
+        return bool(sql.select(Participant, ["id"], {"ticket": ticket_id, "address": address}))
+
+    def ticket_status(self, ticket_id: int) -> str | None:
+        """The status of a ticket; None also for a dispute's chat (kind "dispute")."""
+        rows = sql.select(Ticket, ["status"], {"id": ticket_id, "kind": "ticket"})
+        return rows[0][0] if rows else None
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """What templates and notices need of a ticket, without reading it back."""
+
+    number: int
+    subject: str
+    status: str
+    requester: str
+
+    def context(self) -> dict:
+        return {"id": label(self.number), "number": self.number, "subject": self.subject,
+                "status": self.status, "requester": self.requester}
+
+
+@dataclass(frozen=True)
+class Person:
+    participant_id: int
+    address: str
+    name: str
+
+
+@dataclass
+class Desk:
+    """What applying a route needs, built once by the app."""
+
+    config: Config
+    clock: Clock
+    secret: bytes
+    attachments: AttachmentStore
+    notifiers: dict[str, Notifier]      # by mailbox name
+
+    def new_ticket(self, route: NewTicket, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+                   raw_id: int, mailbox: Mailbox) -> int:
+        now = naive_utc(self.clock.now())
+        ticket = TicketView(0, clean_subject(mail.subject), "new", mail.requester)
+        number = sql.insert(
+            Ticket, mailbox=mailbox.name, subject=ticket.subject, requester=ticket.requester,
+            requester_name=mail.from_name, status=ticket.status, priority="normal",
+            created_at=now, updated_at=now, follow_up_of=route.follow_up_of)
+        ticket = TicketView(number, ticket.subject, ticket.status, ticket.requester)
+        requester = self._add_person(number, mail.requester, mail.from_name, "requester")
+        self._add_copied(number, mail)
+        self._record(number, mail, stored, raw_id, now, auto=False)
+        lifecycle.opened(number, now, self.config.tickets)
+        notices = []
+        if route.acknowledge and self._may_acknowledge(mail.requester, now):
+            notices.append(self._acknowledgement(ticket, requester, mail, mailbox, stored))
+        notices += self._staff_notices(ticket, mail, mailbox, stored)
+        self.notifiers[mailbox.name].queue_many(notices)
+        return number
+
+    def reply(self, route: TicketReply, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+              raw_id: int, mailbox: Mailbox) -> int:
+        now = naive_utc(self.clock.now())
+        self._record(route.ticket_id, mail, stored, raw_id, now, auto=route.silent)
+        if route.silent:
+            return route.ticket_id
+        [(subject, status, requester)] = sql.select(
+            Ticket, ["subject", "status", "requester"], {"id": route.ticket_id})
+        status = lifecycle.customer_wrote(route.ticket_id, status, now, self.config.tickets)
+        sql.update(Ticket, route.ticket_id, status=status, updated_at=now)
+        person = self._person(route.ticket_id, mail.from_addr, mail.from_name, "cc")
+        refused = [a for a in stored if a.refused]
+        if refused:
+            ticket = TicketView(route.ticket_id, subject, status, requester)
+            self._queue(mailbox, "attachments_refused", ticket, person, mail,
+                        {"refused": _attachment_list(refused)})
+        return route.ticket_id
+
+    def bounce(self, route: RecordBounce, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+               raw_id: int) -> int | None:
+        now = naive_utc(self.clock.now())
+        report = mail.bounce
+        addresses = route.recipients or (mail.from_addr,)
+        sql.insert_rows(Bounce, [
+            {"address": a, "raw": raw_id, "ticket": route.ticket_id, "created_at": now,
+             "status": report.status if report else "", "diagnostic": report.diagnostic if report else ""}
+            for a in addresses])
+        if route.ticket_id is not None:
+            self._record(route.ticket_id, mail, stored, raw_id, now, auto=True)
+        return route.ticket_id
+
+    def status_reply(self, mail: InboundMail, mailbox: Mailbox) -> bool:
+        """Answer "status" with the sender's own open tickets and disputes.
+
+        The list goes to the From address, never to Reply-To: whoever forges a
+        Reply-To must not receive somebody else's requests.
+        """
+        now = naive_utc(self.clock.now())
+        if not self._may_acknowledge(mail.from_addr, now, kind="status"):
+            return False
+        context = {"helpdesk_name": self.config.helpdesk.name, "recipient_name": mail.from_name,
+                   "tickets": open_tickets_of(mail.from_addr), "disputes": open_disputes_of(mail.from_addr)}
+        self.notifiers[mailbox.name].queue(Notice(
+            event="status", audience="customer", recipient=mail.from_addr,
+            recipient_name=mail.from_name, context=context, in_reply_to=mail.message_id,
+            references=mail.references))
+        return True
+
+    # --- pieces ------------------------------------------------------------
+
+    def _record(self, ticket_id: int, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+                raw_id: int, now: dt.datetime, auto: bool) -> None:
+        message_id = sql.insert(
+            Message, ticket=ticket_id, raw=raw_id, direction="in", sender=mail.from_addr,
+            recipients=", ".join(mail.to + mail.cc), subject=mail.subject, body=mail.reply_text,
+            full_text=mail.text, message_id=mail.message_id, auto=auto, created_at=now)
+        sql.insert_rows(Attachment, [
+            {"message": message_id, "filename": a.filename, "content_type": a.content_type,
+             "size": a.size, "sha256": a.sha256, "inline": a.inline, "refused": a.refused}
+            for a in stored])
+        sql.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids],
+                               ignore_conflicts=True)
+
+    def _may_acknowledge(self, address: str, now: dt.datetime, kind: str = "ack") -> bool:
+        limits = self.config.limits
+        if limits.ack_rate_limit <= 0:
+            return False
+        sent = sql.scalar(Outbox, "COUNT(*)", {"recipient": address, "kind": kind},
+                                 since=("created_at", now - limits.ack_rate_window))
+        return sent < limits.ack_rate_limit
+
+    def _acknowledgement(self, ticket: TicketView, requester: Person, mail, mailbox, stored) -> Notice:
+        context = {
+            "first_response": format_duration(self.config.tickets.first_response),
+            "attachments": _attachment_list([a for a in stored if not a.refused]),
+            "refused": _attachment_list([a for a in stored if a.refused]),
+            "text": mail.reply_text,
+        }
+        return self._notice(mailbox, "ack", ticket, requester, mail, context)
+
+    def _staff_notices(self, ticket: TicketView, mail: InboundMail, mailbox: Mailbox, stored) -> list[Notice]:
+        staff = [s for s in self.config.staff if s.role == "agent"] or list(self.config.staff)
+        context = {"text": mail.reply_text, "attachments": _attachment_list(stored),
+                   "requester": mail.requester, "requester_name": mail.from_name}
+        notices = []
+        for member in staff:
+            if member.address == mail.requester:
+                continue  # staff writing in get the acknowledgement, not a notice too
+            person = self._add_person(ticket.number, member.address, member.name, "staff")
+            notices.append(self._notice(mailbox, "new_ticket", ticket, person, mail, context, audience="staff"))
+        return notices
+
+    def _add_copied(self, ticket_id: int, mail: InboundMail) -> None:
+        """Whoever the customer put in To/Cc joins the ticket as a "cc" participant,
+        so their answers in the thread are recognised (never our own addresses)."""
+        skip = self.config.own_addresses | {m.address for m in self.config.staff} | {mail.requester}
+        copied = [a for a in dict.fromkeys(mail.to + mail.cc) if replyaddr.untagged(a) not in skip][:20]
+        sql.insert_rows(Participant, [{"ticket": ticket_id, "address": a, "name": "", "role": "cc"}
+                                             for a in copied], ignore_conflicts=True)
+
+    def _add_person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
+        """A participant of a ticket created in this transaction: nobody can be there yet."""
+        pid = sql.insert(Participant, ticket=ticket_id, address=address, name=name, role=role)
+        return Person(pid, address, name)
+
+    def _person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
+        rows = sql.select(Participant, ["id"], {"ticket": ticket_id, "address": address})
+        if rows:
+            return Person(rows[0][0], address, name)
+        return self._add_person(ticket_id, address, name, role)
+
+    def _queue(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
+               audience="customer", **extra) -> None:
+        """Queue one templated mail about a ticket (see ``_notice``)."""
+        self.notifiers[mailbox.name].queue(self._notice(mailbox, event, ticket, person, mail, context,
+                                                        audience, **extra))
+
+    def _notice(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
+                audience="customer", **extra) -> Notice:
+        """A templated mail about a ticket, with the recipient's own reply address.
+        ``mail`` is the message being answered (for threading headers), or None."""
+        token = replyaddr.ReplyToken("t", ticket.number, person.participant_id)
+        full = {"helpdesk_name": self.config.helpdesk.name, "ticket": ticket.context(),
+                "recipient_name": person.name, "recipient": person.address, **context}
+        return Notice(
+            event=event, audience=audience, recipient=person.address, recipient_name=person.name,
+            context=full, ticket_id=ticket.number,
+            reply_to=replyaddr.reply_address(self.secret, mailbox.address, token),
+            in_reply_to=mail.message_id if mail else None, references=mail.references if mail else (),
+            token=f"[{label(ticket.number)}]", **extra)
+
+
+def open_tickets_of(address: str) -> list[dict]:
+    rows = (Ticket.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.created_at)
+            .where((Ticket.requester == address) & (Ticket.kind == "ticket") & (Ticket.status != "closed"))
+            .order_by(Ticket.id).limit(50).tuples())
+    return [{"id": label(i), "subject": subject, "status": status, "created_at": created.strftime("%Y-%m-%d")}
+            for i, subject, status, created in rows]
+
+
+def open_disputes_of(address: str) -> list[dict]:
+    rows = (Dispute.select(Dispute.id, Dispute.order_id, Dispute.status, Dispute.buyer)
+            .where(((Dispute.buyer == address) | (Dispute.seller == address))
+                   & Dispute.status.not_in(sorted(dispute_rules.FINAL)))
+            .order_by(Dispute.id).limit(50).tuples())
+    return [{"id": f"D-{i}", "order": order, "status": status, "role": "buyer" if buyer == address else "seller"}
+            for i, order, status, buyer in rows]
+
+
+def clean_subject(subject: str) -> str:
+    """A ticket's title: the subject without "Re:", "Fwd:", "AW:"... prefixes."""
+    return _REPLY_PREFIX.sub("", subject).strip() or "(no subject)"
+
+
+def _attachment_list(stored: list[StoredAttachment]) -> list[dict]:
+    return [{"filename": a.filename, "size": a.size, "content_type": a.content_type,
+             "refused": a.refused} for a in stored]
