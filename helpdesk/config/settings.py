@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from helpdesk.errors import ConfigError, UnknownMailbox
+from helpdesk.units import normalise_reason, parse_duration, parse_size
 
 __all__ = [
     "Config",
@@ -45,52 +46,8 @@ __all__ = [
     "SmtpServerSettings",
     "StaffMember",
     "TicketSettings",
-    "format_duration",
     "load_config",
-    "parse_duration",
-    "parse_size",
 ]
-
-
-# --------------------------------------------------------------- durations, sizes
-
-_DURATION_RE = re.compile(r"(\d+)([smhdw])", re.ASCII)
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SIZE_RE = re.compile(r"(\d+)\s*([kmg]?)b?", re.IGNORECASE | re.ASCII)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """``"45s"``, ``"30m"``, ``"4h"``, ``"3d"``, ``"1w"``; ValueError otherwise."""
-    match = _DURATION_RE.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"not a duration: {text!r}")
-    return dt.timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2]])
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from ``1048576``, ``"512KB"``, ``"25MB"``, ``"1G"``; ValueError otherwise."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError(f"negative size: {text!r}")
-        return text
-    match = _SIZE_RE.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"not a size: {text!r}")
-    return int(match[1]) * _SIZE_UNITS[match[2].lower()]
-
-
-def format_duration(td: dt.timedelta) -> str:
-    """Human text for mail: ``"4 hours"``, ``"1 day"``, ``"2 days 4 hours"``."""
-    seconds = int(td.total_seconds())
-    if seconds < 0:
-        return "-" + format_duration(-td)
-    parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
-    return " ".join(parts) or "0 seconds"
 
 
 # --------------------------------------------------------------- the dataclasses
@@ -460,7 +417,6 @@ def _durations(value: Any, ctx: _Context) -> tuple[dt.timedelta, ...]:
 
 def _reasons(value: Any, ctx: _Context) -> tuple[str, ...]:
     # normalised as a sender's "Reason:" line is, or a reason with "-", "_" or a final "." never matches
-    from helpdesk.disputes.route import normalise_reason
     if not isinstance(value, list) or not value:
         raise _Invalid(f"expected a non-empty list of reasons, got {_show(value)}")
     reasons = tuple(normalise_reason(_text(item, ctx)) for item in value)

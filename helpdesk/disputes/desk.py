@@ -26,14 +26,13 @@ from pathlib import Path
 import peewee as pw
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.config.settings import Config, Mailbox, format_duration
+from helpdesk.config.settings import Config, Mailbox
 from helpdesk.disputes.route import (
     DisputeContext,
     DisputeMessage,
     NotYours,
     OpenRequest,
     StatusRequest,
-    normalise_reason,
     route,
 )
 from helpdesk.disputes.rules import (
@@ -75,6 +74,7 @@ from helpdesk.store.schema import (
 from helpdesk.store.timers import Due
 from helpdesk.tickets.desk import Desk, StoreIndex
 from helpdesk.tickets.route import Drop, Quarantine, RecordBounce
+from helpdesk.units import format_duration, normalise_reason
 
 log = logging.getLogger("helpdesk.disputes")
 SUBJECT = "dispute"                   # the timers' subject

@@ -32,6 +32,7 @@ from helpdesk.tickets.route import Decision, Drop, Quarantine, RecordBounce, Rou
 from helpdesk.tickets.route import bounce as _bounce
 from helpdesk.tickets.route import no_sender as _no_sender
 from helpdesk.tickets.route import own_mail as _own_mail
+from helpdesk.units import normalise_reason
 
 _ORDER = re.compile(
     r"\border\b(?:[\s-]*(?:id|number|nr|no)\b\.?)?[\s:#]*((?=[\w-]*\d)[A-Za-z0-9][\w-]{0,63})",
@@ -193,14 +194,6 @@ def parse_request(subject: str, text: str, reasons: tuple[str, ...]) -> OpenRequ
     return OpenRequest(order_id, reason if reason in reasons else None, given, description,
                        tuple(problems))
 
-
-def normalise_reason(text: str) -> str:
-    """"Key does NOT work." and "key-does-not-work" both mean "key does not work".
-
-    The configured reasons go through this too (``config``), so both sides compare alike.
-    """
-    cleaned = re.sub(r"[\s_-]+", " ", text.lower())
-    return cleaned.strip(" \"'“”‘’«».,;:!?")
 
 
 def _description(text: str) -> str:

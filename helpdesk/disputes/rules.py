@@ -34,7 +34,8 @@ import re
 import zoneinfo
 from dataclasses import dataclass, field, replace
 
-from helpdesk.config.settings import DisputeSettings, format_duration
+from helpdesk.config.settings import DisputeSettings
+from helpdesk.units import format_duration
 
 STATES = {
     "awaiting_seller": "waiting for the seller's answer",

@@ -36,12 +36,13 @@ from dataclasses import dataclass
 import peewee as pw
 
 from helpdesk.clock import UTC, naive_utc, to_utc
-from helpdesk.config.settings import Config, format_duration
+from helpdesk.config.settings import Config
 from helpdesk.disputes.rules import OPEN as DISPUTE_OPEN
 from helpdesk.disputes.rules import STATES as DISPUTE_STATES
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.store.db import write_transaction
 from helpdesk.store.schema import Bounce, DigestRun, Dispute, RawMessage, Ticket, db
+from helpdesk.units import format_duration
 
 log = logging.getLogger("helpdesk.digest")
 

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from helpdesk.clock import to_utc
-from helpdesk.config.settings import StaffMember, format_duration
+from helpdesk.config.settings import StaffMember
 from helpdesk.errors import NotFound
 from helpdesk.outbound.notify import Notice
 from helpdesk.staff.act import TicketRow, read_ticket, read_tickets
@@ -25,6 +25,7 @@ from helpdesk.store.schema import Timer
 from helpdesk.store.timers import Due
 from helpdesk.tickets import lifecycle
 from helpdesk.tickets.desk import Desk, label
+from helpdesk.units import format_duration
 
 LIST_LIMIT = 50   # tickets named in one list mail; the rest are counted ("and 450 more")
 

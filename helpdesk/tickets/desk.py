@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.config.settings import Config, Mailbox, format_duration
+from helpdesk.config.settings import Config, Mailbox
 from helpdesk.disputes import rules as dispute_rules
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
@@ -31,6 +31,7 @@ from helpdesk.store.schema import (
 )
 from helpdesk.tickets import lifecycle
 from helpdesk.tickets.route import NewTicket, RecordBounce, TicketReply
+from helpdesk.units import format_duration
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw|odp|res)\s*(\[\d+\])?\s*:\s*)+",
                            re.IGNORECASE)

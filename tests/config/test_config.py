@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from helpdesk.config.settings import (
-    Config,
-    format_duration,
-    load_config,
-    parse_duration,
-    parse_size,
-)
+from helpdesk.config.settings import Config, load_config
 from helpdesk.errors import ConfigError
+from helpdesk.units import format_duration, parse_duration, parse_size
 
 HELPDESK = '[helpdesk]\nsecret_key_file = "secret.key"\n'
 MAILBOX = '[[mailboxes]]\nname = "support"\naddress = "support@example.com"\n'

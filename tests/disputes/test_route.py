@@ -12,13 +12,13 @@ from helpdesk.disputes.route import (
     NotYours,
     OpenRequest,
     StatusRequest,
-    normalise_reason,
     parse_request,
     route,
 )
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import parse
 from helpdesk.tickets.route import Drop, Quarantine
+from helpdesk.units import normalise_reason
 from tests.conftest import mail
 
 SECRET = b"0123456789abcdef0123456789abcdef"
