@@ -28,12 +28,12 @@ import peewee as pw
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config, Mailbox
 from helpdesk.disputes.route import (
+    RULES,
     DisputeContext,
     DisputeMessage,
+    DisputesStatusRequest,
     NotYours,
     OpenRequest,
-    StatusRequest,
-    route,
 )
 from helpdesk.disputes.rules import (
     ADMIN_DUE,
@@ -56,9 +56,11 @@ from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundAttachment, InboundMail
 from helpdesk.mail.quotes import strip_reply
 from helpdesk.outbound.notify import Notice, Notifier
+from helpdesk.routing import Applied, Decision, Drop, Quarantine, RecordBounce
 from helpdesk.store import sql, timers
 from helpdesk.store.attachments import AttachmentStore, StoredAttachment
 from helpdesk.store.db import write_transaction
+from helpdesk.store.index import StoreDisputeIndex
 from helpdesk.store.schema import (
     Attachment,
     Dispute,
@@ -72,8 +74,7 @@ from helpdesk.store.schema import (
     Ticket,
 )
 from helpdesk.store.timers import Due
-from helpdesk.tickets.desk import Desk, StoreIndex
-from helpdesk.tickets.route import Drop, Quarantine, RecordBounce
+from helpdesk.tickets.desk import Desk
 from helpdesk.units import format_duration, normalise_reason
 
 log = logging.getLogger("helpdesk.disputes")
@@ -98,14 +99,6 @@ class StaleDispute(Exception):
 def label(dispute_id: int) -> str:
     return f"D-{dispute_id}"
 
-
-@dataclass(frozen=True)
-class Applied:
-    """What became of one mail, for the pipeline's ``Outcome``."""
-
-    kind: str           # dispute_opened | dispute_message | dispute_command | dispute_help
-    ticket_id: int | None   # | dispute_refused | dispute_status | bounce | dropped | quarantined
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,27 +134,6 @@ class Loaded:
         return [p for p in self.parties if p.role in roles]
 
 
-class StoreDisputeIndex(StoreIndex):
-    """The dispute router's read-only view of the store."""
-
-    def dispute_participant(self, participant_id: int) -> tuple[int, int, str, str] | None:
-        row = (Participant.select(Dispute.id, Participant.ticket, Participant.address, Participant.role)
-               .join(Dispute, on=(Dispute.ticket == Participant.ticket))
-               .where(Participant.id == participant_id).tuples().first())
-        return tuple(row) if row else None
-
-    def disputes_of_tickets(self, ticket_ids: list[int]) -> dict[int, int]:
-        rows = Dispute.select(Dispute.ticket, Dispute.id).where(Dispute.ticket.in_(ticket_ids[:200]))
-        return dict(rows.tuples())
-
-    def dispute_ticket(self, dispute_id: int) -> int | None:
-        rows = sql.select(Dispute, ["ticket"], {"id": dispute_id})
-        return rows[0][0] if rows else None
-
-    def role_in(self, ticket_id: int, address: str) -> tuple[int, str] | None:
-        rows = sql.select(Participant, ["id", "role"], {"ticket": ticket_id, "address": address})
-        return (rows[0][0], rows[0][1]) if rows else None
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -184,25 +156,26 @@ class DisputeDesk:
     tickets: Desk                      # bounces are recorded the ticket way
     rules: Rules = field(init=False)
     index: StoreDisputeIndex = field(init=False, default_factory=StoreDisputeIndex)
+    table: tuple = field(init=False, default=RULES)   # the disputes mailbox's rule table
 
     def __post_init__(self) -> None:
         self.rules = Rules(self.config.disputes, self.config.helpdesk.timezone)
 
     # --- entry points ----------------------------------------------------------
 
-    def apply(self, mail: InboundMail, stored: tuple[StoredAttachment, ...], raw_id: int,
-              mailbox: Mailbox) -> Applied:
-        """One mail to a disputes mailbox, inside the pipeline's savepoint."""
-        context = DisputeContext(self.config.own_addresses, self.secret, self.config.disputes.reasons,
-                                 self.index)
-        decision = route(mail, context)
-        log.debug("dispute rules %s -> %s", " > ".join(decision.rules), decision.route)
+    def context(self) -> DisputeContext:
+        return DisputeContext(self.config.own_addresses, self.secret, self.config.disputes.reasons,
+                              self.index)
+
+    def apply(self, decision: Decision, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+              raw_id: int, mailbox: Mailbox) -> Applied:
+        """One routed mail to a disputes mailbox, inside the pipeline's transaction."""
         chosen = decision.route
         if isinstance(chosen, DisputeMessage):
             return self._message(chosen, mail, stored, raw_id)
         if isinstance(chosen, NotYours):
             return self._not_yours(chosen, mail, mailbox)
-        if isinstance(chosen, StatusRequest):
+        if isinstance(chosen, DisputesStatusRequest):
             return self._status(mail, mailbox)
         if isinstance(chosen, OpenRequest):
             return self._open_by_mail(chosen, mail, stored, raw_id, mailbox)

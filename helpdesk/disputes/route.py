@@ -1,8 +1,9 @@
 """Decide what a mail to a disputes mailbox is, without changing anything.
 
-The same shape as ``route``: an ordered tuple of small rules, the first
-answer wins, and the rules consulted are kept to explain the decision. Loops,
-bounces and missing senders are judged by ``route``'s own rules; then:
+The disputes mailbox's rule table, run by ``routing.route`` like the
+tickets' one: the first answer wins and the rules consulted are kept to
+explain the decision. Loops, bounces and missing senders are judged by the
+rules ``routing`` shares with every mailbox; then:
 
 1. auto-replies and bulk mail are dropped (an out-of-office must never count
    as the seller's answer, and nothing automatic is ever answered);
@@ -28,10 +29,7 @@ from typing import Protocol
 
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
-from helpdesk.tickets.route import Decision, Drop, Quarantine, RecordBounce, RouteContext, ThreadIndex
-from helpdesk.tickets.route import bounce as _bounce
-from helpdesk.tickets.route import no_sender as _no_sender
-from helpdesk.tickets.route import own_mail as _own_mail
+from helpdesk.routing import Drop, Quarantine, RecordBounce, ThreadIndex, bounce, no_sender, own_mail
 from helpdesk.units import normalise_reason
 
 _ORDER = re.compile(
@@ -62,7 +60,7 @@ class NotYours:
 
 
 @dataclass(frozen=True)
-class StatusRequest:
+class DisputesStatusRequest:
     address: str
 
 
@@ -75,7 +73,7 @@ class OpenRequest:
     problems: tuple[str, ...]   # no_order, no_reason, bad_reason, no_description
 
 
-DisputeRoute = DisputeMessage | NotYours | StatusRequest | OpenRequest | RecordBounce | Drop | Quarantine
+DisputeRoute = DisputeMessage | NotYours | DisputesStatusRequest | OpenRequest | RecordBounce | Drop | Quarantine
 
 
 class DisputeIndex(ThreadIndex, Protocol):
@@ -95,24 +93,12 @@ class DisputeContext:
     reasons: tuple[str, ...]
     index: DisputeIndex
 
-    @property
-    def base(self) -> RouteContext:
-        return RouteContext("disputes", self.own_addresses, self.secret, self.index)
 
 
 Rule = Callable[[InboundMail, DisputeContext], DisputeRoute | None]
 
 
-def no_sender(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
-    return _no_sender(mail, ctx.base)
 
-
-def own_mail(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
-    return _own_mail(mail, ctx.base)
-
-
-def bounce(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
-    return _bounce(mail, ctx.base)
 
 
 def noise(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
@@ -153,7 +139,7 @@ def subject_token(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None
 
 def status(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
     subject = _PREFIXES.sub("", mail.subject).strip(" \t?!.:").lower()
-    return StatusRequest(mail.from_addr) if subject == "status" else None
+    return DisputesStatusRequest(mail.from_addr) if subject == "status" else None
 
 
 def open_request(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
@@ -163,15 +149,6 @@ def open_request(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
 RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, noise, signed_address, references,
                            subject_token, status, open_request)
 
-
-def route(mail: InboundMail, ctx: DisputeContext, rules: tuple[Rule, ...] = RULES) -> Decision:
-    consulted = []
-    for rule in rules:
-        consulted.append(rule.__name__)
-        result = rule(mail, ctx)
-        if result is not None:
-            return Decision(result, tuple(consulted))
-    return Decision(Quarantine("no dispute rule matched"), tuple(consulted))
 
 
 def parse_request(subject: str, text: str, reasons: tuple[str, ...]) -> OpenRequest:

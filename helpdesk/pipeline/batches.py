@@ -20,28 +20,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from helpdesk.clock import naive_utc
+from helpdesk import routing
+from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config
-from helpdesk.disputes.desk import DisputeDesk
-from helpdesk.mail.parse import InboundMail
 from helpdesk.pipeline.parse_stage import Job, Parsed, ParseStage, Prepared, failure
-from helpdesk.staff import act as staff
+from helpdesk.routing import Domain
 from helpdesk.store import sql
+from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import rebuildable_transaction, write_transaction
 from helpdesk.store.schema import RawContent, RawMessage
-from helpdesk.tickets.desk import Desk, StoreIndex, label
-from helpdesk.tickets.route import (
-    Decision,
-    Drop,
-    NewTicket,
-    Quarantine,
-    RecordBounce,
-    RouteContext,
-    StaffReply,
-    StatusRequest,
-    TicketReply,
-    route,
-)
+from helpdesk.tickets.desk import label
 
 log = logging.getLogger("helpdesk.pipeline")
 
@@ -68,14 +56,13 @@ class Tally:
 
 
 class Pipeline:
-    def __init__(self, config: Config, desk: Desk, disputes: DisputeDesk | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock, attachments: AttachmentStore,
+                 domains: dict[str, Domain]) -> None:
         self.config = config
-        self.desk = desk
-        self.disputes = disputes      # mail to mailboxes of kind "disputes", when built
-        self.index = StoreIndex()
-        self.staff = frozenset(member.address for member in config.staff)
+        self.clock = clock
+        self.domains = domains        # by mailbox kind: "tickets", "disputes"
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
-                                 desk.attachments)
+                                 attachments)
 
     def process_pending(self, batch_size: int | None = None, tally: Tally | None = None,
                         between: Callable[[], object] | None = None) -> Tally:
@@ -150,34 +137,13 @@ class Pipeline:
         return self._apply(row, mail)
 
     def _apply(self, row: RawMessage, prepared: Prepared) -> Outcome:
-        mail, stored = prepared.mail, prepared.attachments
+        """Route with the mailbox kind's rule table, then let that domain apply the decision."""
         mailbox = self.config.mailbox(row.mailbox)
-        if mailbox.kind == "disputes" and self.disputes is not None:
-            applied = self.disputes.apply(mail, stored, row.id, mailbox)
-            return Outcome(row.id, applied.kind, applied.ticket_id, applied.detail)
-        decision = route(mail, RouteContext(mailbox.kind, self.config.own_addresses,
-                                            self.desk.secret, self.index, self.staff))
-        log.debug("message %s: rules %s -> %s", row.id, " > ".join(decision.rules), decision.route)
-        chosen = decision.route
-        if isinstance(chosen, NewTicket):
-            ticket = self.desk.new_ticket(chosen, mail, stored, row.id, mailbox)
-            return Outcome(row.id, "new_ticket", ticket, _explain(decision, mail))
-        if isinstance(chosen, TicketReply):
-            ticket = self.desk.reply(chosen, mail, stored, row.id, mailbox)
-            return Outcome(row.id, "reply", ticket, _explain(decision, mail))
-        if isinstance(chosen, StaffReply):
-            applied = staff.staff_reply(self.desk, chosen, mail, stored, row.id, mailbox)
-            return Outcome(row.id, applied.kind, applied.ticket_id, applied.detail)
-        if isinstance(chosen, StatusRequest):
-            sent = self.desk.status_reply(mail, mailbox)
-            return Outcome(row.id, "status_request", None, "answered" if sent else "not answered: rate limit")
-        if isinstance(chosen, RecordBounce):
-            ticket = self.desk.bounce(chosen, mail, stored, row.id)
-            return Outcome(row.id, "bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
-        if isinstance(chosen, Drop):
-            return Outcome(row.id, "dropped", None, chosen.reason)
-        assert isinstance(chosen, Quarantine)
-        return Outcome(row.id, "quarantined", None, chosen.reason)
+        domain = self.domains[mailbox.kind]
+        decision = routing.route(prepared.mail, domain.context(), domain.table)
+        log.debug("message %s: %s", row.id, routing.explain(decision))
+        applied = domain.apply(decision, prepared.mail, prepared.attachments, row.id, mailbox)
+        return Outcome(row.id, applied.kind, applied.ticket_id, applied.detail)
 
     def _finish(self, raw_id: int, outcome: Outcome) -> bool:
         """Record the outcome; False when another worker got there first."""
@@ -186,7 +152,7 @@ class Pipeline:
             RawMessage, raw_id, only_if={"status": "pending"},
             status=status, outcome=outcome.kind, ticket_id=outcome.ticket_id,
             reason=outcome.detail if status != "done" else None,
-            processed_at=naive_utc(self.desk.clock.now()))
+            processed_at=naive_utc(self.clock.now()))
         return changed == 1
 
 
@@ -209,14 +175,6 @@ def _pending(after_id: int, size: int) -> list[RawMessage]:
 def _jobs(rows: list[RawMessage]) -> list[Job]:
     return [(bytes(r.content), tuple(a for a in r.envelope_to.split(",") if a)) for r in rows]
 
-
-def _explain(decision: Decision, mail: InboundMail) -> str:
-    chosen = decision.route
-    if isinstance(chosen, TicketReply):
-        return f"by {chosen.rule}" + (" (auto-reply, recorded silently)" if chosen.silent else "")
-    if isinstance(chosen, NewTicket) and not chosen.acknowledge:
-        return f"no acknowledgement: {chosen.why_silent}"
-    return ""
 
 
 def _log(outcome: Outcome) -> None:

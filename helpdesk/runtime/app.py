@@ -27,6 +27,7 @@ from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import connect
 from helpdesk.tickets import deadlines as ticket_deadlines
 from helpdesk.tickets.desk import Desk
+from helpdesk.tickets.inbox import TicketInbox
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 log = logging.getLogger("helpdesk")
@@ -37,6 +38,7 @@ class App:
     config: Config
     clock: Clock
     desk: Desk
+    disputes: DisputeDesk
     pipeline: Pipeline
     # deadline handlers by timer subject ("ticket", "dispute"); see tick.tick
     timer_handlers: dict = field(default_factory=dict)
@@ -101,7 +103,8 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                                 config.limits.max_attachments_total),
                 notifiers)
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
-    app = App(config, clock, desk, Pipeline(config, desk, disputes))
+    domains = {"tickets": TicketInbox(desk), "disputes": disputes}
+    app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains))
     app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)
     app.timer_handlers["dispute"] = disputes.on_timer

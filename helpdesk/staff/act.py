@@ -17,6 +17,7 @@ from helpdesk.config.settings import Mailbox, StaffMember
 from helpdesk.errors import NotFound, UserError
 from helpdesk.mail.parse import InboundMail
 from helpdesk.mail.quotes import strip_reply
+from helpdesk.routing import Applied
 from helpdesk.staff import commands
 from helpdesk.staff.commands import Command, CommandError, Plan
 from helpdesk.store import sql
@@ -28,12 +29,6 @@ from helpdesk.tickets.route import StaffReply
 
 CUSTOMER_ROLES = ("requester", "cc")
 
-
-@dataclass(frozen=True)
-class Applied:
-    ticket_id: int
-    kind: str        # "staff_reply" | "command_error"
-    detail: str
 
 
 @dataclass
@@ -62,12 +57,12 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
             raise CommandError("your reply has no new text above the quoted mail; nothing was sent")
         check_allowed(ticket, plan, files=bool(_relayable(stored)))
     except CommandError as exc:
-        person = desk._person(ticket.id, member.address, member.name, "staff")
-        desk._queue(mailbox, "command_error", ticket.view(), person, mail,
+        person = desk.person(ticket.id, member.address, member.name, "staff")
+        desk.queue(mailbox, "command_error", ticket.view(), person, mail,
                     {"error": str(exc), "help": commands.HELP}, audience="staff")
-        return Applied(ticket.id, "command_error", str(exc))
+        return Applied("command_error", ticket.id, str(exc))
     act(desk, ticket, member, plan, mailbox, mail=mail, stored=stored, raw_id=raw_id)
-    return Applied(ticket.id, "staff_reply", _describe(plan))
+    return Applied("staff_reply", ticket.id, _describe(plan))
 
 
 def check_allowed(ticket: TicketRow, plan: Plan, files: bool = False) -> None:
@@ -108,8 +103,8 @@ def act(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Plan, mailbox:
     person = None
     for name in ("status", "help"):
         if plan.has(name):
-            person = person or desk._person(ticket.id, member.address, member.name, "staff")
-            desk._queue(mailbox, f"ticket_{name}" if name == "status" else "help", ticket.view(),
+            person = person or desk.person(ticket.id, member.address, member.name, "staff")
+            desk.queue(mailbox, f"ticket_{name}" if name == "status" else "help", ticket.view(),
                         person, mail, _summary(ticket) | {"help": commands.HELP}, audience="staff")
 
 
@@ -147,7 +142,7 @@ def _relay(desk: Desk, ticket: TicketRow, member: StaffMember, text: str, mailbo
     files = tuple((a.filename, a.content_type, str(desk.attachments.path_for(a.sha256)))
                   for a in _relayable(stored))
     for pid, address, name in people:
-        desk._queue(mailbox, "agent_reply", ticket.view(), Person(pid, address, name), answering, context,
+        desk.queue(mailbox, "agent_reply", ticket.view(), Person(pid, address, name), answering, context,
                     sender_name=f"{member.name} — {desk.config.helpdesk.name}", auto=None,
                     attachments=files)
 

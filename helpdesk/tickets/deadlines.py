@@ -109,15 +109,15 @@ def _escalate(desk: Desk, ticket: TicketRow, kind: str, due_at: dt.datetime,
 def _close(desk: Desk, ticket: TicketRow, now: dt.datetime) -> None:
     lifecycle.update(ticket.id, status="closed", closed_at=now, updated_at=now)
     ticket.status = "closed"
-    person = desk._person(ticket.id, ticket.requester, "", "requester")
-    desk._queue(desk.config.mailbox_or_default(ticket.mailbox), "closed", ticket.view(), person, None,
+    person = desk.person(ticket.id, ticket.requester, "", "requester")
+    desk.queue(desk.config.mailbox_or_default(ticket.mailbox), "closed", ticket.view(), person, None,
                 {"auto_close": format_duration(desk.config.tickets.auto_close)}, auto="auto-generated")
 
 
 def _tell(desk: Desk, alert: Alert) -> None:
     member, ticket = alert.member, alert.ticket
-    person = desk._person(ticket.id, member.address, member.name, "staff")
-    desk._queue(desk.config.mailbox_or_default(ticket.mailbox), alert.event, ticket.view(), person, None,
+    person = desk.person(ticket.id, member.address, member.name, "staff")
+    desk.queue(desk.config.mailbox_or_default(ticket.mailbox), alert.event, ticket.view(), person, None,
                 alert.context, audience=alert.audience, auto="auto-generated")
 
 

@@ -2,7 +2,7 @@
 
 Called inside the pipeline's transaction, so a ticket, its messages, its
 attachments' rows and the acknowledgement in the outbox are committed as one,
-or not at all. ``StoreIndex`` is the read side the router uses.
+or not at all.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from helpdesk.disputes import rules as dispute_rules
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
+from helpdesk.routing import RecordBounce
 from helpdesk.store import sql
 from helpdesk.store.attachments import AttachmentStore, StoredAttachment
 from helpdesk.store.schema import (
@@ -30,7 +31,7 @@ from helpdesk.store.schema import (
     Ticket,
 )
 from helpdesk.tickets import lifecycle
-from helpdesk.tickets.route import NewTicket, RecordBounce, TicketReply
+from helpdesk.tickets.route import NewTicket, TicketReply
 from helpdesk.units import format_duration
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw|odp|res)\s*(\[\d+\])?\s*:\s*)+",
@@ -40,35 +41,6 @@ _REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw|odp|res)\s*(\[
 def label(ticket_id: int) -> str:
     return f"T-{ticket_id}"
 
-
-class StoreIndex:
-    """The router's read-only view of threads and participants."""
-
-    def thread_matches(self, msgids: tuple[str, ...]) -> list[tuple[int, bool]]:
-        if not msgids:
-            return []
-        rows = sql.select(ThreadRef, ["ticket", "ours"], {}, in_column="msgid",
-                                 in_values=msgids[:200])
-        best: dict[int, bool] = {}
-        for ticket, ours in rows:
-            best[ticket] = best.get(ticket, False) or bool(ours)
-        return sorted(best.items(), reverse=True)
-
-    def participant(self, participant_id: int) -> tuple[int, str] | None:
-        rows = sql.select(Participant, ["ticket", "address"], {"id": participant_id})
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    def role_of(self, ticket_id: int, address: str) -> str | None:
-        rows = sql.select(Participant, ["role"], {"ticket": ticket_id, "address": address})
-        return rows[0][0] if rows else None
-
-    def is_participant(self, ticket_id: int, address: str) -> bool:
-        return bool(sql.select(Participant, ["id"], {"ticket": ticket_id, "address": address}))
-
-    def ticket_status(self, ticket_id: int) -> str | None:
-        """The status of a ticket; None also for a dispute's chat (kind "dispute")."""
-        rows = sql.select(Ticket, ["status"], {"id": ticket_id, "kind": "ticket"})
-        return rows[0][0] if rows else None
 
 
 @dataclass(frozen=True)
@@ -132,11 +104,11 @@ class Desk:
             Ticket, ["subject", "status", "requester"], {"id": route.ticket_id})
         status = lifecycle.customer_wrote(route.ticket_id, status, now, self.config.tickets)
         sql.update(Ticket, route.ticket_id, status=status, updated_at=now)
-        person = self._person(route.ticket_id, mail.from_addr, mail.from_name, "cc")
+        person = self.person(route.ticket_id, mail.from_addr, mail.from_name, "cc")
         refused = [a for a in stored if a.refused]
         if refused:
             ticket = TicketView(route.ticket_id, subject, status, requester)
-            self._queue(mailbox, "attachments_refused", ticket, person, mail,
+            self.queue(mailbox, "attachments_refused", ticket, person, mail,
                         {"refused": _attachment_list(refused)})
         return route.ticket_id
 
@@ -227,13 +199,13 @@ class Desk:
         pid = sql.insert(Participant, ticket=ticket_id, address=address, name=name, role=role)
         return Person(pid, address, name)
 
-    def _person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
+    def person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
         rows = sql.select(Participant, ["id"], {"ticket": ticket_id, "address": address})
         if rows:
             return Person(rows[0][0], address, name)
         return self._add_person(ticket_id, address, name, role)
 
-    def _queue(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
+    def queue(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
                audience="customer", **extra) -> None:
         """Queue one templated mail about a ticket (see ``_notice``)."""
         self.notifiers[mailbox.name].queue(self._notice(mailbox, event, ticket, person, mail, context,

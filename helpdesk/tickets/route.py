@@ -1,21 +1,23 @@
-"""Decide what an inbound mail is, without changing anything.
+"""The tickets mailbox's rule table: what a mail to support is, decided without writing.
 
-An ordered tuple of small rules; the first that returns a ``Route`` wins, and
-the names of the rules consulted are kept so every decision can be explained
-in the log. Lookups the rules need (which ticket a Message-ID belongs to, who a
-participant is) come through the read-only ``ThreadIndex`` protocol, which the
-store implements; the router itself never writes.
+Run by ``routing.route``; the first rule with an answer wins. Threading here
+decides only *where* a mail belongs: a signed reply address, a known
+Message-ID, or a ``[T-n]`` subject token from one of the ticket's
+participants. Lookups (which ticket a Message-ID belongs to, who a
+participant is) come through the read-only ``TicketIndex``, which the store
+implements.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
+from helpdesk.routing import Drop, Quarantine, RecordBounce, ThreadIndex, bounce, no_sender, own_mail
 
 _SUBJECT_TOKEN = re.compile(r"\[T-(\d{1,12})\]", re.IGNORECASE)
 OPEN_FOR_REPLIES = frozenset({"new", "open", "waiting_on_customer", "resolved"})
@@ -45,39 +47,14 @@ class StaffReply:
 
 
 @dataclass(frozen=True)
-class StatusRequest:
+class TicketsStatusRequest:
     """A customer asking for the list of their open requests (subject "status")."""
 
 
-@dataclass(frozen=True)
-class RecordBounce:
-    recipients: tuple[str, ...]
-    ticket_id: int | None
+Route = NewTicket | TicketReply | StaffReply | TicketsStatusRequest | RecordBounce | Drop | Quarantine
 
 
-@dataclass(frozen=True)
-class Drop:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Quarantine:
-    reason: str
-
-
-Route = NewTicket | TicketReply | StaffReply | StatusRequest | RecordBounce | Drop | Quarantine
-
-
-@dataclass(frozen=True)
-class Decision:
-    route: Route
-    rules: tuple[str, ...] = field(default=())
-
-
-class ThreadIndex(Protocol):
-    def thread_matches(self, msgids: tuple[str, ...]) -> list[tuple[int, bool]]:
-        """(ticket, ours) for tickets that know one of these ids, newest ticket first;
-        ``ours`` when the id is one of the Message-IDs the helpdesk itself generated."""
+class TicketIndex(ThreadIndex, Protocol):
     def participant(self, participant_id: int) -> tuple[int, str] | None: ...
     def is_participant(self, ticket_id: int, address: str) -> bool: ...
     def role_of(self, ticket_id: int, address: str) -> str | None: ...
@@ -85,39 +62,17 @@ class ThreadIndex(Protocol):
 
 
 @dataclass(frozen=True)
-class RouteContext:
-    mailbox_kind: str
+class TicketContext:
     own_addresses: frozenset[str]
     secret: bytes
-    index: ThreadIndex
+    index: TicketIndex
     staff: frozenset[str] = frozenset()
 
 
-Rule = Callable[[InboundMail, RouteContext], Route | None]
+Rule = Callable[[InboundMail, TicketContext], Route | None]
 
 
-def no_sender(mail: InboundMail, ctx: RouteContext) -> Route | None:
-    return None if mail.from_addr else Quarantine("no sender address (From is missing or invalid)")
-
-
-def own_mail(mail: InboundMail, ctx: RouteContext) -> Route | None:
-    if mail.loop:
-        return Drop("loop: carries our X-Helpdesk-Loop header")
-    base = replyaddr.untagged(mail.from_addr)
-    if base in ctx.own_addresses:
-        return Drop(f"loop: sent from our own address {mail.from_addr}")
-    return None
-
-
-def bounce(mail: InboundMail, ctx: RouteContext) -> Route | None:
-    if mail.bounce is None:
-        return None
-    ids = (mail.bounce.original_message_id,) if mail.bounce.original_message_id else ()
-    ours = [ticket for ticket, generated in ctx.index.thread_matches(ids + mail.thread_ids) if generated]
-    return RecordBounce(mail.bounce.recipients, ours[0] if ours else None)
-
-
-def thread(mail: InboundMail, ctx: RouteContext) -> Route | None:
+def thread(mail: InboundMail, ctx: TicketContext) -> Route | None:
     found = _by_signed_address(mail, ctx) or _by_references(mail, ctx) or _by_subject(mail, ctx)
     if found is None:
         return None
@@ -136,19 +91,19 @@ def thread(mail: InboundMail, ctx: RouteContext) -> Route | None:
     return TicketReply(ticket_id, silent=mail.auto_submitted, rule=rule)
 
 
-def unthreaded_auto_reply(mail: InboundMail, ctx: RouteContext) -> Route | None:
+def unthreaded_auto_reply(mail: InboundMail, ctx: TicketContext) -> Route | None:
     if mail.auto_submitted:
         return Drop("auto-reply that matches no ticket")
     return None
 
 
-def status_request(mail: InboundMail, ctx: RouteContext) -> Route | None:
+def status_request(mail: InboundMail, ctx: TicketContext) -> Route | None:
     if mail.subject.strip().lower() == "status" and not mail.bulk:
-        return StatusRequest()
+        return TicketsStatusRequest()
     return None
 
 
-def new_ticket(mail: InboundMail, ctx: RouteContext) -> Route | None:
+def new_ticket(mail: InboundMail, ctx: TicketContext) -> Route | None:
     return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail))
 
 
@@ -156,17 +111,7 @@ RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, thread, unthreaded_auto_
                            new_ticket)
 
 
-def route(mail: InboundMail, ctx: RouteContext, rules: tuple[Rule, ...] = RULES) -> Decision:
-    consulted = []
-    for rule in rules:
-        consulted.append(rule.__name__)
-        result = rule(mail, ctx)
-        if result is not None:
-            return Decision(result, tuple(consulted))
-    return Decision(Quarantine("no rule matched"), tuple(consulted))
-
-
-def _by_signed_address(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
+def _by_signed_address(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None:
     token = replyaddr.find_token(ctx.secret, ctx.own_addresses, mail.recipients)
     if token is None or token.kind != "t":
         return None
@@ -178,7 +123,7 @@ def _by_signed_address(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] 
     return token.thread_id, "signed-address"
 
 
-def _by_references(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
+def _by_references(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None:
     """A known Message-ID threads whoever sends it, like every mail client does.
 
     A Message-ID works as a capability: only people who received the mail know
@@ -191,7 +136,7 @@ def _by_references(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | No
     return (matches[0][0], "references") if matches else None
 
 
-def _by_subject(mail: InboundMail, ctx: RouteContext) -> tuple[int, str] | None:
+def _by_subject(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None:
     match = _SUBJECT_TOKEN.search(mail.subject)
     if match is None:
         return None

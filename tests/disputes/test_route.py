@@ -7,17 +7,17 @@ from typing import ClassVar
 import pytest
 
 from helpdesk.disputes.route import (
+    RULES,
     DisputeContext,
     DisputeMessage,
+    DisputesStatusRequest,
     NotYours,
     OpenRequest,
-    StatusRequest,
     parse_request,
-    route,
 )
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import parse
-from helpdesk.tickets.route import Drop, Quarantine
+from helpdesk.routing import Drop, Quarantine, route
 from helpdesk.units import normalise_reason
 from tests.conftest import mail
 
@@ -61,7 +61,7 @@ CTX = DisputeContext(OURS, SECRET, REASONS, FakeIndex())
 
 def decide(**fields):
     fields.setdefault("to", "disputes@shop.example")
-    return route(parse(mail(**fields)), CTX).route
+    return route(parse(mail(**fields)), CTX, RULES).route
 
 
 def signed(participant: int, dispute: int = 7) -> str:
@@ -112,7 +112,7 @@ def test_no_sender_is_quarantined():
 
 @pytest.mark.parametrize("subject", ["status", "Status?", "RE: status", " STATUS "])
 def test_status_by_subject(subject):
-    assert decide(frm="bob@example.com", subject=subject) == StatusRequest("bob@example.com")
+    assert decide(frm="bob@example.com", subject=subject) == DisputesStatusRequest("bob@example.com")
 
 
 @pytest.mark.parametrize("subject, text, order", [

@@ -697,7 +697,7 @@ def test_a_refused_command_has_its_own_outcome(market):
 def test_a_stale_snapshot_cannot_overwrite_a_newer_status(market):
     market.open()
     market.new()
-    disputes = market.desk.app.pipeline.disputes
+    disputes = market.desk.app.disputes
     stale = disputes._load(1)
     Dispute.update(status="withdrawn", open_order=None).where(Dispute.id == 1).execute()  # another worker
     due = stale.row.seller_due_at
@@ -711,7 +711,7 @@ def test_a_stale_snapshot_cannot_overwrite_a_newer_status(market):
 def race(monkeypatch, market, status: str, times: int = 1) -> list[str]:
     """Another worker moves dispute 1 to ``status`` right after each of our first ``times``
     reads, which all still see the status of the first one. Returns the statuses read."""
-    disputes = market.desk.app.pipeline.disputes
+    disputes = market.desk.app.disputes
     real, reads = disputes._load, []
 
     def racing(dispute_id):
@@ -766,7 +766,7 @@ def test_a_deadline_that_keeps_losing_goes_back_to_pending(market, monkeypatch):
 def test_an_opening_that_lost_the_race_gets_the_already_open_answer(market, monkeypatch):
     market.open()
     market.new()
-    disputes = market.desk.app.pipeline.disputes
+    disputes = market.desk.app.disputes
     real, calls = disputes._problem, []
 
     def blind(*args):
