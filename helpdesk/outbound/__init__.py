@@ -1,0 +1,7 @@
+"""Mail going out: rendering (Jinja2), the outbox (claims, retries), the transports.
+
+Business code only queues notices (``notify``) in its own transaction; the
+outbox later hands them to a transport (SMTP relay or Maildir).
+
+May import: ``mail``, ``store``, ``config``, ``clock``, ``errors``, ``units``; never a domain.
+"""
