@@ -214,7 +214,7 @@ def run_child(folder: Path, profile: bool) -> dict:
 
 def verify(folder: Path, corpus: dict) -> dict[str, tuple[bool, str]]:
     """Correctness of what the run left behind: (passed, detail) per check."""
-    from helpdesk.config.settings import load_config
+    from helpdesk.config.loader import load_config
     from helpdesk.store import db as store_db
     from helpdesk.store import schema
     from helpdesk.store.schema import Outbox, RawMessage, Ticket

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpdesk.clock import Clock
-from helpdesk.config.settings import Config, load_config
+from helpdesk.config.loader import load_config
+from helpdesk.config.settings import Config
 from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.errors import ConfigError
 from helpdesk.intake import store as intake

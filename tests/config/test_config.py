@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from helpdesk.config.settings import Config, load_config
+from helpdesk.config.loader import load_config
+from helpdesk.config.settings import Config
 from helpdesk.errors import ConfigError
 from helpdesk.units import format_duration, parse_duration, parse_size
 

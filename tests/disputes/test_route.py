@@ -149,7 +149,7 @@ def test_reasons_are_compared_loosely():
 
 
 def test_configured_reasons_are_normalised_like_the_senders(tmp_path):
-    from helpdesk.config.settings import load_config
+    from helpdesk.config.loader import load_config
     from tests.conftest import write_config
     extra = '\n[disputes]\nreasons = ["Key-does-not-work!", "not_received.", "  Other  "]\n'
     reasons = load_config(write_config(tmp_path, extra=extra)).disputes.reasons
@@ -164,7 +164,7 @@ def test_configured_reasons_are_normalised_like_the_senders(tmp_path):
     ('["other", "?!"]', "a reason is empty"),
 ])
 def test_reasons_that_cannot_be_told_apart_are_refused(tmp_path, reasons, message):
-    from helpdesk.config.settings import load_config
+    from helpdesk.config.loader import load_config
     from helpdesk.errors import ConfigError
     from tests.conftest import write_config
     with pytest.raises(ConfigError) as info:

@@ -28,7 +28,7 @@ import pytest
 
 from helpdesk import cli
 from helpdesk.clock import Clock
-from helpdesk.config.settings import load_config
+from helpdesk.config.loader import load_config
 from helpdesk.errors import ConfigError, StoreError
 from helpdesk.intake import imap
 from helpdesk.runtime import service

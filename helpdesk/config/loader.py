@@ -1,0 +1,366 @@
+"""``config.toml`` -> :class:`Config`: the helpdesk's sections and keys, and the
+checks across them.
+
+Every section is described by a small schema (key -> converter + default); a
+new key is one line in its section's ``*_KEYS`` dict (plus the dataclass field),
+a new section is one line in ``SECTIONS`` (plus its dataclass and ``Config``
+field).  Unknown sections and keys are rejected, and every problem is one
+:class:`ConfigError` line naming file, section and key (see
+:mod:`helpdesk.config.schema`).
+
+Relative paths are relative to the config file's folder.  Loading creates
+nothing on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from helpdesk.config import schema
+from helpdesk.config.schema import REQUIRED, Context, Invalid, Key, Section, item_where, quote
+from helpdesk.config.settings import (
+    Config,
+    DatabaseSettings,
+    DigestSettings,
+    DisputeSettings,
+    HelpdeskSettings,
+    IntakeSettings,
+    LimitSettings,
+    Mailbox,
+    OutgoingSettings,
+    SmtpServerSettings,
+    StaffMember,
+    TicketSettings,
+    untagged,
+)
+from helpdesk.errors import ConfigError
+from helpdesk.units import normalise_reason
+
+__all__ = ["load_config"]
+
+
+# --------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and check ``path``; ConfigError (one line) for every problem."""
+    label = os.fspath(path)
+    absolute = Path(os.path.abspath(label))
+    ctx = Context(label=label, base_dir=absolute.parent)
+    document = _read_toml(ctx, absolute)
+    sections = schema.parse_sections(ctx, SECTIONS, document)
+    return Config(path=absolute, base_dir=absolute.parent, **sections)
+
+
+def _read_toml(ctx: Context, path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{ctx.label}: cannot read: {schema.os_error(exc)}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{ctx.label}: not valid TOML: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            " ".join(f"{ctx.label}: not valid TOML: {exc}".splitlines())
+        ) from None
+
+
+# --------------------------------------------------------------- the helpdesk's own converters
+
+
+def _secret_key_file(value: Any, ctx: Context) -> Path:
+    # it may not exist yet: the helpdesk creates it on first start
+    path = schema.resolved_path(value, ctx)
+    if path.exists():
+        schema.check_readable(path)
+    return path
+
+
+def _database_url(value: Any, ctx: Context) -> str:
+    url = schema.text(value, ctx)
+    if url.startswith(("postgresql://", "postgres://")) or url == "sqlite:///:memory:":
+        return url
+    if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+        raise Invalid(
+            f'{quote(url)} is not a database URL like "sqlite:///var/helpdesk.db" or "postgresql://host/db"'
+        )
+    path, sep, query = url[len("sqlite:///") :].partition("?")
+    return f"sqlite:///{schema.resolve(path, ctx)}{sep}{query}"
+
+
+_IMAP_EXAMPLE = '"imaps://user@host:993/INBOX"'
+
+
+def _source(value: Any, ctx: Context) -> dict[str, Any]:
+    """``source`` plus the fields parsed from it, for ``Mailbox``."""
+    raw = schema.text(value, ctx).strip()
+    scheme = raw.partition(":")[0]
+    fields: dict[str, Any] = {"source": raw, "source_kind": scheme, "maildir": None}
+    fields.update(imap_host=None, imap_port=None, imap_user=None, imap_folder=None)
+    if raw == "none":
+        return fields
+    if scheme == "maildir" and raw[len("maildir:") :].strip():
+        return {**fields, "maildir": schema.resolve(raw[len("maildir:") :].strip(), ctx)}
+    if scheme in ("imap", "imaps") and raw.startswith(f"{scheme}://"):
+        host, port, user, path = schema.url_parts(raw, _IMAP_EXAMPLE)
+        if not user:
+            raise Invalid(
+                f"{quote(raw)} has no user, expected a URL like {_IMAP_EXAMPLE}"
+            )
+        port = port or (993 if scheme == "imaps" else 143)
+        folder = path.strip("/") or "INBOX"
+        return {
+            **fields,
+            "imap_host": host,
+            "imap_port": port,
+            "imap_user": user,
+            "imap_folder": folder,
+        }
+    raise Invalid(
+        f'{quote(raw)} is not a source like "maildir:mailboxes/support", {_IMAP_EXAMPLE} or "none"'
+    )
+
+
+_SMTP_SCHEMES = ("smtp://", "smtps://", "smtp+plain://")
+
+
+def _transport(value: Any, ctx: Context) -> str:
+    raw = schema.text(value, ctx).strip()
+    if raw.startswith("maildir:") and raw[len("maildir:") :].strip():
+        return f"maildir:{schema.resolve(raw[len('maildir:') :].strip(), ctx)}"
+    if raw.startswith(_SMTP_SCHEMES):
+        schema.url_parts(raw, '"smtp://host:25"')
+        return raw
+    raise Invalid(
+        f'{quote(raw)} is not a transport like "maildir:mailboxes/outgoing", "smtp://host:25", '
+        '"smtps://host:465" or "smtp+plain://host:25"'
+    )
+
+
+_DAYS = ("daily", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _schedule(value: Any, ctx: Context) -> tuple[str, int, int] | None:
+    """ "daily 08:00", "monday 08:00" or "off"."""
+    text = schema.string(value, ctx).strip().lower()
+    if text == "off":
+        return None
+    match = re.fullmatch(r"(\w+)\s+(\d{1,2}):(\d{2})", text)
+    if not match or match.group(1) not in _DAYS or int(match.group(2)) > 23 or int(match.group(3)) > 59:
+        raise Invalid(f'{quote(value)} is not a schedule like "daily 08:00", "monday 08:00" or "off"')
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def _reasons(value: Any, ctx: Context) -> tuple[str, ...]:
+    # normalised as a sender's "Reason:" line is, or a reason with "-", "_" or a final "." never matches
+    if not isinstance(value, list) or not value:
+        raise Invalid(f"expected a non-empty list of reasons, got {schema.show(value)}")
+    reasons = tuple(normalise_reason(schema.text(item, ctx)) for item in value)
+    if not all(reasons):
+        raise Invalid("a reason is empty once punctuation is left out")
+    twice = next((r for n, r in enumerate(reasons) if r in reasons[:n]), None)
+    if twice is not None:
+        raise Invalid(f'lists the reason "{twice}" twice (compared in lower case, with "-" and "_" '
+                      "as spaces and without quotes or final punctuation)")
+    return reasons
+
+
+# --------------------------------------------------------------- section builders
+
+
+def _one_password(values: dict[str, Any]) -> None:
+    if values["password_env"] is not None and values["password_file"] is not None:
+        raise Invalid("give password_env or password_file, not both", "password_file")
+
+
+def _build_mailbox(values: dict[str, Any], ctx: Context, where: str) -> Mailbox:
+    _one_password(values)
+    fields = {**values, **values["source"]}
+    is_imap = fields["source_kind"] in ("imap", "imaps")
+    if is_imap and fields["password_env"] is None and fields["password_file"] is None:
+        raise Invalid(
+            "missing (an IMAP source needs password_env or password_file)",
+            "password_env",
+        )
+    if is_imap and fields["processed_folder"] == fields["imap_folder"]:
+        raise Invalid(f"{quote(fields['processed_folder'])} is the folder that is read", "processed_folder")
+    fields["starttls"] = fields["starttls"] and fields["source_kind"] == "imap"
+    return Mailbox(**fields, _origin=f"{ctx.label}: {where}")
+
+
+def _build_outgoing(
+    values: dict[str, Any], ctx: Context, where: str
+) -> OutgoingSettings:
+    _one_password(values)
+    has_password = (
+        values["password_env"] is not None or values["password_file"] is not None
+    )
+    if has_password and values["username"] is None:
+        raise Invalid(
+            "missing (needed with password_env or password_file)", "username"
+        )
+    return OutgoingSettings(**values, _origin=f"{ctx.label}: {where}")
+
+
+def _build_smtp_server(
+    values: dict[str, Any], ctx: Context, where: str
+) -> SmtpServerSettings:
+    host, port = values["listen"]
+    return SmtpServerSettings(enabled=values["enabled"], host=host, port=port)
+
+
+# --------------------------------------------------------------- checks across items
+
+
+def _unique(ctx: Context, section: str, items: tuple, key: str, noun: str) -> None:
+    seen: dict[str, int] = {}
+    for number, item in enumerate(items, 1):
+        value = getattr(item, key)
+        if value in seen:
+            where = item_where(
+                section,
+                number,
+                getattr(item, "name", None) if section == "mailboxes" else None,
+            )
+            raise ctx.error(
+                where, key, f"{quote(value)} is already used by {noun} #{seen[value]}"
+            )
+        seen[value] = number
+
+
+def _check_mailboxes(items: tuple, ctx: Context) -> None:
+    if not items:
+        raise ctx.error("[[mailboxes]]", None, "at least one mailbox is required")
+    _unique(ctx, "mailboxes", items, "name", "mailbox")
+    _unique(ctx, "mailboxes", items, "address", "mailbox")
+
+
+def _check_staff(items: tuple, ctx: Context) -> None:
+    _unique(ctx, "staff", items, "address", "staff member")
+    own = {m.address for m in ctx.done["mailboxes"]}
+    for number, member in enumerate(items, 1):
+        if untagged(member.address) in own:
+            raise ctx.error(
+                item_where("staff", number, None),
+                "address",
+                f"{quote(member.address)} is a mailbox address",
+            )
+
+
+# --------------------------------------------------------------- the sections
+
+HELPDESK_KEYS = {
+    "name": Key(schema.text, "Helpdesk"),
+    "secret_key_file": Key(_secret_key_file, REQUIRED),
+    "timezone": Key(schema.timezone, "UTC"),
+    "data_dir": Key(schema.resolved_path, "var"),
+    "attachments_dir": Key(schema.resolved_path, lambda ctx, v: str(v["data_dir"] / "attachments")),
+    "log_level": Key(schema.choice("DEBUG", "INFO", "WARNING", "ERROR", fold=True), "INFO"),
+}
+
+DATABASE_KEYS = {
+    "url": Key(
+        _database_url,
+        lambda ctx, v: f"sqlite:///{ctx.done['helpdesk'].data_dir / 'helpdesk.db'}",
+    ),
+}
+
+MAILBOX_KEYS = {
+    "name": Key(schema.short_name, REQUIRED),
+    "address": Key(schema.address(allow_plus=False), REQUIRED),
+    "kind": Key(schema.choice("tickets", "disputes"), "tickets"),
+    "source": Key(_source, lambda ctx, v: f"maildir:mailboxes/{v['name']}"),
+    "password_env": Key(schema.env_name),
+    "password_file": Key(schema.readable_file),
+    "processed_folder": Key(schema.text, "Processed"),
+    "starttls": Key(schema.boolean, True),
+    "ca_file": Key(schema.readable_file),
+    "poll_interval": Key(schema.duration, "60s"),
+    "timeout": Key(schema.duration, "60s"),
+}
+
+SMTP_SERVER_KEYS = {
+    "enabled": Key(schema.boolean, True),
+    "listen": Key(schema.host_port, "127.0.0.1:2525"),
+}
+
+OUTGOING_KEYS = {
+    "transport": Key(_transport, "maildir:mailboxes/outgoing"),
+    "username": Key(schema.text),
+    "password_env": Key(schema.env_name),
+    "password_file": Key(schema.readable_file),
+    "ca_file": Key(schema.readable_file),
+    "timeout": Key(schema.duration, "30s"),
+    "max_attempts": Key(schema.int_range(1), 8),
+    "retry_delay": Key(schema.duration, "1m"),
+    "poll_interval": Key(schema.duration, "5s"),
+}
+
+STAFF_KEYS = {
+    "address": Key(schema.address(allow_plus=True), REQUIRED),
+    "name": Key(schema.text, REQUIRED),
+    "role": Key(schema.choice("agent", "admin"), "agent"),
+}
+
+TICKET_KEYS = {
+    "first_response": Key(schema.duration, "4h"),
+    "next_response": Key(schema.duration, "24h"),
+    "reminder_at": Key(schema.int_range(1, 99), 75),
+    "auto_close": Key(schema.duration, "7d"),
+    "tick_interval": Key(schema.duration, "30s"),
+}
+
+DIGEST_KEYS = {
+    "schedule": Key(_schedule, "daily 08:00"),
+    "timezone": Key(schema.timezone, lambda ctx, values: ctx.done["helpdesk"].timezone),
+    "overdue_limit": Key(schema.int_range(1, 1000), 20),
+}
+
+DISPUTE_KEYS = {
+    "seller_response": Key(schema.duration, "48h"),
+    "seller_reminders": Key(schema.durations, ["24h", "6h"]),
+    "negotiation": Key(schema.duration, "3d"),
+    "admin_after": Key(schema.duration, "72h"),
+    "reasons": Key(_reasons, ["not received", "key does not work", "not as described", "other"]),
+}
+
+LIMIT_KEYS = {
+    "max_message_size": Key(schema.size, "25MB"),
+    "max_attachment_size": Key(schema.size, "10MB"),
+    "max_attachments_total": Key(schema.size, "20MB"),
+    "ack_rate_limit": Key(schema.int_range(0), 5),
+    "ack_rate_window": Key(schema.duration, "1h"),
+}
+
+INTAKE_KEYS = {
+    "poll_interval": Key(schema.duration, "5s"),
+    "batch_size": Key(schema.int_range(1, 10000), 200),
+    "parse_workers": Key(schema.int_range(0, 64), 2),
+}
+
+# Order matters: a section's defaults may use the sections above it (ctx.done).
+SECTIONS = {
+    "helpdesk": Section(HelpdeskSettings, HELPDESK_KEYS),
+    "database": Section(DatabaseSettings, DATABASE_KEYS),
+    "mailboxes": Section(
+        Mailbox, MAILBOX_KEYS, many=True, build=_build_mailbox, check=_check_mailboxes
+    ),
+    "smtp_server": Section(
+        SmtpServerSettings, SMTP_SERVER_KEYS, build=_build_smtp_server
+    ),
+    "outgoing": Section(OutgoingSettings, OUTGOING_KEYS, build=_build_outgoing),
+    "staff": Section(StaffMember, STAFF_KEYS, many=True, check=_check_staff),
+    "tickets": Section(TicketSettings, TICKET_KEYS),
+    "limits": Section(LimitSettings, LIMIT_KEYS),
+    "intake": Section(IntakeSettings, INTAKE_KEYS),
+    "digest": Section(DigestSettings, DIGEST_KEYS),
+    "disputes": Section(DisputeSettings, DISPUTE_KEYS),
+}
