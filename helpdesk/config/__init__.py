@@ -5,9 +5,9 @@
   no section of the helpdesk's.
 - ``loader``: the helpdesk's sections and keys, and ``load_config``.
 
-Everything else imports the config, so the config may import only the standard
-library, ``helpdesk.errors``, ``helpdesk.units`` and its own modules; nothing
-from the domains, the store or peewee.  Within the folder, ``schema`` imports
+Everything else imports the config, so it stays at the bottom of the house.
+May import: the standard library, ``helpdesk.errors``, ``helpdesk.units`` and its
+own modules; nothing from the domains, the store or peewee.  Within the folder, ``schema`` imports
 neither of the others and ``settings`` takes only its quoting from ``schema``.
 
 Nothing is re-exported here: import each name from its module.
