@@ -20,30 +20,14 @@ from helpdesk.mail.quotes import strip_reply
 from helpdesk.routing import Applied
 from helpdesk.staff import commands
 from helpdesk.staff.commands import Command, CommandError, Plan
-from helpdesk.store import sql
+from helpdesk.store import tickets
 from helpdesk.store.db import write_transaction
-from helpdesk.store.schema import Message, Participant, ThreadRef, Ticket
+from helpdesk.store.tickets import TicketRow
 from helpdesk.tickets import lifecycle
 from helpdesk.tickets.desk import Desk, Person, TicketView, label
 from helpdesk.tickets.route import StaffReply
 
 CUSTOMER_ROLES = ("requester", "cc")
-
-
-
-@dataclass
-class TicketRow:
-    id: int
-    subject: str
-    status: str
-    requester: str
-    priority: str
-    assignee: str | None
-    first_response_at: dt.datetime | None
-    mailbox: str
-
-    def view(self) -> TicketView:
-        return TicketView(self.id, self.subject, self.status, self.requester)
 
 
 def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id: int,
@@ -58,7 +42,7 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
         check_allowed(ticket, plan, files=bool(_relayable(stored)))
     except CommandError as exc:
         person = desk.person(ticket.id, member.address, member.name, "staff")
-        desk.queue(mailbox, "command_error", ticket.view(), person, mail,
+        desk.queue(mailbox, "command_error", TicketView.of(ticket), person, mail,
                     {"error": str(exc), "help": commands.HELP}, audience="staff")
         return Applied("command_error", ticket.id, str(exc))
     act(desk, ticket, member, plan, mailbox, mail=mail, stored=stored, raw_id=raw_id)
@@ -99,12 +83,12 @@ def act(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Plan, mailbox:
             _record(ticket.id, member, "event", applied, now, None, None)
     for key, value in changes.items():
         setattr(ticket, key, value)
-    lifecycle.update(ticket.id, updated_at=now, **changes)
+    tickets.update(ticket.id, updated_at=now, **changes)
     person = None
     for name in ("status", "help"):
         if plan.has(name):
             person = person or desk.person(ticket.id, member.address, member.name, "staff")
-            desk.queue(mailbox, f"ticket_{name}" if name == "status" else "help", ticket.view(),
+            desk.queue(mailbox, f"ticket_{name}" if name == "status" else "help", TicketView.of(ticket),
                         person, mail, _summary(ticket) | {"help": commands.HELP}, audience="staff")
 
 
@@ -129,20 +113,14 @@ def _apply_commands(desk: Desk, ticket: TicketRow, member: StaffMember, plan: Pl
 def _relay(desk: Desk, ticket: TicketRow, member: StaffMember, text: str, mailbox: Mailbox,
            stored, mail: InboundMail | None) -> None:
     """The answer goes to every customer-side participant, each with their own reply address."""
-    people = (Participant.select(Participant.id, Participant.address, Participant.name)
-              .where((Participant.ticket == ticket.id) & Participant.role.in_(CUSTOMER_ROLES))
-              .order_by(Participant.id).tuples())
-    last = (Message.select(Message.message_id)
-            .where((Message.ticket == ticket.id) & (Message.direction == "in")
-                   & Message.message_id.is_null(False))
-            .order_by(Message.id.desc()).limit(1).scalar())
+    last = tickets.last_inbound_message_id(ticket.id)
     answering = _Answering(last) if last else None
     context = {"text": text, "agent_name": member.name,
                "attachments": [{"filename": a.filename, "size": a.size} for a in stored if not a.refused]}
     files = tuple((a.filename, a.content_type, str(desk.attachments.path_for(a.sha256)))
                   for a in _relayable(stored))
-    for pid, address, name in people:
-        desk.queue(mailbox, "agent_reply", ticket.view(), Person(pid, address, name), answering, context,
+    for pid, address, name in tickets.participants(ticket.id, CUSTOMER_ROLES):
+        desk.queue(mailbox, "agent_reply", TicketView.of(ticket), Person(pid, address, name), answering, context,
                     sender_name=f"{member.name} — {desk.config.helpdesk.name}", auto=None,
                     attachments=files)
 
@@ -166,14 +144,12 @@ def _answers(plan: Plan, files: bool) -> bool:
 
 def _record(ticket_id: int, member: StaffMember, direction: str, body: str, now: dt.datetime,
             raw_id: int | None, mail: InboundMail | None) -> None:
-    sql.insert(
-        Message, ticket=ticket_id, raw=raw_id, direction=direction, sender=member.address,
+    """The mail's Message-IDs are kept too: whoever answers the staff mail itself still threads here."""
+    tickets.add_message(
+        ticket_id, now, raw_id=raw_id, direction=direction, sender=member.address,
         recipients="", subject=mail.subject if mail else "", body=body,
         full_text=mail.text if mail else body, message_id=mail.message_id if mail else None,
-        auto=False, created_at=now)
-    if mail is not None:   # whoever answers the staff mail itself still threads here
-        sql.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids],
-                               ignore_conflicts=True)
+        auto=False, thread_ids=mail.thread_ids if mail else ())
 
 
 SERVER = StaffMember(address="command-line", name="Administrator", role="admin")
@@ -201,28 +177,11 @@ def find_member(config, who: str) -> StaffMember:
 
 
 def read_ticket(ticket_id: int) -> TicketRow:
-    """One ticket's working fields, by a prepared statement."""
-    rows = sql.select(Ticket, _TICKET_COLUMNS, {"id": ticket_id, "kind": "ticket"})
-    if not rows:
+    """A ticket to act on; NotFound for an unknown number (or a dispute's chat)."""
+    ticket = tickets.read(ticket_id)
+    if ticket is None:
         raise NotFound(f"no ticket {label(ticket_id)}")
-    values = list(rows[0])
-    values[6] = Ticket.first_response_at.python_value(values[6])
-    return TicketRow(*values)
-
-
-def read_tickets(ids: list[int]) -> dict[int, TicketRow]:
-    """Many tickets' working fields in one query (a chunk of due timers)."""
-    found: dict[int, TicketRow] = {}
-    unique = sorted(set(ids))
-    for start in range(0, len(unique), 500):
-        rows = (Ticket.select(*[getattr(Ticket, c) for c in _TICKET_COLUMNS])
-                .where(Ticket.id.in_(unique[start:start + 500]) & (Ticket.kind == "ticket")).tuples())
-        found.update({row[0]: TicketRow(*row) for row in rows})
-    return found
-
-
-_TICKET_COLUMNS = ("id", "subject", "status", "requester", "priority", "assignee", "first_response_at",
-                   "mailbox")
+    return ticket
 
 
 def staff_directory(staff) -> dict[str, str]:

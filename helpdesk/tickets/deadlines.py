@@ -1,6 +1,6 @@
 """What a ticket's timer does when it fires: remind, escalate, or close.
 
-Runs inside the transaction that claimed the timer (``deadlines.tick``). The
+Runs inside the transaction that claimed the timer (``runtime.tick``). The
 ticket's status is checked again: a timer whose reason has passed (an answered
 ticket, a reopened one) does nothing, even if it was not cancelled in time.
 
@@ -18,13 +18,12 @@ from dataclasses import dataclass
 
 from helpdesk.clock import to_utc
 from helpdesk.config.settings import StaffMember
-from helpdesk.errors import NotFound
 from helpdesk.outbound.notify import Notice
-from helpdesk.staff.act import TicketRow, read_ticket, read_tickets
-from helpdesk.store.schema import Timer
+from helpdesk.store import tickets, timers
+from helpdesk.store.tickets import TicketRow
 from helpdesk.store.timers import Due
 from helpdesk.tickets import lifecycle
-from helpdesk.tickets.desk import Desk, label
+from helpdesk.tickets.desk import Desk, TicketView, label
 from helpdesk.units import format_duration
 
 LIST_LIMIT = 50   # tickets named in one list mail; the rest are counted ("and 450 more")
@@ -47,15 +46,12 @@ class Handler:
         self.tickets: dict[int, TicketRow] = {}
 
     def prefetch(self, dues: list[Due]) -> None:
-        self.tickets = read_tickets([d.subject_id for d in dues])
+        self.tickets = tickets.read_many(d.subject_id for d in dues)
 
     def __call__(self, due: Due, now: dt.datetime) -> list[Alert]:
-        ticket = self.tickets.get(due.subject_id)
+        ticket = self.tickets.get(due.subject_id) or tickets.read(due.subject_id)
         if ticket is None:
-            try:
-                ticket = read_ticket(due.subject_id)
-            except NotFound:
-                return []
+            return []
         kind, _, step = due.kind.partition(".")
         if kind in ("first_response", "next_response") and ticket.status in lifecycle.AWAITING_ANSWER:
             if step == "reminder":
@@ -73,7 +69,7 @@ def handler(desk: Desk) -> Handler:
 def flusher(desk: Desk):
     def flush(alerts: list[Alert], now: dt.datetime) -> None:
         escalated = {a.ticket.id: a.ticket.priority for a in alerts if a.event == "escalation"}
-        _mark_overdue(escalated, now)
+        tickets.mark_overdue(escalated, now)
         # a backlog brings a reminder and its missed deadline together: the escalation says it all
         alerts = [a for a in alerts if not (a.event == "reminder" and a.ticket.id in escalated)]
         _fill_deadlines([a for a in alerts if a.context["due_at"] is None])
@@ -107,56 +103,39 @@ def _escalate(desk: Desk, ticket: TicketRow, kind: str, due_at: dt.datetime,
 
 
 def _close(desk: Desk, ticket: TicketRow, now: dt.datetime) -> None:
-    lifecycle.update(ticket.id, status="closed", closed_at=now, updated_at=now)
+    tickets.update(ticket.id, status="closed", closed_at=now, updated_at=now)
     ticket.status = "closed"
     person = desk.person(ticket.id, ticket.requester, "", "requester")
-    desk.queue(desk.config.mailbox_or_default(ticket.mailbox), "closed", ticket.view(), person, None,
+    desk.queue(desk.config.mailbox_or_default(ticket.mailbox), "closed", TicketView.of(ticket), person, None,
                 {"auto_close": format_duration(desk.config.tickets.auto_close)}, auto="auto-generated")
 
 
 def _tell(desk: Desk, alert: Alert) -> None:
     member, ticket = alert.member, alert.ticket
     person = desk.person(ticket.id, member.address, member.name, "staff")
-    desk.queue(desk.config.mailbox_or_default(ticket.mailbox), alert.event, ticket.view(), person, None,
+    desk.queue(desk.config.mailbox_or_default(ticket.mailbox), alert.event, TicketView.of(ticket), person, None,
                 alert.context, audience=alert.audience, auto="auto-generated")
 
 
 def _tell_many(desk: Desk, alerts: list[Alert]) -> None:
     """One mail listing several tickets; each keeps its [T-n] so staff can answer by subject."""
     first = alerts[0]
-    tickets = [{"id": label(a.ticket.id), "subject": a.ticket.subject, **a.context}
-               for a in alerts[:LIST_LIMIT]]
+    listed = [{"id": label(a.ticket.id), "subject": a.ticket.subject, **a.context}
+              for a in alerts[:LIST_LIMIT]]
     mailbox = desk.config.mailbox_or_default(first.ticket.mailbox)
     context = {"helpdesk_name": desk.config.helpdesk.name, "recipient_name": first.member.name,
-               "tickets": tickets, "total": len(alerts), "more": max(0, len(alerts) - LIST_LIMIT)}
+               "tickets": listed, "total": len(alerts), "more": max(0, len(alerts) - LIST_LIMIT)}
     desk.notifiers[mailbox.name].queue(Notice(
         event=f"{first.event}s", audience=first.audience, recipient=first.member.address,
         recipient_name=first.member.name, context=context, auto="auto-generated"))
-
-
-def _mark_overdue(priorities: dict[int, str], now: dt.datetime) -> None:
-    """Escalated tickets: overdue, priority raised; one UPDATE per new priority."""
-    by_priority: dict[str, list[int]] = defaultdict(list)
-    for ticket_id, priority in priorities.items():
-        by_priority[priority].append(ticket_id)
-    for priority, ids in by_priority.items():
-        lifecycle.update_many(ids, overdue=True, priority=priority, updated_at=now)
 
 
 def _fill_deadlines(reminders: list[Alert]) -> None:
     """The deadline each reminder announces, for the whole chunk in one query.
     (The alerts of one ticket share one context: each is filled once.)"""
     contexts = {id(a.context): (a.ticket.id, a.context) for a in reminders}
-    ids = sorted({ticket_id for ticket_id, _ in contexts.values()})
-    found: dict[tuple[int, str], dt.datetime] = {}
-    for start in range(0, len(ids), 500):
-        rows = (Timer.select(Timer.subject_id, Timer.kind, Timer.fire_at)
-                .where((Timer.subject == "ticket") & Timer.subject_id.in_(ids[start:start + 500])
-                       & Timer.kind.in_(("first_response", "next_response"))
-                       & Timer.status.in_(("pending", "fired"))).tuples())
-        for subject_id, kind, at in rows:   # the latest round's (it may fire in this same tick)
-            key = (subject_id, kind)
-            found[key] = max(at, found.get(key, at))
+    found = timers.latest("ticket", (ticket_id for ticket_id, _ in contexts.values()),
+                          ("first_response", "next_response"))
     for ticket_id, context in contexts.values():
         due_at = found.get((ticket_id, context["deadline"]))
         context["due_at"] = _moment(due_at) if due_at else "soon"

@@ -18,18 +18,9 @@ from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.routing import RecordBounce
-from helpdesk.store import sql
+from helpdesk.store import tickets
 from helpdesk.store.attachments import AttachmentStore, StoredAttachment
-from helpdesk.store.schema import (
-    Attachment,
-    Bounce,
-    Dispute,
-    Message,
-    Outbox,
-    Participant,
-    ThreadRef,
-    Ticket,
-)
+from helpdesk.store.tickets import TicketRow
 from helpdesk.tickets import lifecycle
 from helpdesk.tickets.route import NewTicket, TicketReply
 from helpdesk.units import format_duration
@@ -56,6 +47,10 @@ class TicketView:
         return {"id": label(self.number), "number": self.number, "subject": self.subject,
                 "status": self.status, "requester": self.requester}
 
+    @classmethod
+    def of(cls, ticket: TicketRow) -> TicketView:
+        return cls(ticket.id, ticket.subject, ticket.status, ticket.requester)
+
 
 @dataclass(frozen=True)
 class Person:
@@ -77,12 +72,10 @@ class Desk:
     def new_ticket(self, route: NewTicket, mail: InboundMail, stored: tuple[StoredAttachment, ...],
                    raw_id: int, mailbox: Mailbox) -> int:
         now = naive_utc(self.clock.now())
-        ticket = TicketView(0, clean_subject(mail.subject), "new", mail.requester)
-        number = sql.insert(
-            Ticket, mailbox=mailbox.name, subject=ticket.subject, requester=ticket.requester,
-            requester_name=mail.from_name, status=ticket.status, priority="normal",
-            created_at=now, updated_at=now, follow_up_of=route.follow_up_of)
-        ticket = TicketView(number, ticket.subject, ticket.status, ticket.requester)
+        subject = clean_subject(mail.subject)
+        number = tickets.create(mailbox.name, subject, mail.requester, mail.from_name, now,
+                                route.follow_up_of)
+        ticket = TicketView(number, subject, "new", mail.requester)
         requester = self._add_person(number, mail.requester, mail.from_name, "requester")
         self._add_copied(number, mail)
         self._record(number, mail, stored, raw_id, now, auto=False)
@@ -100,10 +93,9 @@ class Desk:
         self._record(route.ticket_id, mail, stored, raw_id, now, auto=route.silent)
         if route.silent:
             return route.ticket_id
-        [(subject, status, requester)] = sql.select(
-            Ticket, ["subject", "status", "requester"], {"id": route.ticket_id})
+        subject, status, requester = tickets.shown(route.ticket_id)
         status = lifecycle.customer_wrote(route.ticket_id, status, now, self.config.tickets)
-        sql.update(Ticket, route.ticket_id, status=status, updated_at=now)
+        tickets.update(route.ticket_id, status=status, updated_at=now)
         person = self.person(route.ticket_id, mail.from_addr, mail.from_name, "cc")
         refused = [a for a in stored if a.refused]
         if refused:
@@ -117,10 +109,8 @@ class Desk:
         now = naive_utc(self.clock.now())
         report = mail.bounce
         addresses = route.recipients or (mail.from_addr,)
-        sql.insert_rows(Bounce, [
-            {"address": a, "raw": raw_id, "ticket": route.ticket_id, "created_at": now,
-             "status": report.status if report else "", "diagnostic": report.diagnostic if report else ""}
-            for a in addresses])
+        tickets.add_bounces(addresses, raw_id, route.ticket_id, now,
+                            report.status if report else "", report.diagnostic if report else "")
         if route.ticket_id is not None:
             self._record(route.ticket_id, mail, stored, raw_id, now, auto=True)
         return route.ticket_id
@@ -146,24 +136,17 @@ class Desk:
 
     def _record(self, ticket_id: int, mail: InboundMail, stored: tuple[StoredAttachment, ...],
                 raw_id: int, now: dt.datetime, auto: bool) -> None:
-        message_id = sql.insert(
-            Message, ticket=ticket_id, raw=raw_id, direction="in", sender=mail.from_addr,
+        tickets.add_message(
+            ticket_id, now, raw_id=raw_id, direction="in", sender=mail.from_addr,
             recipients=", ".join(mail.to + mail.cc), subject=mail.subject, body=mail.reply_text,
-            full_text=mail.text, message_id=mail.message_id, auto=auto, created_at=now)
-        sql.insert_rows(Attachment, [
-            {"message": message_id, "filename": a.filename, "content_type": a.content_type,
-             "size": a.size, "sha256": a.sha256, "inline": a.inline, "refused": a.refused}
-            for a in stored])
-        sql.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in mail.thread_ids],
-                               ignore_conflicts=True)
+            full_text=mail.text, message_id=mail.message_id, auto=auto,
+            attachments=stored, thread_ids=mail.thread_ids)
 
     def _may_acknowledge(self, address: str, now: dt.datetime, kind: str = "ack") -> bool:
         limits = self.config.limits
         if limits.ack_rate_limit <= 0:
             return False
-        sent = sql.scalar(Outbox, "COUNT(*)", {"recipient": address, "kind": kind},
-                                 since=("created_at", now - limits.ack_rate_window))
-        return sent < limits.ack_rate_limit
+        return tickets.sent_since(address, kind, now - limits.ack_rate_window) < limits.ack_rate_limit
 
     def _acknowledgement(self, ticket: TicketView, requester: Person, mail, mailbox, stored) -> Notice:
         context = {
@@ -191,18 +174,17 @@ class Desk:
         so their answers in the thread are recognised (never our own addresses)."""
         skip = self.config.own_addresses | {m.address for m in self.config.staff} | {mail.requester}
         copied = [a for a in dict.fromkeys(mail.to + mail.cc) if replyaddr.untagged(a) not in skip][:20]
-        sql.insert_rows(Participant, [{"ticket": ticket_id, "address": a, "name": "", "role": "cc"}
-                                             for a in copied], ignore_conflicts=True)
+        tickets.add_copied(ticket_id, copied)
 
     def _add_person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
         """A participant of a ticket created in this transaction: nobody can be there yet."""
-        pid = sql.insert(Participant, ticket=ticket_id, address=address, name=name, role=role)
-        return Person(pid, address, name)
+        return Person(tickets.add_participant(ticket_id, address, name, role), address, name)
 
     def person(self, ticket_id: int, address: str, name: str, role: str) -> Person:
-        rows = sql.select(Participant, ["id"], {"ticket": ticket_id, "address": address})
-        if rows:
-            return Person(rows[0][0], address, name)
+        """The ticket's participant with this address, added in ``role`` if new."""
+        known = tickets.participant_id(ticket_id, address)
+        if known is not None:
+            return Person(known, address, name)
         return self._add_person(ticket_id, address, name, role)
 
     def queue(self, mailbox, event, ticket: TicketView, person: Person, mail, context,
@@ -227,20 +209,13 @@ class Desk:
 
 
 def open_tickets_of(address: str) -> list[dict]:
-    rows = (Ticket.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.created_at)
-            .where((Ticket.requester == address) & (Ticket.kind == "ticket") & (Ticket.status != "closed"))
-            .order_by(Ticket.id).limit(50).tuples())
     return [{"id": label(i), "subject": subject, "status": status, "created_at": created.strftime("%Y-%m-%d")}
-            for i, subject, status, created in rows]
+            for i, subject, status, created in tickets.open_tickets(address)]
 
 
 def open_disputes_of(address: str) -> list[dict]:
-    rows = (Dispute.select(Dispute.id, Dispute.order_id, Dispute.status, Dispute.buyer)
-            .where(((Dispute.buyer == address) | (Dispute.seller == address))
-                   & Dispute.status.not_in(sorted(dispute_rules.FINAL)))
-            .order_by(Dispute.id).limit(50).tuples())
     return [{"id": f"D-{i}", "order": order, "status": status, "role": "buyer" if buyer == address else "seller"}
-            for i, order, status, buyer in rows]
+            for i, order, status, buyer in tickets.open_disputes(address, dispute_rules.FINAL)]
 
 
 def clean_subject(subject: str) -> str:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from helpdesk.config.settings import TicketSettings
-from helpdesk.store import sql, timers
-from helpdesk.store.schema import Ticket
+from helpdesk.store import timers
 
 AWAITING_ANSWER = frozenset({"new", "open"})
 RESPONSE_KINDS = ("first_response", "first_response.reminder", "next_response", "next_response.reminder")
@@ -61,12 +60,3 @@ def reopened(ticket_id: int, now: dt.datetime, settings: TicketSettings) -> None
 def raised(priority: str) -> str:
     index = PRIORITIES.index(priority) if priority in PRIORITIES else 1
     return PRIORITIES[min(index + 1, len(PRIORITIES) - 1)]
-
-
-def update(ticket_id: int, **values) -> None:
-    sql.update(Ticket, ticket_id, **values)
-
-
-def update_many(ticket_ids: list[int], **values) -> None:
-    for start in range(0, len(ticket_ids), 500):
-        Ticket.update(**values).where(Ticket.id.in_(ticket_ids[start:start + 500])).execute()
