@@ -24,6 +24,7 @@ from helpdesk.outbound.notify import Notifier, Renderer
 from helpdesk.outbound.transports import transport_from_url
 from helpdesk.pipeline.batches import Pipeline, Tally
 from helpdesk.runtime import tick
+from helpdesk.staff import act as staff_act
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import connect
 from helpdesk.tickets import deadlines as ticket_deadlines
@@ -104,7 +105,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                                 config.limits.max_attachments_total),
                 notifiers)
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
-    domains = {"tickets": TicketInbox(desk), "disputes": disputes}
+    domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": disputes}
     app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains))
     app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)

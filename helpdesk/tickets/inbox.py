@@ -3,16 +3,18 @@
 The pipeline treats every kind of mailbox alike (``routing.Domain``); this is
 where a ticket route turns into the call that writes it: a new ticket, a
 customer's reply, a staff member's answer or commands, a status list, a bounce.
+The staff domain builds on tickets, so its handler for ``StaffReply`` is handed
+in by the composition root rather than imported from here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from helpdesk.config.settings import Mailbox
 from helpdesk.mail.parse import InboundMail
 from helpdesk.routing import Applied, Decision, Drop, Quarantine, RecordBounce
-from helpdesk.staff import act as staff
 from helpdesk.store.attachments import StoredAttachment
 from helpdesk.store.index import StoreIndex
 from helpdesk.tickets.desk import Desk
@@ -29,6 +31,7 @@ from helpdesk.tickets.route import (
 @dataclass
 class TicketInbox:
     desk: Desk
+    staff_reply: Callable[..., Applied]   # staff.act.staff_reply(desk, route, mail, stored, raw_id, mailbox)
     table: tuple = RULES
     index: StoreIndex = field(default_factory=StoreIndex)
 
@@ -48,7 +51,7 @@ class TicketInbox:
             ticket = self.desk.reply(chosen, mail, stored, raw_id, mailbox)
             return Applied("reply", ticket, _explain(chosen))
         if isinstance(chosen, StaffReply):
-            return staff.staff_reply(self.desk, chosen, mail, stored, raw_id, mailbox)
+            return self.staff_reply(self.desk, chosen, mail, stored, raw_id, mailbox)
         if isinstance(chosen, TicketsStatusRequest):
             sent = self.desk.status_reply(mail, mailbox)
             return Applied("status_request", None, "answered" if sent else "not answered: rate limit")
