@@ -5,6 +5,7 @@
     ├── UserError                 a command-line user asked for something impossible
     │   └── NotFound              an unknown id (``no ticket T-99``)
     ├── StoreError                the database refused (could not store a raw message, ...)
+    │   └── AlreadyOpen           a second open dispute for one order: another opening won the race
     └── DeliveryError             an outgoing mail could not be handed over
         ├── TemporaryDeliveryError    retry later (4xx, refused connection, timeout)
         └── PermanentDeliveryError    give up and record it (5xx)
@@ -36,6 +37,11 @@ class NotFound(UserError):
 
 class StoreError(HelpdeskError):
     """The database could not store something that must be stored."""
+
+
+class AlreadyOpen(StoreError):
+    """The database refused a second open dispute for one order (its unique ``open_order``):
+    another opening committed between the check and the insert."""
 
 
 class DeliveryError(HelpdeskError):

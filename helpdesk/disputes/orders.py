@@ -5,7 +5,8 @@ source of that truth, so its export is loaded as it is: a bad row is reported
 with its line number and skipped, the good rows are imported anyway, and a
 re-import updates rows by ``order_id`` instead of duplicating them (unchanged
 rows are not written at all). One transaction per file: an import is
-all-good-rows or nothing.
+all-good-rows or nothing. Reading and checking are done here; ``store.orders``
+writes the good rows.
 
 Accepted shapes: CSV with a header row (``,``, ``;`` or tab separated), a JSON
 array of objects, or JSON Lines (one object per line). Column names are
@@ -29,8 +30,8 @@ from pathlib import Path
 
 from helpdesk.clock import naive_utc, parse_iso
 from helpdesk.errors import UserError
+from helpdesk.store import orders as store
 from helpdesk.store.db import write_transaction
-from helpdesk.store.schema import Order
 
 FIELDS = ("order_id", "buyer", "seller", "product", "amount", "currency", "purchased_at")
 ALIASES = {
@@ -47,7 +48,6 @@ _CURRENCY = re.compile(r"^[A-Z0-9]{2,8}$")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 _ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 _ORDERS_KEY = re.compile(r'\s*\{\s*"orders"\s*:\s*\[')     # {"orders": [...]}
-CHUNK = 200
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def import_file(path: Path, now: dt.datetime) -> ImportReport:
         else:
             rows[checked["order_id"]] = checked     # a later row for the same order wins
     with write_transaction():
-        _upsert(list(rows.values()), naive_utc(now), report)
+        report.new, report.updated, report.unchanged = store.upsert(list(rows.values()), naive_utc(now))
     return report
 
 
@@ -277,26 +277,3 @@ def _moment(value) -> dt.datetime:
     except ValueError:
         raise ValueError(f"purchase date {str(value)[:40]!r} is not a date like 2026-11-20 "
                          "or 2026-11-20T14:30:00Z") from None
-
-
-# --- writing -------------------------------------------------------------------
-
-def _upsert(rows: list[dict], now: dt.datetime, report: ImportReport) -> None:
-    """New and changed rows only, in chunks: one SELECT and one INSERT … ON CONFLICT each."""
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
-        known = {o.order_id: o for o in Order.select().where(
-            Order.order_id.in_([r["order_id"] for r in chunk]))}
-        changed = [r for r in chunk if r["order_id"] not in known or _differs(known[r["order_id"]], r)]
-        report.new += sum(r["order_id"] not in known for r in chunk)
-        report.updated += sum(r["order_id"] in known for r in changed)
-        report.unchanged += len(chunk) - len(changed)
-        if changed:
-            (Order.insert_many([{**r, "updated_at": now} for r in changed])
-             .on_conflict(conflict_target=[Order.order_id],
-                          preserve=[getattr(Order, name) for name in FIELDS[1:]] + [Order.updated_at])
-             .execute())
-
-
-def _differs(order: Order, row: dict) -> bool:
-    return any(getattr(order, name) != row[name] for name in FIELDS[1:])

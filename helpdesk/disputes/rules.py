@@ -4,7 +4,8 @@ Everything that decides *whether* something may happen in a dispute lives
 here, so it can be tested as a table and explained in the README: which role
 may use which command in which state and at what time, what a command or a
 deadline changes, and — when a command is refused — why, and when it will be
-allowed. ``disputes`` applies the answers in the caller's transaction.
+allowed. ``desk`` and its job modules apply the answers in the caller's
+transaction.
 
 States (``OPEN`` ones take commands; ``FINAL`` ones only keep the chat)::
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from helpdesk.clock import Clock
 from helpdesk.config.loader import load_config
 from helpdesk.config.settings import Config
+from helpdesk.disputes import deadlines as dispute_deadlines
 from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.errors import ConfigError
 from helpdesk.intake import store as intake
@@ -109,7 +110,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains))
     app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)
-    app.timer_handlers["dispute"] = disputes.on_timer
+    app.timer_handlers["dispute"] = dispute_deadlines.handler(disputes)
     return app
 
 
