@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from helpdesk.clock import Clock, parse_iso
-from helpdesk.disputes import orders
+from helpdesk.disputes import opening, orders
 from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.intake import files
 from helpdesk.pipeline.batches import Tally
@@ -306,7 +306,7 @@ def cmd_disputes_open(args) -> int:
         description = files.read(args.description_file).decode("utf-8", "replace")
     except OSError as exc:
         raise UserError(f"cannot read {args.description_file}: {exc.strerror or exc}") from None
-    opened = app.disputes.open_from_form(args.order, args.reason, description,
+    opened = opening.from_form(app.disputes, args.order, args.reason, description,
                                                   [Path(f) for f in args.attach])
     app.deliver()
     print(f"{opened}: opened for order {args.order.strip()}; the buyer and the seller were told")

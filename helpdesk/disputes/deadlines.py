@@ -33,7 +33,7 @@ def _fire(desk: DisputeDesk, due: Due, loaded: Loaded | None, now: dt.datetime) 
         for seller in loaded.having("seller"):
             desk.send(loaded, seller, "dispute_reminder", {"left": change.reason}, now)
         return
-    desk._change(loaded, change, "system", now)
+    desk.change(loaded, change, "system", now)
     if change.event == "window_closed" and (loaded.row.admin_due_at or now) <= now:
         return  # the administration steps in this very moment: its own notice says so
     if change.event in ("seller_missed", "admin_review"):

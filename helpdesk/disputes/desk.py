@@ -1,12 +1,10 @@
-"""The disputes mailbox as a routing domain, and what every dispute job shares:
-reading a dispute, writing its changes, telling its parties.
+"""What every dispute job shares: reading a dispute, writing its changes, telling its parties.
 
-``route`` says what a mail is and ``rules`` what may happen;
-``DisputeDesk.apply`` hands each route to the module whose job it is —
-``opening`` (a new dispute, by mail or by the marketplace's form), ``relay``
-(the chat between the parties, with its commands), ``strangers`` (refusals and
-status lists) — and ``deadlines`` says what a dispute's timer does. They all
-write through the desk: the dispute, its history, its timers, its chat (a
+``route`` says what a mail is and ``rules`` what may happen; ``inbox`` hands
+each route to the module whose job it is — ``opening`` (a new dispute, by mail
+or by the marketplace's form), ``relay`` (the chat between the parties, with
+its commands), ``strangers`` (refusals and status lists) — and ``deadlines``
+says what a dispute's timer does. They all write through this desk: the dispute, its history, its timers, its chat (a
 ``Ticket`` of kind "dispute", so messages, attachments, participants and
 outgoing mail reuse the ticket tables), and the mail it causes, all in the
 transaction of the pipeline or of the deadline tick.
@@ -14,7 +12,7 @@ transaction of the pipeline or of the deadline tick.
 Buyer and seller never see each other's address: everything they receive
 comes from the disputes address, addressed to them alone, with their own
 signed Reply-To, and every string of it has both parties' addresses masked
-(``relay.masked``).
+(``masking.masked``).
 """
 
 from __future__ import annotations
@@ -22,20 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from helpdesk.clock import Clock
-from helpdesk.config.settings import Config, Mailbox
-from helpdesk.disputes import opening, relay, strangers
+from helpdesk.config.settings import Config
+from helpdesk.disputes import eligibility, masking
 from helpdesk.disputes.parties import SUBJECT, Loaded, Party, label
-from helpdesk.disputes.route import (
-    RULES,
-    DisputeContext,
-    DisputeMessage,
-    DisputesStatusRequest,
-    NotYours,
-    OpenRequest,
-)
 from helpdesk.disputes.rules import (
     ADMIN_DUE,
     FINAL,
@@ -51,13 +40,11 @@ from helpdesk.disputes.rules import (
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
-from helpdesk.routing import Applied, Decision, Drop, Quarantine, RecordBounce
 from helpdesk.store import disputes as store
 from helpdesk.store import orders, timers
-from helpdesk.store.attachments import AttachmentStore, StoredAttachment
+from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import write_transaction
 from helpdesk.store.disputes import DisputeRow
-from helpdesk.store.index import StoreDisputeIndex
 from helpdesk.tickets.desk import Desk
 from helpdesk.units import format_duration
 
@@ -73,10 +60,12 @@ class StaleDispute(Exception):
 
 @dataclass
 class DisputeDesk:
-    """What applying dispute mail and deadlines needs, built once by the app.
+    """What the dispute modules share, built once by the app: reading a dispute, deciding
+    on what was read, changing its status, bringing in the admins, telling the parties.
 
-    ``_load``, ``_change`` and ``_problem`` are the steps a race goes through
+    ``load``, ``change`` and ``problem`` are the steps a race goes through
     (tests hold a dispute or an opening back there), hence one desk method each.
+    Mail reaches the disputes through ``inbox``, timers through ``deadlines``.
     """
 
     config: Config
@@ -86,48 +75,15 @@ class DisputeDesk:
     notifiers: dict[str, Notifier]
     tickets: Desk                      # bounces are recorded the ticket way
     rules: Rules = field(init=False)
-    index: StoreDisputeIndex = field(init=False, default_factory=StoreDisputeIndex)
-    table: tuple = field(init=False, default=RULES)   # the disputes mailbox's rule table
 
     def __post_init__(self) -> None:
         self.rules = Rules(self.config.disputes, self.config.helpdesk.timezone)
 
-    # --- entry points ----------------------------------------------------------
-
-    def context(self) -> DisputeContext:
-        return DisputeContext(self.config.own_addresses, self.secret, self.config.disputes.reasons,
-                              self.index)
-
-    def apply(self, decision: Decision, mail: InboundMail, stored: tuple[StoredAttachment, ...],
-              raw_id: int, mailbox: Mailbox) -> Applied:
-        """One routed mail to a disputes mailbox, inside the pipeline's transaction."""
-        chosen = decision.route
-        if isinstance(chosen, DisputeMessage):
-            return relay.message(self, chosen, mail, stored, raw_id)
-        if isinstance(chosen, NotYours):
-            return strangers.not_yours(self, chosen, mail, mailbox)
-        if isinstance(chosen, DisputesStatusRequest):
-            return strangers.status(self, mail, mailbox)
-        if isinstance(chosen, OpenRequest):
-            return opening.by_mail(self, chosen, mail, stored, raw_id, mailbox)
-        if isinstance(chosen, RecordBounce):
-            ticket = self.tickets.bounce(chosen, mail, stored, raw_id)
-            return Applied("bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
-        if isinstance(chosen, Drop):
-            return Applied("dropped", None, chosen.reason)
-        assert isinstance(chosen, Quarantine)
-        return Applied("quarantined", None, chosen.reason)
-
-    def open_from_form(self, order_id: str, reason: str, description: str,
-                       files: list[Path]) -> str:
-        """``helpdesk disputes open``: the marketplace's own dispute form; UserError if refused."""
-        return opening.from_form(self, order_id, reason, description, files)
-
-    def _problem(self, order_id: str | None, sender: str | None, problems: tuple[str, ...],
-                 reason_given: str | None) -> opening.Problem | None:
-        """The first reason not to open (``opening.problem``), asked before opening and
+    def problem(self, order_id: str | None, sender: str | None, problems: tuple[str, ...],
+                 reason_given: str | None) -> eligibility.Problem | None:
+        """The first reason not to open (``eligibility.problem``), asked before opening and
         again when the database refused the opening."""
-        return opening.problem(self.config.disputes.reasons, order_id, sender, problems, reason_given)
+        return eligibility.problem(self.config.disputes.reasons, order_id, sender, problems, reason_given)
 
     # --- reading, and deciding on what was read -----------------------------------
 
@@ -138,7 +94,7 @@ class DisputeDesk:
         a second ``StaleDispute`` propagates (the tick puts the timer back to pending, the
         pipeline quarantines the mail)."""
         for attempt in (1, 2):
-            loaded = self._load(dispute_id)
+            loaded = self.load(dispute_id)
             try:
                 with write_transaction():
                     return work(loaded)
@@ -148,7 +104,7 @@ class DisputeDesk:
                 log.info("%s: read again and decided once more", exc)
         raise AssertionError("unreachable")
 
-    def _load(self, dispute_id: int) -> Loaded | None:
+    def load(self, dispute_id: int) -> Loaded | None:
         row = store.read(dispute_id)
         if row is None:
             return None
@@ -166,7 +122,7 @@ class DisputeDesk:
 
     # --- changes -------------------------------------------------------------------
 
-    def _change(self, loaded: Loaded, change: Change, actor: str, now: dt.datetime) -> Offer | None:
+    def change(self, loaded: Loaded, change: Change, actor: str, now: dt.datetime) -> Offer | None:
         """Write a change: the dispute's columns, its history, timers, proposals.
         Returns the new proposal, if the change makes one.
 
@@ -228,7 +184,7 @@ class DisputeDesk:
             messages, proposals = store.chat(loaded.row.ticket_id, loaded.row.id)
             loaded.chat = {
                 "chat": [{"at": self.rules.when(m.created_at), "role": roles.get(m.sender, "?"),
-                          "text": m.body, "attachments": relay.listed(m.attachments)} for m in messages],
+                          "text": m.body, "attachments": masking.listed(m.attachments)} for m in messages],
                 "proposals": [{"number": p.number, "author": p.author, "text": p.text,
                                "accepted": p.accepted} for p in proposals]}
         return loaded.chat
@@ -244,8 +200,8 @@ class DisputeDesk:
         first mail we sent them about this dispute, never under the other
         side's Message-IDs (which can name their domain).
         """
-        mask = relay.masker(relay.hidden_from(loaded, party))
-        context = relay.masked(self._context(loaded, party, now, {**extra, "passed_on": bool(files)}), mask)
+        mask = masking.masker(masking.hidden_from(loaded, party))
+        context = masking.masked(self._context(loaded, party, now, {**extra, "passed_on": bool(files)}), mask)
         files = tuple((mask(name), content_type, path) for name, content_type, path in files)
         token = replyaddr.ReplyToken("d", loaded.row.id, party.participant_id)
         in_reply_to, references = (answering.message_id, answering.references) if answering else \

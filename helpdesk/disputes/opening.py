@@ -1,7 +1,7 @@
 """Opening a dispute: by mail to the disputes address, or by the marketplace's own form.
 
-Both check the same things first (``problem``): the order exists, the sender
-is its buyer, it has no open dispute yet, the request is complete. Two
+Both check the same things first (``eligibility.problem``): the order exists,
+the sender is its buyer, it has no open dispute yet, the request is complete. Two
 openings at once both pass that check; the database's unique ``open_order``
 refuses the second one, which then gets the usual "already open" answer.
 A new dispute starts with its chat, its buyer and seller, its history and the
@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import mimetypes
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from helpdesk.clock import naive_utc
 from helpdesk.config.settings import Mailbox
+from helpdesk.disputes.desk import DisputeDesk
+from helpdesk.disputes.eligibility import Problem
+from helpdesk.disputes.masking import listed, passed_on
 from helpdesk.disputes.parties import SUBJECT, Loaded, label
-from helpdesk.disputes.relay import listed, passed_on
 from helpdesk.disputes.route import OpenRequest
-from helpdesk.disputes.rules import OPEN, STATES
 from helpdesk.disputes.strangers import answer
 from helpdesk.errors import AlreadyOpen, UserError
 from helpdesk.mail.parse import InboundAttachment, InboundMail
@@ -31,18 +30,6 @@ from helpdesk.store import orders, timers
 from helpdesk.store.db import write_transaction
 from helpdesk.store.orders import OrderRow
 from helpdesk.units import normalise_reason
-
-if TYPE_CHECKING:   # the desk imports this module to hand it openings
-    from helpdesk.disputes.desk import DisputeDesk
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why a dispute cannot be opened: the code picks the reply's paragraph."""
-
-    code: str           # unknown_order | not_buyer | already_open | bad_request
-    message: str        # one line, for the command line and the log
-    context: dict
 
 
 def from_form(desk: DisputeDesk, order_id: str, reason: str, description: str, files: list[Path]) -> str:
@@ -57,7 +44,7 @@ def from_form(desk: DisputeDesk, order_id: str, reason: str, description: str, f
     attachments = tuple(_read_file(path) for path in files)
     with write_transaction():
         now = naive_utc(desk.clock.now())
-        problem = desk._problem(order_id.strip(), None, problems, reason)
+        problem = desk.problem(order_id.strip(), None, problems, reason)
         if problem is not None:
             raise UserError(problem.message)
         stored = desk.attachments.store_all(attachments)
@@ -76,7 +63,7 @@ def from_form(desk: DisputeDesk, order_id: str, reason: str, description: str, f
 def by_mail(desk: DisputeDesk, request: OpenRequest, mail: InboundMail, stored, raw_id: int,
             mailbox: Mailbox) -> Applied:
     now = naive_utc(desk.clock.now())
-    problem = desk._problem(request.order_id, mail.from_addr, request.problems, request.reason_given)
+    problem = desk.problem(request.order_id, mail.from_addr, request.problems, request.reason_given)
     if problem is not None:
         return _refuse(desk, problem, mail, mailbox, now)
     order = orders.find(request.order_id)
@@ -100,36 +87,10 @@ def _lost_race(desk: DisputeDesk, order_id: str, sender: str | None, reason_give
     """The database refused a second open dispute for the order (the unique ``open_order``):
     another opening committed between our check and our insert. Its answer is the usual
     "already open" one; if the check does not say so now, the error is raised again."""
-    problem = desk._problem(order_id, sender, (), reason_given)
+    problem = desk.problem(order_id, sender, (), reason_given)
     if problem is None or problem.code != "already_open":
         raise error
     return problem
-
-
-def problem(reasons: tuple[str, ...], order_id: str | None, sender: str | None, problems: tuple[str, ...],
-            reason_given: str | None) -> Problem | None:
-    """The first reason not to open: the order's checks, then the form's."""
-    reasons = list(reasons)
-    base = {"order": order_id, "reasons": reasons, "reason_given": reason_given, "problems": [],
-            "existing": None}
-    if order_id:
-        order = orders.find(order_id)
-        if order is None:
-            return Problem("unknown_order", f"no order {order_id} (import orders with "
-                           "'helpdesk orders import FILE')", base)
-        if sender is not None and order.buyer != sender:
-            return Problem("not_buyer", f"order {order_id}: {sender} is not its buyer", base)
-        existing = store.open_for_order(order_id, OPEN)
-        if existing is not None:
-            number, status = existing
-            return Problem("already_open", f"order {order_id} already has an open dispute: "
-                           f"{label(number)} ({status})",
-                           {**base, "existing": {"id": label(number), "status": status,
-                                                 "status_text": STATES[status]}})
-    if problems:
-        return Problem("bad_request", _problems_line(problems, reason_given, reasons),
-                       {**base, "problems": list(problems)})
-    return None
 
 
 def _open(desk: DisputeDesk, order: OrderRow, reason: str, description: str, stored, mailbox: Mailbox,
@@ -154,13 +115,6 @@ def _open(desk: DisputeDesk, order: OrderRow, reason: str, description: str, sto
     desk.send(loaded, seller, "dispute_opened", {"attachments": files}, now,
               files=passed_on(desk.attachments, stored))
     return loaded
-
-
-def _problems_line(problems: tuple[str, ...], given: str | None, reasons: list[str]) -> str:
-    said = {"no_order": "no order id", "no_reason": "no \"Reason:\" line",
-            "bad_reason": f"reason {given!r} is not one of: {', '.join(reasons)}",
-            "no_description": "no description"}
-    return "; ".join(said[p] for p in problems)
 
 
 def _read_file(path: Path) -> InboundAttachment:

@@ -3,22 +3,17 @@ their addresses apart.
 
 A participant's message is recorded, its command (``#propose``, ``#accept``,
 ...) judged by the rules and applied, and its words and files passed on to the
-others, each in a mail of their own from the disputes address. Every string of
-every dispute mail is masked (``masked``): nobody reads the other side's
-address, and the administration reads neither, since its mail may be
-forwarded. Files that carry their sender's address by design are kept with
-the message but never passed on (``withheld``).
+others, each in a mail of their own from the disputes address, masked by
+``masking`` so that nobody reads the other side's address.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable
-from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from helpdesk.clock import naive_utc
+from helpdesk.disputes.desk import DisputeDesk
+from helpdesk.disputes.masking import listed, passed_on
 from helpdesk.disputes.parties import Loaded, Party, happened, label
 from helpdesk.disputes.route import DisputeMessage
 from helpdesk.disputes.rules import Change, Command, Refusal, parse_command
@@ -26,18 +21,6 @@ from helpdesk.mail.parse import InboundMail
 from helpdesk.mail.quotes import strip_reply
 from helpdesk.routing import Applied
 from helpdesk.store import disputes as store
-from helpdesk.store.attachments import AttachmentStore
-
-if TYPE_CHECKING:   # the desk imports this module to hand it the chat
-    from helpdesk.disputes.desk import DisputeDesk
-
-MASK = "[address hidden]"
-CARRY_ADDRESS = frozenset({
-    "text/vcard", "text/x-vcard", "text/directory", "message/rfc822", "message/global",
-    "application/pkcs7-signature", "application/x-pkcs7-signature", "application/pkcs7-mime",
-    "application/x-pkcs7-mime", "application/pgp-keys", "application/pgp-signature"})
-CARRY_ADDRESS_NAMES = (".vcf", ".vcard", ".eml", ".p7s", ".p7m", ".p7c", ".asc")
-
 
 # --- a message into a dispute --------------------------------------------------------
 
@@ -85,7 +68,7 @@ def _chat(desk: DisputeDesk, loaded: Loaded, party: Party, change: Change | None
     store.record(loaded.row.ticket_id, party.address, own, stored, now, mail, raw_id)
     offer = None
     if change is not None:
-        offer = desk._change(loaded, change, _actor(party), now)
+        offer = desk.change(loaded, change, _actor(party), now)
         if change.to_status == "admin_review":
             desk.join_admins(loaded)
     if change is None and not text and not stored:
@@ -111,54 +94,3 @@ def _relayed_text(command: Command) -> str:
     """What goes to the others besides the command: the lines below it, unless they were
     the command's own text (``#propose`` alone on its line)."""
     return "" if command.consumes_rest else command.rest
-
-
-# --- files ---------------------------------------------------------------------------
-
-def withheld(content_type: str, filename: str) -> bool:
-    """Files that carry their sender's address by design (contact cards, forwarded mail,
-    S/MIME and PGP signatures and keys): kept with the message, never passed on."""
-    return content_type.lower() in CARRY_ADDRESS or filename.lower().endswith(CARRY_ADDRESS_NAMES)
-
-
-def passed_on(attachments: AttachmentStore, stored) -> tuple[tuple[str, str, str], ...]:
-    """The files relayed to the others: accepted ones that do not carry an address."""
-    return tuple((a.filename, a.content_type, str(attachments.path_for(a.sha256)))
-                 for a in stored if not a.refused and a.sha256 and not withheld(a.content_type, a.filename))
-
-
-def listed(stored) -> list[dict]:
-    return [{"filename": a.filename, "size": a.size, "content_type": a.content_type, "refused": a.refused,
-             "withheld": not a.refused and withheld(a.content_type, a.filename)}
-            for a in stored]
-
-
-# --- masking -------------------------------------------------------------------------
-
-def hidden_from(loaded: Loaded, reader: Party) -> tuple[str, ...]:
-    """The addresses a reader must not see: the other party's; both for the administration,
-    whose mail may be forwarded to either."""
-    return tuple(a for a in (loaded.row.buyer, loaded.row.seller)
-                 if a and (reader.role == "admin" or a != reader.address))
-
-
-def masker(addresses: tuple[str, ...]) -> Callable[[str], str]:
-    if not addresses:
-        return lambda text: text
-    pattern = re.compile("|".join(re.escape(a) for a in sorted(set(addresses), key=len, reverse=True)),
-                         re.IGNORECASE)
-    return lambda text: pattern.sub(MASK, text) if text else text
-
-
-def masked(value, mask: Callable[[str], str]):
-    """Every string of a template context masked, however deep: no field, present or future,
-    can carry an address out. A value of any other kind is a bug, and fails loudly."""
-    if isinstance(value, str):
-        return mask(value)
-    if isinstance(value, dict):
-        return {key: masked(item, mask) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [masked(item, mask) for item in value]
-    if value is None or isinstance(value, (bool, int, float, Decimal, dt.date, dt.timedelta)):
-        return value
-    raise TypeError(f"cannot mask a {type(value).__name__} in a dispute mail's context")

@@ -9,12 +9,12 @@ relay nothing to anybody else.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
 
 from helpdesk.clock import naive_utc
 from helpdesk.config.settings import Mailbox
+from helpdesk.disputes.desk import DisputeDesk
+from helpdesk.disputes.masking import masked, masker
 from helpdesk.disputes.parties import label
-from helpdesk.disputes.relay import masked, masker
 from helpdesk.disputes.route import NotYours
 from helpdesk.disputes.rules import Snapshot
 from helpdesk.mail.parse import InboundMail
@@ -22,9 +22,6 @@ from helpdesk.outbound.notify import Notice
 from helpdesk.routing import Applied
 from helpdesk.store import disputes as store
 from helpdesk.store import orders
-
-if TYPE_CHECKING:   # the desk imports this module to hand it strangers' mail
-    from helpdesk.disputes.desk import DisputeDesk
 
 TO_STRANGERS = ("dispute_refused", "dispute_not_yours", "dispute_status")
 STATUS_LIMIT = 100      # disputes in one status list

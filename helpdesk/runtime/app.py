@@ -18,6 +18,7 @@ from helpdesk.config.loader import load_config
 from helpdesk.config.settings import Config
 from helpdesk.disputes import deadlines as dispute_deadlines
 from helpdesk.disputes.desk import DisputeDesk
+from helpdesk.disputes.inbox import DisputeInbox
 from helpdesk.errors import ConfigError
 from helpdesk.intake import store as intake
 from helpdesk.outbound import outbox
@@ -106,7 +107,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                                 config.limits.max_attachments_total),
                 notifiers)
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
-    domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": disputes}
+    domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": DisputeInbox(disputes)}
     app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains))
     app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)

@@ -204,12 +204,12 @@ def test_an_opening_that_lost_the_race_is_the_already_open_line(tmp_path, config
     """Two openings at once: the database's unique index refuses the second one."""
     from helpdesk.disputes.desk import DisputeDesk
     open_by_cli(tmp_path, config, capsys)
-    real, calls = DisputeDesk._problem, []
+    real, calls = DisputeDesk.problem, []
 
     def blind(self, *args):
         calls.append(args)
         return None if len(calls) == 1 else real(self, *args)   # the first check ran before D-1 committed
-    monkeypatch.setattr(DisputeDesk, "_problem", blind)
+    monkeypatch.setattr(DisputeDesk, "problem", blind)
     code, out, err = open_by_cli(tmp_path, config, capsys, reason="other")
     assert (code, out, err.strip()) == (
         1, "", "helpdesk: order 100234 already has an open dispute: D-1 (awaiting_seller)")

@@ -698,12 +698,12 @@ def test_a_stale_snapshot_cannot_overwrite_a_newer_status(market):
     market.open()
     market.new()
     disputes = market.desk.app.disputes
-    stale = disputes._load(1)
+    stale = disputes.load(1)
     Dispute.update(status="withdrawn", open_order=None).where(Dispute.id == 1).execute()  # another worker
     due = stale.row.seller_due_at
     change = disputes.rules.timer("seller_due", stale.snap, due)
     with pytest.raises(StaleDispute), write_transaction():
-        disputes._change(stale, change, "system", due)
+        disputes.change(stale, change, "system", due)
     assert market.dispute().status == "withdrawn"
     assert history() == [(None, "awaiting_seller", "buyer")]
 
@@ -712,7 +712,7 @@ def race(monkeypatch, market, status: str, times: int = 1) -> list[str]:
     """Another worker moves dispute 1 to ``status`` right after each of our first ``times``
     reads, which all still see the status of the first one. Returns the statuses read."""
     disputes = market.desk.app.disputes
-    real, reads = disputes._load, []
+    real, reads = disputes.load, []
 
     def racing(dispute_id):
         loaded = real(dispute_id)
@@ -721,7 +721,7 @@ def race(monkeypatch, market, status: str, times: int = 1) -> list[str]:
             loaded.row.status = reads[0]
             Dispute.update(status=status).where(Dispute.id == dispute_id).execute()
         return loaded
-    monkeypatch.setattr(disputes, "_load", racing)
+    monkeypatch.setattr(disputes, "load", racing)
     return reads
 
 
@@ -767,12 +767,12 @@ def test_an_opening_that_lost_the_race_gets_the_already_open_answer(market, monk
     market.open()
     market.new()
     disputes = market.desk.app.disputes
-    real, calls = disputes._problem, []
+    real, calls = disputes.problem, []
 
     def blind(*args):
         calls.append(args)
         return None if len(calls) == 1 else real(*args)    # the other opening not committed yet
-    monkeypatch.setattr(disputes, "_problem", blind)
+    monkeypatch.setattr(disputes, "problem", blind)
     market.open(body="Reason: not received\n\nStill nothing.\n")
     [answer] = market.new()
     assert "already has dispute D-1" in answer["Subject"]

@@ -1,0 +1,57 @@
+"""The disputes mailbox as a routing domain: its rule table, its context, and what applies a decision.
+
+The pipeline treats every kind of mailbox alike (``routing.Domain``); this is
+where a dispute route is handed to the module whose job it is. It sits above
+them all, so ``desk`` and the job modules never import each other in a circle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from helpdesk.config.settings import Mailbox
+from helpdesk.disputes import opening, relay, strangers
+from helpdesk.disputes.desk import DisputeDesk
+from helpdesk.disputes.route import (
+    RULES,
+    DisputeContext,
+    DisputeMessage,
+    DisputesStatusRequest,
+    NotYours,
+    OpenRequest,
+)
+from helpdesk.mail.parse import InboundMail
+from helpdesk.routing import Applied, Decision, Drop, Quarantine, RecordBounce
+from helpdesk.store.attachments import StoredAttachment
+from helpdesk.store.index import StoreDisputeIndex
+
+
+@dataclass
+class DisputeInbox:
+    desk: DisputeDesk
+    table: tuple = RULES
+    index: StoreDisputeIndex = field(default_factory=StoreDisputeIndex)
+
+    def context(self) -> DisputeContext:
+        config = self.desk.config
+        return DisputeContext(config.own_addresses, self.desk.secret, config.disputes.reasons, self.index)
+
+    def apply(self, decision: Decision, mail: InboundMail, stored: tuple[StoredAttachment, ...],
+              raw_id: int, mailbox: Mailbox) -> Applied:
+        """One routed mail to a disputes mailbox, inside the pipeline's transaction."""
+        chosen, desk = decision.route, self.desk
+        if isinstance(chosen, DisputeMessage):
+            return relay.message(desk, chosen, mail, stored, raw_id)
+        if isinstance(chosen, NotYours):
+            return strangers.not_yours(desk, chosen, mail, mailbox)
+        if isinstance(chosen, DisputesStatusRequest):
+            return strangers.status(desk, mail, mailbox)
+        if isinstance(chosen, OpenRequest):
+            return opening.by_mail(desk, chosen, mail, stored, raw_id, mailbox)
+        if isinstance(chosen, RecordBounce):
+            ticket = desk.tickets.bounce(chosen, mail, stored, raw_id)
+            return Applied("bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
+        if isinstance(chosen, Drop):
+            return Applied("dropped", None, chosen.reason)
+        assert isinstance(chosen, Quarantine)
+        return Applied("quarantined", None, chosen.reason)
