@@ -17,9 +17,9 @@ import pytest
 
 from helpdesk.clock import Clock
 from helpdesk.errors import StoreError
-from helpdesk.store import raw as raw_messages
 from helpdesk.intake.smtp import SmtpIntake
 from helpdesk.runtime import service
+from helpdesk.store import raw as raw_messages
 from helpdesk.store.schema import Outbox, RawMessage, Ticket
 from tests.conftest import START, Desk, free_port, mail, write_config
 
