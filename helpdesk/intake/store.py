@@ -15,10 +15,7 @@ import re
 from dataclasses import dataclass
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.errors import StoreError
-from helpdesk.store import sql
-from helpdesk.store.db import write_transaction
-from helpdesk.store.schema import RawContent, RawMessage
+from helpdesk.store import raw as raw_messages
 
 _TRANSPORT_HEADERS = re.compile(
     rb"^(?:return-path|received|delivered-to|x-original-to):.*\n?(?:[ \t].*\n?)*",
@@ -84,51 +81,12 @@ def store(batch: list[Incoming], clock: Clock) -> list[Stored]:
         return []
     now = naive_utc(clock.now())
     prints = [fingerprint(item.raw) for item in batch]
-    try:
-        with write_transaction():
-            known = _existing_keys([key for _, key in prints])
-            rows, order = _new_rows(batch, prints, known, now)
-            if rows:
-                sql.insert_rows(RawMessage, [r for r, _ in rows], ignore_conflicts=True)
-            ids = _ids_for(order)
-            contents = [{"message": ids[r["dedupe_key"]], "raw": raw} for r, raw in rows]
-            sql.insert_rows(RawContent, contents, ignore_conflicts=True)
-    except Exception as exc:
-        raise StoreError(f"could not store raw message: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    ids = raw_messages.store_new(
+        [raw_messages.Arrival(key, message_id, item.mailbox, item.source, item.envelope_to, item.raw)
+         for item, (message_id, key) in zip(batch, prints)], now)
     results, seen = [], set()
     for _, key in prints:
-        first = key in order and key not in seen
+        first = key not in seen
         seen.add(key)
         results.append(Stored(ids.get(key) if first else None, key))
     return results
-
-
-def _new_rows(batch, prints, known, now):
-    rows, order = [], []
-    for item, (message_id, key) in zip(batch, prints):
-        if key in known or key in order:
-            continue
-        order.append(key)
-        rows.append(({
-            "dedupe_key": key, "message_id": message_id, "mailbox": item.mailbox,
-            "source": item.source, "envelope_to": ",".join(item.envelope_to),
-            "received_at": now, "size": len(item.raw), "status": "pending",
-        }, item.raw))
-    return rows, order
-
-
-def _existing_keys(keys: list[str]) -> set[str]:
-    return {key for key, in _by_key(["dedupe_key"], keys)}
-
-
-def _ids_for(keys: list[str]) -> dict[str, int]:
-    """Ids now stored under these keys; a racing process's row is processed once anyway."""
-    return {key: raw_id for key, raw_id in _by_key(["dedupe_key", "id"], keys)}
-
-
-def _by_key(columns: list[str], keys: list[str]) -> list[tuple]:
-    rows: list[tuple] = []
-    for start in range(0, len(keys), 500):
-        rows += sql.select(RawMessage, columns, {}, in_column="dedupe_key",
-                                  in_values=keys[start:start + 500])
-    return rows

@@ -18,8 +18,7 @@ import jinja2
 
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.mail.compose import ATTACHMENTS
-from helpdesk.store import sql
-from helpdesk.store.schema import Outbox, ThreadRef
+from helpdesk.store import outbox as outbox_rows
 
 _BLANKS = re.compile(r"\s+")
 LOOP_HEADER = "X-Helpdesk-Loop"
@@ -124,21 +123,15 @@ class Notifier:
         ticket's acknowledgement and staff notices go together); returns the
         new Message-IDs, in order."""
         now = naive_utc(self.clock.now())
-        rows, refs = [], []
+        drafts = []
         for notice in notices:
             rendered = self.renderer.render(notice.audience, notice.event, notice.context)
-            message_id = new_message_id(self.sender_address)
-            rows.append({
-                "kind": notice.event, "ticket": notice.ticket_id, "message_id": message_id,
-                "envelope_from": self.sender_address, "recipient": notice.recipient,
-                "headers": json.dumps(self._headers(notice)),
-                "subject": _with_token(rendered.subject, notice.token), "text": rendered.text,
-                "html": rendered.html, "status": "queued", "next_attempt_at": now, "created_at": now})
-            if notice.ticket_id is not None:
-                refs.append({"msgid": message_id, "ticket": notice.ticket_id, "ours": True})
-        sql.insert_rows(Outbox, rows)
-        sql.insert_rows(ThreadRef, refs, ignore_conflicts=True)
-        return [row["message_id"] for row in rows]
+            drafts.append(outbox_rows.Draft(
+                notice.event, notice.ticket_id, new_message_id(self.sender_address),
+                self.sender_address, notice.recipient, json.dumps(self._headers(notice)),
+                _with_token(rendered.subject, notice.token), rendered.text, rendered.html))
+        outbox_rows.queue(drafts, now)
+        return [draft.message_id for draft in drafts]
 
     def _headers(self, notice: Notice) -> dict:
         headers = {

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.errors import PermanentDeliveryError, TemporaryDeliveryError
 from helpdesk.mail.compose import compose
-from helpdesk.store import sql
+from helpdesk.store import outbox as outbox_rows
 from helpdesk.store.db import write_transaction
-from helpdesk.store.schema import Outbox
+from helpdesk.store.outbox import Attempt, Queued
 
 log = logging.getLogger("helpdesk.outbox")
 GROUP = 50
@@ -57,21 +57,17 @@ class DeliveryReport:
 def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS) -> DeliveryReport:
     report = DeliveryReport()
     now = naive_utc(clock.now())
-    due = [row.id for row in Outbox.select(Outbox.id)
-           .where((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))
-           .order_by(Outbox.id).limit(limit)]
+    due = outbox_rows.due(now, limit)
     for start in range(0, len(due), GROUP):
-        mine = _claim(due[start:start + GROUP], now)
-        rows = list(Outbox.select().where(Outbox.id.in_(mine)).order_by(Outbox.id)) if mine else []
-        updates = [_recorded(row, result, now, policy, report)
-                   for row, result in zip(rows, _send_group(rows, transport, now))]
+        rows = outbox_rows.load(_claim(due[start:start + GROUP], now))
+        attempts = [_recorded(row, result, now, policy, report)
+                    for row, result in zip(rows, _send_group(rows, transport, now))]
         with write_transaction():
-            for row_id, fields in updates:
-                sql.update(Outbox, row_id, **fields)
+            outbox_rows.record(attempts)
     return report
 
 
-def _send_group(rows: list[Outbox], transport, now: dt.datetime) -> list[str | Exception]:
+def _send_group(rows: list[Queued], transport, now: dt.datetime) -> list[str | Exception]:
     """Compose each row and hand the group over; per row, where it went or what failed.
 
     A transport with ``send_many`` gets the group at once (the Maildir syncs
@@ -129,15 +125,12 @@ def _claim(ids: list[int], now: dt.datetime) -> list[int]:
     is due again (sent twice at worst, never lost).
     """
     with write_transaction():
-        return [row_id for row_id in ids
-                if sql.update(Outbox, row_id, only_if={"status": "queued"},
-                                     at_most=("next_attempt_at", now),
-                                     next_attempt_at=now + LEASE) == 1]
+        return outbox_rows.claim(ids, now, now + LEASE)
 
 
-def _recorded(row: Outbox, result: str | Exception, now: dt.datetime, policy: RetryPolicy,
-              report: DeliveryReport):
-    """The row's new fields after its attempt: sent, deferred with backoff, or failed."""
+def _recorded(row: Queued, result: str | Exception, now: dt.datetime, policy: RetryPolicy,
+              report: DeliveryReport) -> Attempt:
+    """The row's attempt: sent, deferred with backoff, or failed."""
     attempts = row.attempts + 1
     if isinstance(result, TemporaryDeliveryError):
         retry_at = policy.next_attempt(now, attempts)
@@ -145,20 +138,20 @@ def _recorded(row: Outbox, result: str | Exception, now: dt.datetime, policy: Re
             return _failed(row, attempts, f"gave up after {attempts} attempts: {result}", report)
         report.deferred += 1
         log.warning("deferred mail %s to %s (attempt %d): %s", row.id, row.recipient, attempts, result)
-        return row.id, {"attempts": attempts, "next_attempt_at": retry_at, "last_error": str(result)}
+        return Attempt(row.id, attempts, "deferred", retry_at, str(result))
     if isinstance(result, Exception):
         return _failed(row, attempts, str(result), report)
     report.sent += 1
     log.info("sent %s mail to %s [%s] subject=%r via %s", row.kind, row.recipient,
              _ticket_label(row), row.subject, result)
-    return row.id, {"attempts": attempts, "status": "sent", "sent_at": now, "last_error": None}
+    return Attempt(row.id, attempts, "sent", now)
 
 
-def _failed(row: Outbox, attempts: int, reason: str, report: DeliveryReport):
+def _failed(row: Queued, attempts: int, reason: str, report: DeliveryReport) -> Attempt:
     report.failed += 1
     log.error("failed mail %s to %s: %s", row.id, row.recipient, reason)
-    return row.id, {"attempts": attempts, "status": "failed", "last_error": reason}
+    return Attempt(row.id, attempts, "failed", None, reason)
 
 
-def _ticket_label(row: Outbox) -> str:
+def _ticket_label(row: Queued) -> str:
     return f"T-{row.ticket_id}" if row.ticket_id else "-"

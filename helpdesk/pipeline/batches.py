@@ -25,10 +25,10 @@ from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config
 from helpdesk.pipeline.parse_stage import Job, Parsed, ParseStage, Prepared, failure
 from helpdesk.routing import Domain
-from helpdesk.store import sql
+from helpdesk.store import raw
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import rebuildable_transaction, write_transaction
-from helpdesk.store.schema import RawContent, RawMessage
+from helpdesk.store.raw import Pending
 from helpdesk.tickets.desk import label
 
 log = logging.getLogger("helpdesk.pipeline")
@@ -73,12 +73,12 @@ class Pipeline:
         """
         tally = tally or Tally()
         size = batch_size or self.config.intake.batch_size
-        rows = _pending(0, size)
+        rows = raw.pending(0, size)
         parsed = self.parser.submit(_jobs(rows))
         while rows:
             if between is not None:
                 between()
-            following = _pending(rows[-1].id, size)
+            following = raw.pending(rows[-1].id, size)
             parsed_following = self.parser.submit(_jobs(following)) if following else None
             for outcome in self._batch(rows, parsed()):
                 tally.add(outcome)
@@ -87,14 +87,14 @@ class Pipeline:
 
     def retry(self, raw_id: int) -> Outcome:
         """Put a quarantined message back in line and run it once more."""
-        RawMessage.update(status="pending", reason=None).where(RawMessage.id == raw_id).execute()
-        [row] = [r for r in _pending(raw_id - 1, 1) if r.id == raw_id]
+        raw.requeue(raw_id)
+        [row] = [r for r in raw.pending(raw_id - 1, 1) if r.id == raw_id]
         return self._batch([row], self.parser.run(_jobs([row])))[0]
 
     def close(self) -> None:
         self.parser.close()
 
-    def _batch(self, rows: list[RawMessage], parsed: list[Parsed]) -> list[Outcome]:
+    def _batch(self, rows: list[Pending], parsed: list[Parsed]) -> list[Outcome]:
         try:
             with rebuildable_transaction():
                 outcomes = [self._optimistic(row, mail) for row, mail in zip(rows, parsed)]
@@ -105,7 +105,7 @@ class Pipeline:
             _log(outcome)
         return outcomes
 
-    def _optimistic(self, row: RawMessage, mail: Parsed) -> Outcome:
+    def _optimistic(self, row: Pending, mail: Parsed) -> Outcome:
         """Apply one message with no savepoint; anything unusual redoes the batch carefully."""
         try:
             outcome = self._outcome(row, mail)
@@ -115,7 +115,7 @@ class Pipeline:
             raise _Redo() from exc
         raise _Redo()    # taken by another worker: the careful pass rolls back just that one
 
-    def _one(self, row: RawMessage, mail: Parsed) -> Outcome:
+    def _one(self, row: Pending, mail: Parsed) -> Outcome:
         """Apply one message in a savepoint, claiming it by its status as the last step."""
         try:
             with write_transaction():
@@ -131,12 +131,12 @@ class Pipeline:
             self._finish(row.id, outcome)
             return outcome
 
-    def _outcome(self, row: RawMessage, mail: Parsed) -> Outcome:
+    def _outcome(self, row: Pending, mail: Parsed) -> Outcome:
         if isinstance(mail, str):
             return Outcome(row.id, "quarantined", None, mail)
         return self._apply(row, mail)
 
-    def _apply(self, row: RawMessage, prepared: Prepared) -> Outcome:
+    def _apply(self, row: Pending, prepared: Prepared) -> Outcome:
         """Route with the mailbox kind's rule table, then let that domain apply the decision."""
         mailbox = self.config.mailbox(row.mailbox)
         domain = self.domains[mailbox.kind]
@@ -148,12 +148,8 @@ class Pipeline:
     def _finish(self, raw_id: int, outcome: Outcome) -> bool:
         """Record the outcome; False when another worker got there first."""
         status = {"quarantined": "quarantined", "dropped": "dropped"}.get(outcome.kind, "done")
-        changed = sql.update(
-            RawMessage, raw_id, only_if={"status": "pending"},
-            status=status, outcome=outcome.kind, ticket_id=outcome.ticket_id,
-            reason=outcome.detail if status != "done" else None,
-            processed_at=naive_utc(self.clock.now()))
-        return changed == 1
+        return raw.finish(raw_id, status, outcome.kind, outcome.ticket_id,
+                          outcome.detail if status != "done" else None, naive_utc(self.clock.now()))
 
 
 class _TakenElsewhere(Exception):
@@ -164,16 +160,8 @@ class _Redo(Exception):
     """Rolls back an optimistic batch: it is redone with a savepoint per message."""
 
 
-def _pending(after_id: int, size: int) -> list[RawMessage]:
-    return list(RawMessage.select(RawMessage.id, RawMessage.mailbox, RawMessage.envelope_to,
-                                  RawContent.raw.alias("content"))
-                .join(RawContent, on=(RawContent.message == RawMessage.id))
-                .where((RawMessage.status == "pending") & (RawMessage.id > after_id))
-                .order_by(RawMessage.id).limit(size).objects())
-
-
-def _jobs(rows: list[RawMessage]) -> list[Job]:
-    return [(bytes(r.content), tuple(a for a in r.envelope_to.split(",") if a)) for r in rows]
+def _jobs(rows: list[Pending]) -> list[Job]:
+    return [(r.content, r.envelope_to) for r in rows]
 
 
 

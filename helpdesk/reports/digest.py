@@ -9,11 +9,12 @@ Three parts, kept apart so each can be tested alone:
   was down), the figures of the period reach back to the last digest that was
   sent, at most ``MAX_CATCH_UP``.
 * **the content** (``build``): plain dataclasses from a fixed number of
-  aggregate queries over indexed columns. Nothing loads all tickets: counts are
-  ``COUNT``/``GROUP BY`` in the database, the overdue list is ``ORDER BY ...
-  LIMIT``, and only the tickets first answered in the period are read to
-  compute percentiles (time differences in Python, so the SQL stays portable
-  between SQLite and PostgreSQL).
+  aggregate queries over indexed columns, one per figure (``store.digest``).
+  Nothing loads all tickets: counts are ``COUNT``/``GROUP BY`` in the
+  database, the overdue list is ``ORDER BY ... LIMIT``, and only the tickets
+  first answered in the period are read to compute percentiles (time
+  differences in Python, so the SQL stays portable between SQLite and
+  PostgreSQL).
 * **sending** (``send``, ``run_due``): one ``DigestRun`` row per period, inserted
   with ``ON CONFLICT DO NOTHING`` in the same transaction as the mail to the
   admins; only the transaction that inserted it queues the mail, so a digest
@@ -33,15 +34,13 @@ import zoneinfo
 from collections import Counter
 from dataclasses import dataclass
 
-import peewee as pw
-
 from helpdesk.clock import UTC, naive_utc, to_utc
 from helpdesk.config.settings import Config
 from helpdesk.disputes.rules import OPEN as DISPUTE_OPEN
 from helpdesk.disputes.rules import STATES as DISPUTE_STATES
 from helpdesk.outbound.notify import Notice, Notifier
+from helpdesk.store import digest as digest_store
 from helpdesk.store.db import write_transaction
-from helpdesk.store.schema import Bounce, DigestRun, Dispute, RawMessage, Ticket, db
 from helpdesk.units import format_duration
 
 log = logging.getLogger("helpdesk.digest")
@@ -117,9 +116,7 @@ def _with_catch_up(period: Period, schedule: tuple[str, int, int]) -> Period:
     """
     day, hour, minute = schedule
     prefix = f"{day}:"
-    last = (DigestRun.select(DigestRun.period)
-            .where((DigestRun.period >= prefix) & (DigestRun.period < period.key))
-            .order_by(DigestRun.period.desc()).limit(1).scalar())
+    last = digest_store.last_period(prefix, period.key)
     if last is None:
         return period
     try:
@@ -205,7 +202,7 @@ def build(config: Config, now: dt.datetime, period: Period) -> Digest:
     now = to_utc(now)
     since, end = naive_utc(period.since), naive_utc(period.end)
     names = {s.address: s.name for s in config.staff}
-    with db.atomic():   # one snapshot for every figure (a read transaction: nothing is locked)
+    with digest_store.snapshot():   # one snapshot for every figure
         return _build(config, now, period, since, end, names)
 
 
@@ -216,18 +213,13 @@ def _build(config: Config, now: dt.datetime, period: Period, since: dt.datetime,
     quarantined, waiting = _quarantine(since, end)
     return Digest(
         period=period, generated_at=now,
-        new_tickets=_count(Ticket, (Ticket.kind == "ticket") & (Ticket.created_at >= since)
-                           & (Ticket.created_at < end)),
+        new_tickets=digest_store.new_tickets(since, end),
         open_by_status=by_status,
         responses=_responses(config.tickets.first_response, since, end),
         overdue=overdue, overdue_total=overdue_total, assignees=assignees,
         quarantined=quarantined, quarantine_waiting=waiting,
-        bounced=_count(Bounce, (Bounce.created_at >= since) & (Bounce.created_at < end)),
+        bounced=digest_store.bounces(since, end),
         disputes=_disputes())
-
-
-def _count(model: type[pw.Model], where) -> int:
-    return model.select(pw.fn.COUNT(model._meta.primary_key)).where(where).scalar() or 0
 
 
 def _open_tickets(config: Config, names: dict[str, str]):
@@ -238,21 +230,12 @@ def _open_tickets(config: Config, names: dict[str, str]):
     cost are replaced by subtracting the open dispute chats, found from the
     small ``dispute`` table.
     """
-    status_in = Ticket.status.in_(OPEN_STATUSES)
-    statuses = Counter(dict(Ticket.select(Ticket.status, pw.fn.COUNT(Ticket.id))
-                            .where(status_in).group_by(Ticket.status).tuples()))
+    statuses = Counter(digest_store.by_status(OPEN_STATUSES))
     loads: dict[str | None, Counter] = {s.address: Counter() for s in config.staff if s.role == "agent"}
-    assigned = _assignees()
-    for start in range(0, len(assigned), 500):
-        rows = (Ticket.select(Ticket.assignee, Ticket.status, pw.fn.COUNT(Ticket.id))
-                .where(Ticket.assignee.in_(assigned[start:start + 500]) & status_in)
-                .group_by(Ticket.assignee, Ticket.status).tuples())
-        for assignee, status, count in rows:
-            loads.setdefault(assignee, Counter())[status] += count
-    loads.setdefault(None, Counter()).update(dict(
-        Ticket.select(Ticket.status, pw.fn.COUNT(Ticket.id))
-        .where(Ticket.assignee.is_null() & status_in).group_by(Ticket.status).tuples()))
-    for status, assignee, count in _open_dispute_chats():
+    for assignee, status, count in digest_store.by_assignee(digest_store.assignees(), OPEN_STATUSES):
+        loads.setdefault(assignee, Counter())[status] += count
+    loads.setdefault(None, Counter()).update(digest_store.unassigned(OPEN_STATUSES))
+    for status, assignee, count in digest_store.dispute_chats(OPEN_STATUSES):
         statuses[status] -= count
         loads.setdefault(assignee, Counter())[status] -= count
     by_status = tuple(StatusCount(s, statuses[s]) for s in OPEN_STATUSES)
@@ -268,65 +251,24 @@ def _open_tickets(config: Config, names: dict[str, str]):
     return by_status, tuple(result)
 
 
-def _assignees() -> list[str]:
-    """Every distinct assignee, by skipping through the (assignee, status) index
-    (a recursive query both engines run: one index seek per assignee)."""
-    table, column = _q(Ticket._meta.table_name), _q(Ticket.assignee.column_name)
-    sql = (f"WITH RECURSIVE a(v) AS (SELECT MIN({column}) FROM {table} UNION ALL "
-           f"SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > a.v) FROM a WHERE a.v IS NOT NULL) "
-           "SELECT v FROM a WHERE v IS NOT NULL")
-    return [row[0] for row in db.execute_sql(sql).fetchall()]
-
-
-def _open_dispute_chats() -> list[tuple[str, str | None, int]]:
-    """(status, assignee, count) of dispute chats in an open ticket status.
-
-    ``CROSS JOIN`` is an inner join to PostgreSQL; to SQLite it also says to
-    walk the small dispute table and look each chat up by its primary key.
-    """
-    t, d = _q(Ticket._meta.table_name), _q(Dispute._meta.table_name)
-    marks = ", ".join([db.param] * len(OPEN_STATUSES))
-    sql = (f'SELECT t."status", t."assignee", COUNT(*) FROM {d} d CROSS JOIN {t} t '
-           f'WHERE t."id" = d."ticket_id" AND t."kind" = {db.param} AND t."status" IN ({marks}) '
-           'GROUP BY t."status", t."assignee"')
-    return db.execute_sql(sql, ("dispute", *OPEN_STATUSES)).fetchall()
-
-
-def _q(name: str) -> str:
-    return f'"{name}"'
-
-
 def _overdue(limit: int, now: dt.datetime, names: dict[str, str]):
-    where = ((Ticket.overdue == True) & Ticket.status.in_(STAFF_TURN)
-             & (Ticket.kind == "ticket"))
-    rows = (Ticket.select(Ticket.id, Ticket.subject, Ticket.status, Ticket.priority, Ticket.assignee,
-                          Ticket.created_at)
-            .where(where).order_by(Ticket.created_at, Ticket.id).limit(limit).tuples())
+    rows = digest_store.overdue(STAFF_TURN, limit)
     overdue = tuple(
         OverdueTicket(number, subject, status, priority, assignee,
                       names.get(assignee, assignee) if assignee else UNASSIGNED,
                       to_utc(created), now - to_utc(created))
         for number, subject, status, priority, assignee, created in rows)
-    total = len(overdue) if len(overdue) < limit else _count(Ticket, where)
+    total = len(overdue) if len(overdue) < limit else digest_store.overdue_count(STAFF_TURN)
     return overdue, total
 
 
 def _responses(target: dt.timedelta, since: dt.datetime, end: dt.datetime) -> ResponseStats:
-    """Over the tickets first answered in the period: only those rows are read.
-
-    There is no index on ``first_response_at``, but the update that sets it
-    also sets ``updated_at``, which only moves forward: a ticket answered since
-    ``since`` was updated since then, which the (status, updated_at) index finds.
-    """
-    rows = (Ticket.select(Ticket.created_at, Ticket.first_response_at)
-            .where(Ticket.status.in_(ALL_STATUSES) & (Ticket.updated_at >= since)
-                   & (Ticket.first_response_at >= since) & (Ticket.first_response_at < end)
-                   & (Ticket.kind == "ticket")).tuples())
+    """Over the tickets first answered in the period: only those rows are read
+    (see ``store.digest.first_responses`` for how the index finds them)."""
+    rows = digest_store.first_responses(ALL_STATUSES, since, end)
     times = sorted(max(answered - created, dt.timedelta(0)) for created, answered in rows)
     # unanswered tickets whose deadline (created + target) fell in the period: (created_at) index
-    missed = _count(Ticket, (Ticket.created_at >= since - target) & (Ticket.created_at < end - target)
-                    & Ticket.first_response_at.is_null() & Ticket.status.in_(("new", "open"))
-                    & (Ticket.kind == "ticket"))
+    missed = digest_store.unanswered(since - target, end - target, ("new", "open"))
     return ResponseStats(
         target=target, answered=len(times), within_target=sum(1 for t in times if t <= target),
         median=_median(times), p90=_nearest_rank(times, 90), missed_unanswered=missed)
@@ -347,16 +289,12 @@ def _nearest_rank(ordered: list[dt.timedelta], percent: int) -> dt.timedelta | N
 
 def _quarantine(since: dt.datetime, end: dt.datetime) -> tuple[int, int]:
     """Quarantined in the period, and in quarantine now (the status index finds them)."""
-    quarantined = RawMessage.status == "quarantined"
-    in_period = _count(RawMessage, quarantined & (RawMessage.received_at >= since)
-                       & (RawMessage.received_at < end))
-    return in_period, _count(RawMessage, quarantined)
+    return digest_store.quarantined(since, end), digest_store.quarantine_waiting()
 
 
 def _disputes() -> tuple[StatusCount, ...]:
     """Disputes in an open state, by state (in the order of the state machine)."""
-    rows = dict(Dispute.select(Dispute.status, pw.fn.COUNT(Dispute.id))
-                .where(Dispute.status.in_(sorted(DISPUTE_OPEN))).group_by(Dispute.status).tuples())
+    rows = digest_store.disputes(sorted(DISPUTE_OPEN))
     return tuple(StatusCount(status, rows[status]) for status in DISPUTE_STATES if rows.get(status))
 
 
@@ -485,7 +423,7 @@ def send(app, digest: Digest) -> SendResult:
     notifier = notifier_for(app)
     base = context(digest, app.config)
     with write_transaction():
-        if not _claim(key, naive_utc(app.clock.now()), len(recipients)):
+        if not digest_store.claim(key, naive_utc(app.clock.now()), len(recipients)):
             return SendResult(key, 0, True)
         for admin in recipients:
             notifier.queue(Notice(
@@ -497,7 +435,7 @@ def send(app, digest: Digest) -> SendResult:
 
 
 def already_sent(key: str) -> bool:
-    return DigestRun.select(DigestRun.id).where(DigestRun.period == key).exists()
+    return digest_store.already_sent(key)
 
 
 def run_due(app) -> SendResult | None:
@@ -512,25 +450,7 @@ def run_due(app) -> SendResult | None:
     now = app.clock.now()
     period = current_period(app.config, now)
     if (period is None or not admins(app.config) or already_sent(period.key)
-            or not _existed_before(naive_utc(period.end))):
+            or not digest_store.existed_before(naive_utc(period.end))):
         return None
     result = send(app, build(app.config, now, period))
     return None if result.already_sent else result
-
-
-def _existed_before(end: dt.datetime) -> bool:
-    """Any ticket or mail before ``end``: the (created_at) index answers the first;
-    raw messages are stored in about time order, so the second scan stops early."""
-    return (Ticket.select(Ticket.id).where(Ticket.created_at < end).exists()
-            or RawMessage.select(RawMessage.id).where(RawMessage.received_at < end).exists())
-
-
-def _claim(key: str, now: dt.datetime, recipients: int) -> bool:
-    """Insert the period's row; True only for the transaction that inserted it."""
-    table = DigestRun._meta.table_name
-    mark = db.param
-    cursor = db.execute_sql(
-        f'INSERT INTO "{table}" ("period", "created_at", "recipients") VALUES ({mark}, {mark}, {mark}) '
-        "ON CONFLICT DO NOTHING",
-        (key, DigestRun.created_at.db_value(now), recipients))
-    return cursor.rowcount == 1

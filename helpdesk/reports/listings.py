@@ -8,24 +8,12 @@ from __future__ import annotations
 
 import re
 
-import peewee as pw
-
 from helpdesk.clock import to_utc
 from helpdesk.disputes import rules as dispute_rules
 from helpdesk.errors import NotFound, UserError
+from helpdesk.store import listings as rows
 from helpdesk.store import timers
-from helpdesk.store.schema import (
-    Attachment,
-    Dispute,
-    DisputeEvent,
-    Message,
-    Order,
-    Outbox,
-    Participant,
-    Proposal,
-    RawMessage,
-    Ticket,
-)
+from helpdesk.store.listings import DisputeRow, MessageRow, SentRow, TicketRow
 
 _TICKET_ID = re.compile(r"^(?:T-?)?(\d{1,12})$", re.IGNORECASE)
 MAX_ID = 2**31 - 1   # ids are 32-bit on PostgreSQL; larger ones name nothing
@@ -39,25 +27,22 @@ def ticket_number(text: str) -> int:
 
 
 def list_tickets(status: str | None = None) -> list[dict]:
-    query = Ticket.select().where(Ticket.kind == "ticket").order_by(Ticket.id)  # not disputes' chats
-    if status:
-        query = query.where(Ticket.status == status)
-    tickets = list(query)
-    counts = _message_counts([t.id for t in tickets])
+    tickets = rows.tickets(status)     # not disputes' chats
+    counts = rows.message_counts([t.id for t in tickets])
     return [_ticket_summary(t, counts.get(t.id, 0)) for t in tickets]
 
 
 def ticket_detail(text: str) -> dict:
     number = ticket_number(text)
-    ticket = Ticket.get_or_none(Ticket.id == number) if number <= MAX_ID else None
+    ticket = rows.ticket(number) if number <= MAX_ID else None
     if ticket is None:
         raise NotFound(f"no ticket T-{number}")
     if ticket.kind == "dispute":
-        found = Dispute.get_or_none(Dispute.ticket == number)
-        raise NotFound(f"no ticket T-{number}" + (f" (it is the chat of D-{found.id}: "
-                                                  f"helpdesk show D-{found.id})" if found else ""))
-    messages = list(Message.select().where(Message.ticket == number).order_by(Message.created_at, Message.id))
-    sent = list(Outbox.select().where(Outbox.ticket == number).order_by(Outbox.id))
+        found = rows.dispute_of_chat(number)
+        raise NotFound(f"no ticket T-{number}" + (f" (it is the chat of D-{found}: "
+                                                  f"helpdesk show D-{found})" if found else ""))
+    messages = rows.messages(number)
+    sent = rows.sent(number)
     files = _attachments([m.id for m in messages])
     detail = _ticket_summary(ticket, len(messages))
     # an agent's answer is a message of its own (direction "out"); its relayed copies are in "outbox"
@@ -69,45 +54,31 @@ def ticket_detail(text: str) -> dict:
 
 
 def quarantined() -> list[dict]:
-    rows = (RawMessage.select(RawMessage.id, RawMessage.mailbox, RawMessage.source, RawMessage.reason,
-                              RawMessage.received_at, RawMessage.message_id, RawMessage.size)
-            .where(RawMessage.status == "quarantined").order_by(RawMessage.id))
     return [{"id": r.id, "mailbox": r.mailbox, "source": r.source, "reason": r.reason,
-             "received_at": _iso(r.received_at), "message_id": r.message_id, "size": r.size} for r in rows]
+             "received_at": _iso(r.received_at), "message_id": r.message_id, "size": r.size}
+            for r in rows.quarantined()]
 
 
 def quarantine_id(text: str) -> int:
     if not text.strip().isdigit():
         raise UserError(f"not a quarantine id: {text!r} (expected a number from 'helpdesk quarantine')")
     number = int(text)
-    row = RawMessage.get_or_none(RawMessage.id == number) if number <= MAX_ID else None
-    if row is None or row.status != "quarantined":
+    status = rows.raw_status(number) if number <= MAX_ID else None
+    if status != "quarantined":
         raise NotFound(f"no quarantined message {number}")
     return number
 
 
-def _message_counts(ids: list[int]) -> dict[int, int]:
-    if not ids:
-        return {}
-    query = (Message.select(Message.ticket, pw.fn.COUNT(Message.id).alias("n"))
-             .group_by(Message.ticket))
-    if len(ids) < 1000:
-        query = query.where(Message.ticket.in_(ids))
-    return {row.ticket_id: row.n for row in query}
-
-
 def _attachments(message_ids: list[int]) -> dict[int, list[dict]]:
     found: dict[int, list[dict]] = {}
-    if not message_ids:
-        return found
-    for a in Attachment.select().where(Attachment.message.in_(message_ids)).order_by(Attachment.id):
+    for a in rows.files(message_ids):
         found.setdefault(a.message_id, []).append({
             "filename": a.filename, "content_type": a.content_type, "size": a.size,
             "sha256": a.sha256, "inline": a.inline, "refused": a.refused})
     return found
 
 
-def _ticket_summary(t: Ticket, messages: int) -> dict:
+def _ticket_summary(t: TicketRow, messages: int) -> dict:
     return {"id": f"T-{t.id}", "status": t.status, "subject": t.subject, "requester": t.requester,
             "requester_name": t.requester_name, "mailbox": t.mailbox, "priority": t.priority,
             "assignee": t.assignee, "messages": messages, "created_at": _iso(t.created_at),
@@ -116,20 +87,20 @@ def _ticket_summary(t: Ticket, messages: int) -> dict:
             "follow_up_of": f"T-{t.follow_up_of}" if t.follow_up_of else None}
 
 
-def _message(m: Message, files: list[dict]) -> dict:
+def _message(m: MessageRow, files: list[dict]) -> dict:
     return {"direction": m.direction, "from": m.sender, "to": m.recipients, "subject": m.subject,
             "body": m.body, "full_text": m.full_text, "message_id": m.message_id, "auto": m.auto,
             "created_at": _iso(m.created_at), "attachments": files}
 
 
-def _sent(o: Outbox) -> dict:
+def _sent(o: SentRow) -> dict:
     """Mail we sent, as an entry of the conversation (``direction`` out)."""
     return {"direction": "out", "from": o.envelope_from, "to": o.recipient, "subject": o.subject,
             "body": o.text, "full_text": o.text, "message_id": o.message_id, "auto": o.kind != "reply",
             "created_at": _iso(o.created_at), "attachments": [], "kind": o.kind, "status": o.status}
 
 
-def _outgoing(o: Outbox) -> dict:
+def _outgoing(o: SentRow) -> dict:
     return {"kind": o.kind, "to": o.recipient, "subject": o.subject, "status": o.status,
             "attempts": o.attempts, "last_error": o.last_error, "message_id": o.message_id,
             "created_at": _iso(o.created_at)}
@@ -150,12 +121,9 @@ def is_dispute_id(text: str) -> bool:
 
 def list_disputes(status: str | None = None) -> list[dict]:
     """Every dispute (or those in one status), in a fixed number of queries."""
-    query = Dispute.select().order_by(Dispute.id)
-    if status:
-        query = query.where(Dispute.status == status)
-    disputes = list(query)
-    products = _products([d.order_id for d in disputes])
-    counts = _message_counts([d.ticket_id for d in disputes])
+    disputes = rows.disputes(status)
+    products = rows.products([d.order_id for d in disputes])
+    counts = rows.message_counts([d.ticket_id for d in disputes])
     return [_dispute_summary(d, products.get(d.order_id, ""), counts.get(d.ticket_id, 0))
             for d in disputes]
 
@@ -166,25 +134,23 @@ def dispute_detail(text: str) -> dict:
     if match is None:
         raise UserError(f"not a dispute id: {text!r} (expected e.g. D-7)")
     number = int(match.group(1))
-    dispute = Dispute.get_or_none(Dispute.id == number) if number <= MAX_ID else None
+    dispute = rows.dispute(number) if number <= MAX_ID else None
     if dispute is None:
         raise NotFound(f"no dispute D-{number}")
-    messages = list(Message.select().where(Message.ticket == dispute.ticket_id)
-                    .order_by(Message.created_at, Message.id))
-    sent = list(Outbox.select().where(Outbox.ticket == dispute.ticket_id).order_by(Outbox.id))
-    roles = dict(Participant.select(Participant.address, Participant.role)
-                 .where(Participant.ticket == dispute.ticket_id).tuples())
+    messages = rows.messages(dispute.ticket_id)
+    sent = rows.sent(dispute.ticket_id)
+    roles = rows.roles(dispute.ticket_id)
     files = _attachments([m.id for m in messages])
-    detail = _dispute_summary(dispute, _products([dispute.order_id]).get(dispute.order_id, ""), len(messages))
+    detail = _dispute_summary(dispute, rows.products([dispute.order_id]).get(dispute.order_id, ""),
+                              len(messages))
     detail.update(_dispute_times(dispute))
     detail["proposals"] = [
         {"number": p.number, "author": p.author, "text": p.text, "created_at": _iso(p.created_at),
          "accepted_at": _iso(p.accepted_at)}
-        for p in Proposal.select().where(Proposal.dispute == number).order_by(Proposal.number)]
+        for p in rows.proposals(number)]
     detail["history"] = [
         {"at": _iso(e.at), "actor": e.actor, "from": e.from_status, "to": e.to_status, "reason": e.reason}
-        for e in DisputeEvent.select().where(DisputeEvent.dispute == number).order_by(DisputeEvent.at,
-                                                                                      DisputeEvent.id)]
+        for e in rows.history(number)]
     chat = [{**_message(m, files.get(m.id, [])), "role": roles.get(m.sender, "")} for m in messages]
     detail["messages"] = sorted(chat + [_sent(o) for o in sent], key=lambda m: m["created_at"] or "")
     detail["outbox"] = [_outgoing(o) for o in sent]
@@ -192,16 +158,7 @@ def dispute_detail(text: str) -> dict:
     return detail
 
 
-def _products(order_ids: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    unique = list(dict.fromkeys(order_ids))
-    for start in range(0, len(unique), 500):
-        found.update(Order.select(Order.order_id, Order.product)
-                     .where(Order.order_id.in_(unique[start:start + 500])).tuples())
-    return found
-
-
-def _dispute_summary(d: Dispute, product: str, messages: int) -> dict:
+def _dispute_summary(d: DisputeRow, product: str, messages: int) -> dict:
     snap = dispute_rules.Snapshot(d.id, d.status, d.seller_due_at, d.seller_answered_at,
                                   d.window_closes_at, d.admin_due_at)
     due = dispute_rules.next_deadline(snap)
@@ -211,7 +168,7 @@ def _dispute_summary(d: Dispute, product: str, messages: int) -> dict:
             "deadline": {"kind": due[0], "at": _iso(due[1])} if due else None}
 
 
-def _dispute_times(d: Dispute) -> dict:
+def _dispute_times(d: DisputeRow) -> dict:
     return {"description": d.description, "seller_due_at": _iso(d.seller_due_at),
             "seller_answered_at": _iso(d.seller_answered_at), "window_closes_at": _iso(d.window_closes_at),
             "admin_due_at": _iso(d.admin_due_at), "decided_for": d.decided_for, "decision": d.decision}

@@ -17,9 +17,9 @@ import pytest
 
 from helpdesk.clock import Clock
 from helpdesk.errors import StoreError
-from helpdesk.intake import store as intake
 from helpdesk.intake.smtp import SmtpIntake
 from helpdesk.runtime import service
+from helpdesk.store import raw as raw_messages
 from helpdesk.store.schema import Outbox, RawMessage, Ticket
 from tests.conftest import START, Desk, free_port, mail, write_config
 
@@ -263,7 +263,7 @@ def test_database_failure_mid_store_rolls_back_and_answers_451(desk, port, monke
         inside.append(RawMessage.select().count())  # in the transaction: inserted
         raise pw.OperationalError("database is locked")
 
-    monkeypatch.setattr(intake, "_ids_for", fail_after_insert)
+    monkeypatch.setattr(raw_messages, "_ids_for", fail_after_insert)
     raw = mail(message_id="half")
     code, _ = send(port, raw)
     assert code == 451

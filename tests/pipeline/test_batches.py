@@ -328,9 +328,10 @@ def test_oversized_file_message_is_quarantined_not_lost(tmp_path, db_url):
 def test_message_finished_by_another_worker_is_not_applied_twice(desk):
     """A worker that read a message as pending, but finds it done when it claims it, rolls back."""
     from helpdesk.intake.store import Incoming
-    from helpdesk.pipeline.batches import _jobs, _pending
+    from helpdesk.pipeline.batches import _jobs
+    from helpdesk.store.raw import pending
     desk.app.store([Incoming(mail(), "support", "file")])
-    rows = _pending(0, 10)
+    rows = pending(0, 10)
     parsed = desk.app.pipeline.parser.run(_jobs(rows))
     RawMessage.update(status="done").execute()  # the other worker committed meanwhile
     [outcome] = desk.app.pipeline._batch(rows, parsed)
@@ -340,10 +341,11 @@ def test_message_finished_by_another_worker_is_not_applied_twice(desk):
 
 def test_a_message_taken_elsewhere_does_not_hold_back_the_rest_of_its_batch(desk):
     from helpdesk.intake.store import Incoming
-    from helpdesk.pipeline.batches import _jobs, _pending
+    from helpdesk.pipeline.batches import _jobs
+    from helpdesk.store.raw import pending
     desk.app.store([Incoming(mail(subject="taken"), "support", "file"),
                     Incoming(mail(subject="mine"), "support", "file")])
-    rows = _pending(0, 10)
+    rows = pending(0, 10)
     parsed = desk.app.pipeline.parser.run(_jobs(rows))
     RawMessage.update(status="done").where(RawMessage.id == rows[0].id).execute()
     outcomes = desk.app.pipeline._batch(rows, parsed)

@@ -1,0 +1,115 @@
+"""The door to raw messages: stored durably once, read in batches, finished once.
+
+A source acknowledges its own side only after ``store_new`` committed (FULL
+durability, the one copy everything else can be rebuilt from). The pipeline
+reads the next pending messages in id order and records each one's outcome
+with ``finish``, whose update holds only while the message is still
+``pending``: that is how two workers on one database never apply it twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from helpdesk.errors import StoreError
+from helpdesk.store import sql
+from helpdesk.store.db import write_transaction
+from helpdesk.store.schema import RawContent, RawMessage
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One received message with its dedupe key, as a source handed it over."""
+
+    dedupe_key: str
+    message_id: str | None
+    mailbox: str
+    source: str
+    envelope_to: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A message waiting for the pipeline, with its bytes."""
+
+    id: int
+    mailbox: str
+    envelope_to: tuple[str, ...]
+    content: bytes
+
+
+def store_new(arrivals: list[Arrival], now: dt.datetime) -> dict[str, int]:
+    """Insert, in one durable transaction, the arrivals not stored yet (a key seen
+    twice in the batch once); returns the ids of those keys, by dedupe key."""
+    try:
+        with write_transaction():
+            known = _existing_keys([a.dedupe_key for a in arrivals])
+            rows, order = _new_rows(arrivals, known, now)
+            if rows:
+                sql.insert_rows(RawMessage, [r for r, _ in rows], ignore_conflicts=True)
+            ids = _ids_for(order)
+            contents = [{"message": ids[r["dedupe_key"]], "raw": raw} for r, raw in rows]
+            sql.insert_rows(RawContent, contents, ignore_conflicts=True)
+    except Exception as exc:
+        raise StoreError(f"could not store raw message: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    return ids
+
+
+def _new_rows(arrivals: list[Arrival], known: set[str], now: dt.datetime):
+    rows, order = [], []
+    for item in arrivals:
+        key = item.dedupe_key
+        if key in known or key in order:
+            continue
+        order.append(key)
+        rows.append(({
+            "dedupe_key": key, "message_id": item.message_id, "mailbox": item.mailbox,
+            "source": item.source, "envelope_to": ",".join(item.envelope_to),
+            "received_at": now, "size": len(item.raw), "status": "pending",
+        }, item.raw))
+    return rows, order
+
+
+def _existing_keys(keys: list[str]) -> set[str]:
+    return {key for key, in _by_key(["dedupe_key"], keys)}
+
+
+def _ids_for(keys: list[str]) -> dict[str, int]:
+    """Ids now stored under these keys; a racing process's row is processed once anyway."""
+    return {key: raw_id for key, raw_id in _by_key(["dedupe_key", "id"], keys)}
+
+
+def _by_key(columns: list[str], keys: list[str]) -> list[tuple]:
+    rows: list[tuple] = []
+    for start in range(0, len(keys), 500):
+        rows += sql.select(RawMessage, columns, {}, in_column="dedupe_key",
+                           in_values=keys[start:start + 500])
+    return rows
+
+
+def pending(after_id: int, size: int) -> list[Pending]:
+    """The next ``size`` pending messages with an id above ``after_id``, in id order."""
+    rows = (RawMessage.select(RawMessage.id, RawMessage.mailbox, RawMessage.envelope_to,
+                              RawContent.raw.alias("content"))
+            .join(RawContent, on=(RawContent.message == RawMessage.id))
+            .where((RawMessage.status == "pending") & (RawMessage.id > after_id))
+            .order_by(RawMessage.id).limit(size).tuples())
+    return [Pending(raw_id, mailbox, tuple(a for a in envelope_to.split(",") if a), bytes(content))
+            for raw_id, mailbox, envelope_to, content in rows]
+
+
+def finish(raw_id: int, status: str, outcome: str, ticket_id: int | None, reason: str | None,
+           at: dt.datetime) -> bool:
+    """Record a message's outcome, only while it is still pending: the last statement
+    of its work. False when another worker got there first."""
+    changed = sql.update(
+        RawMessage, raw_id, only_if={"status": "pending"},
+        status=status, outcome=outcome, ticket_id=ticket_id, reason=reason, processed_at=at)
+    return changed == 1
+
+
+def requeue(raw_id: int) -> None:
+    """Put a message (a quarantined one) back in line, its reason forgotten."""
+    RawMessage.update(status="pending", reason=None).where(RawMessage.id == raw_id).execute()
