@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpdesk.clock import Clock
-from helpdesk.intake.store import Incoming
+from helpdesk.intake.spool import Incoming
 from helpdesk.pipeline.batches import Tally
 from helpdesk.runtime import app as app_module
 

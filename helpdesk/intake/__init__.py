@@ -1,6 +1,6 @@
 """Edges that take mail in: SMTP (aiosmtpd), IMAP (imapclient), Maildir, files.
 
-A source's only job is to get the raw bytes stored durably (``store``) and only
+A source's only job is to get the raw bytes stored durably (``spool``) and only
 then acknowledge them (SMTP 250, IMAP move); everything after that is the
 pipeline's. One module per outside library.
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from helpdesk.config.settings import Config, Mailbox
-from helpdesk.intake.store import split_head
+from helpdesk.intake.spool import split_head
 
 _RECIPIENT_HEADERS = re.compile(rb"^(?:to|cc|delivered-to|x-original-to):(.*(?:\r?\n[ \t].*)*)",
                                 re.IGNORECASE | re.MULTILINE)

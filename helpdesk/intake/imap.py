@@ -5,7 +5,7 @@ One pass over a mailbox's folder (``drain``):
 1. SELECT the folder and compare its UIDVALIDITY with the saved cursor
    (``imap_state``). A new UIDVALIDITY (or another source URL) means the UIDs
    we remember mean nothing any more: the whole folder is read again, and the
-   dedupe key in ``intake.store`` turns the copies into no-ops.
+   dedupe key in ``intake.spool`` turns the copies into no-ops.
 2. Messages at or below the cursor's UID were stored by an earlier pass that
    died before moving them: they are only flagged and moved.
 3. The others are fetched with ``BODY.PEEK[]`` (so nothing is marked read
@@ -48,7 +48,7 @@ from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPCli
 
 from helpdesk.config.settings import Mailbox
 from helpdesk.errors import ConfigError, HelpdeskError
-from helpdesk.intake.store import Incoming, Stored
+from helpdesk.intake.spool import Incoming, Stored
 from helpdesk.store import imap_cursor
 from helpdesk.store.imap_cursor import Cursor
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from helpdesk.config.settings import Mailbox
-from helpdesk.intake.store import Incoming, Stored
+from helpdesk.intake.spool import Incoming, Stored
 
 log = logging.getLogger("helpdesk.maildir")
 Store = Callable[[list[Incoming]], list[Stored]]

@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 
 from helpdesk.config.settings import Config
 from helpdesk.errors import ConfigError
-from helpdesk.intake.store import Incoming, Stored
+from helpdesk.intake.spool import Incoming, Stored
 
 log = logging.getLogger("helpdesk.smtp")
 

@@ -20,7 +20,7 @@ from helpdesk.disputes import deadlines as dispute_deadlines
 from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.disputes.inbox import DisputeInbox
 from helpdesk.errors import ConfigError
-from helpdesk.intake import store as intake
+from helpdesk.intake import spool
 from helpdesk.outbound import outbox
 from helpdesk.outbound.notify import Notifier, Renderer
 from helpdesk.outbound.transports import transport_from_url
@@ -51,8 +51,8 @@ class App:
 
     # --- the three steps every source and the scheduler drive ---------------
 
-    def store(self, batch: list[intake.Incoming]) -> list[intake.Stored]:
-        return intake.store(batch, self.clock)
+    def store(self, batch: list[spool.Incoming]) -> list[spool.Stored]:
+        return spool.store(batch, self.clock)
 
     def process(self, tally: Tally | None = None) -> Tally:
         return self.pipeline.process_pending(tally=tally)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from helpdesk.config.settings import Mailbox
 from helpdesk.intake import files
-from helpdesk.intake.store import Incoming
+from helpdesk.intake.spool import Incoming
 from helpdesk.pipeline.batches import Tally
 from helpdesk.runtime.app import App
 

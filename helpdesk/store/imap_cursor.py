@@ -2,7 +2,7 @@
 
 Kept in the ``Meta`` key/value table, one row per mailbox (``imap:<mailbox>``),
 so the protocol code in ``imap.py`` never touches peewee. A cursor is saved
-only after ``intake.store`` committed the messages up to its UID: a message at
+only after ``intake.spool`` committed the messages up to its UID: a message at
 or below it is known to be stored and only needs flagging and moving. The
 source URL is kept too, so pointing a mailbox at another server or folder
 starts from scratch instead of trusting a foreign UID.

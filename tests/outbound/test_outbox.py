@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.intake.store import Incoming
+from helpdesk.intake.spool import Incoming
 from helpdesk.mail import replyaddr
 from helpdesk.reports.listings import quarantined, ticket_detail
 from helpdesk.store.schema import Message, Outbox, Participant, RawMessage, ThreadRef, Ticket
@@ -383,7 +383,7 @@ def test_two_deliverers_never_send_the_same_row(desk):
     from helpdesk.outbound.transports import MaildirTransport
     from helpdesk.store.schema import Outbox as OutboxRow
 
-    desk.app.store([__import__("helpdesk.intake.store", fromlist=["Incoming"]).Incoming(
+    desk.app.store([__import__("helpdesk.intake.spool", fromlist=["Incoming"]).Incoming(
         mail(frm=f"c{n}@example.com", message_id=f"m{n}", body=f"text {n}\n"), "support", "file")
         for n in range(40)])
     desk.app.process()

@@ -327,7 +327,7 @@ def test_oversized_file_message_is_quarantined_not_lost(tmp_path, db_url):
 
 def test_message_finished_by_another_worker_is_not_applied_twice(desk):
     """A worker that read a message as pending, but finds it done when it claims it, rolls back."""
-    from helpdesk.intake.store import Incoming
+    from helpdesk.intake.spool import Incoming
     from helpdesk.pipeline.batches import _jobs
     from helpdesk.store.raw import pending
     desk.app.store([Incoming(mail(), "support", "file")])
@@ -340,7 +340,7 @@ def test_message_finished_by_another_worker_is_not_applied_twice(desk):
 
 
 def test_a_message_taken_elsewhere_does_not_hold_back_the_rest_of_its_batch(desk):
-    from helpdesk.intake.store import Incoming
+    from helpdesk.intake.spool import Incoming
     from helpdesk.pipeline.batches import _jobs
     from helpdesk.store.raw import pending
     desk.app.store([Incoming(mail(subject="taken"), "support", "file"),

@@ -12,7 +12,7 @@ import pytest
 
 from helpdesk.cli import main
 from helpdesk.clock import Clock
-from helpdesk.intake.store import Incoming
+from helpdesk.intake.spool import Incoming
 from helpdesk.runtime import app as app_module
 from helpdesk.runtime import tick
 from helpdesk.store.schema import Outbox, Ticket, Timer

@@ -1,4 +1,4 @@
-"""Store raw inbound messages durably, exactly once, before anything else.
+"""The spool: raw inbound messages kept durably, exactly once, before anything else.
 
 Every source (SMTP, Maildir, IMAP, files) hands its bytes here and
 acknowledges its own side only after ``store`` returned: a crash after that
