@@ -96,6 +96,23 @@ def route(mail: InboundMail, ctx: Any, rules: tuple[Rule, ...]) -> Decision:
     return Decision(Quarantine("no rule matched"), tuple(consulted))
 
 
+def bounced(chosen: RecordBounce, mail: InboundMail, ticket_id: int | None) -> Applied:
+    """A bounce, once the tickets desk recorded it (on the ticket it refers to, if any)."""
+    return Applied("bounce", ticket_id, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
+
+
+def settled(chosen: Any) -> Applied:
+    """What a domain makes of the routes no domain handles: dropped and quarantined mail.
+
+    Anything else reaching here is a route its domain forgot to apply: a bug, said loudly.
+    """
+    if isinstance(chosen, Drop):
+        return Applied("dropped", None, chosen.reason)
+    if isinstance(chosen, Quarantine):
+        return Applied("quarantined", None, chosen.reason)
+    raise TypeError(f"no domain applies the route {chosen!r}")
+
+
 def explain(decision: Decision) -> str:
     """The log's account of a decision: the rules asked, then the answer."""
     return f"rules {' > '.join(decision.rules)} -> {decision.route}"

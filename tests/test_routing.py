@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from helpdesk import routing
 from helpdesk.disputes import route as dispute_route
 from helpdesk.mail.parse import parse
@@ -73,3 +75,10 @@ def test_both_tables_start_with_the_shared_rules_and_end_with_a_rule_that_always
         assert table[:3] == (routing.no_sender, routing.own_mail, routing.bounce)
     assert ticket_route.RULES[-1] is ticket_route.new_ticket
     assert dispute_route.RULES[-1] is dispute_route.open_request
+
+
+def test_dropped_and_quarantined_mail_settle_the_same_in_every_domain_and_a_forgotten_route_is_loud():
+    assert routing.settled(Drop("loop")) == routing.Applied("dropped", None, "loop")
+    assert routing.settled(Quarantine("bad")) == routing.Applied("quarantined", None, "bad")
+    with pytest.raises(TypeError, match="no domain applies the route"):
+        routing.settled(ticket_route.TicketsStatusRequest())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from helpdesk import routing
 from helpdesk.config.settings import Mailbox
 from helpdesk.disputes import opening, relay, strangers
 from helpdesk.disputes.desk import DisputeDesk
@@ -21,7 +22,7 @@ from helpdesk.disputes.route import (
     OpenRequest,
 )
 from helpdesk.mail.parse import InboundMail
-from helpdesk.routing import Applied, Decision, Drop, Quarantine, RecordBounce
+from helpdesk.routing import Applied, Decision, RecordBounce
 from helpdesk.store.attachments import StoredAttachment
 from helpdesk.store.index import StoreDisputeIndex
 
@@ -49,9 +50,5 @@ class DisputeInbox:
         if isinstance(chosen, OpenRequest):
             return opening.by_mail(desk, chosen, mail, stored, raw_id, mailbox)
         if isinstance(chosen, RecordBounce):
-            ticket = desk.tickets.bounce(chosen, mail, stored, raw_id)
-            return Applied("bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
-        if isinstance(chosen, Drop):
-            return Applied("dropped", None, chosen.reason)
-        assert isinstance(chosen, Quarantine)
-        return Applied("quarantined", None, chosen.reason)
+            return routing.bounced(chosen, mail, desk.tickets.bounce(chosen, mail, stored, raw_id))
+        return routing.settled(chosen)

@@ -117,7 +117,7 @@ class ParseStage:
         """
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["helpdesk.parsing"])
+            context.set_forkserver_preload([__name__])   # this module, whatever it is called
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
             self._pool.submit(int).result()
         return self._pool

@@ -13,7 +13,8 @@ from helpdesk.disputes import rules as dispute_rules
 from helpdesk.errors import NotFound, UserError
 from helpdesk.store import listings as rows
 from helpdesk.store import timers
-from helpdesk.store.listings import DisputeRow, MessageRow, SentRow, TicketRow
+from helpdesk.store.disputes import DisputeRow
+from helpdesk.store.listings import MessageRow, SentRow, TicketListing
 
 _TICKET_ID = re.compile(r"^(?:T-?)?(\d{1,12})$", re.IGNORECASE)
 MAX_ID = 2**31 - 1   # ids are 32-bit on PostgreSQL; larger ones name nothing
@@ -78,7 +79,7 @@ def _attachments(message_ids: list[int]) -> dict[int, list[dict]]:
     return found
 
 
-def _ticket_summary(t: TicketRow, messages: int) -> dict:
+def _ticket_summary(t: TicketListing, messages: int) -> dict:
     return {"id": f"T-{t.id}", "status": t.status, "subject": t.subject, "requester": t.requester,
             "requester_name": t.requester_name, "mailbox": t.mailbox, "priority": t.priority,
             "assignee": t.assignee, "messages": messages, "created_at": _iso(t.created_at),

@@ -15,6 +15,7 @@ from functools import cache
 
 import peewee as pw
 
+from helpdesk.store.disputes import DisputeRow
 from helpdesk.store.schema import (
     Attachment,
     Dispute,
@@ -30,7 +31,7 @@ from helpdesk.store.schema import (
 
 
 @dataclass(frozen=True)
-class TicketRow:
+class TicketListing:
     id: int
     kind: str                 # "ticket", or "dispute" for a dispute's chat
     status: str
@@ -99,28 +100,9 @@ class QuarantineRow:
     size: int
 
 
-@dataclass(frozen=True)
-class DisputeRow:
-    id: int
-    ticket_id: int            # its chat
-    order_id: str
-    status: str
-    buyer: str
-    seller: str
-    reason: str
-    description: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    seller_due_at: dt.datetime
-    seller_answered_at: dt.datetime | None
-    window_closes_at: dt.datetime | None
-    admin_due_at: dt.datetime | None
-    decided_for: str | None
-    decision: str | None
-
 
 @dataclass(frozen=True)
-class ProposalRow:
+class ProposalListing:
     number: int
     author: str
     text: str
@@ -139,17 +121,17 @@ class EventRow:
 
 # --- tickets -----------------------------------------------------------------------
 
-def tickets(status: str | None = None) -> list[TicketRow]:
+def tickets(status: str | None = None) -> list[TicketListing]:
     """Tickets in id order, not disputes' chats; all, or those in one status."""
     query = Ticket.select().where(Ticket.kind == "ticket").order_by(Ticket.id)
     if status:
         query = query.where(Ticket.status == status)
-    return _rows(TicketRow, query)
+    return _rows(TicketListing, query)
 
 
-def ticket(number: int) -> TicketRow | None:
+def ticket(number: int) -> TicketListing | None:
     """Any ticket, a dispute's chat too."""
-    return _one(TicketRow, Ticket.select().where(Ticket.id == number))
+    return _one(TicketListing, Ticket.select().where(Ticket.id == number))
 
 
 def dispute_of_chat(ticket_id: int) -> int | None:
@@ -234,8 +216,8 @@ def products(order_ids: list[str]) -> dict[str, str]:
     return found
 
 
-def proposals(dispute_id: int) -> list[ProposalRow]:
-    return _rows(ProposalRow, Proposal.select().where(Proposal.dispute == dispute_id)
+def proposals(dispute_id: int) -> list[ProposalListing]:
+    return _rows(ProposalListing, Proposal.select().where(Proposal.dispute == dispute_id)
                  .order_by(Proposal.number))
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from helpdesk import routing
 from helpdesk.config.settings import Mailbox
 from helpdesk.mail.parse import InboundMail
-from helpdesk.routing import Applied, Decision, Drop, Quarantine, RecordBounce
+from helpdesk.routing import Applied, Decision, RecordBounce
 from helpdesk.store.attachments import StoredAttachment
 from helpdesk.store.index import StoreIndex
 from helpdesk.tickets.desk import Desk
@@ -56,12 +57,8 @@ class TicketInbox:
             sent = self.desk.status_reply(mail, mailbox)
             return Applied("status_request", None, "answered" if sent else "not answered: rate limit")
         if isinstance(chosen, RecordBounce):
-            ticket = self.desk.bounce(chosen, mail, stored, raw_id)
-            return Applied("bounce", ticket, "bounce: " + (", ".join(chosen.recipients) or mail.from_addr))
-        if isinstance(chosen, Drop):
-            return Applied("dropped", None, chosen.reason)
-        assert isinstance(chosen, Quarantine)
-        return Applied("quarantined", None, chosen.reason)
+            return routing.bounced(chosen, mail, self.desk.bounce(chosen, mail, stored, raw_id))
+        return routing.settled(chosen)
 
 
 def _explain(chosen: NewTicket | TicketReply) -> str:
