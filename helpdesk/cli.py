@@ -187,14 +187,14 @@ def cmd_reply(args) -> int:
 
 def cmd_close(args) -> int:
     app = _build(args)
-    return _staff_action(app, args.id, staff.SERVER, commands.Plan((commands.Command("close"),),
+    return _staff_action(app, args.id, staff.SERVER, commands.Plan((commands.StaffCommand("close"),),
                                                                     actions=frozenset({"close"})))
 
 
 def cmd_assign(args) -> int:
     app = _build(args)
     member = staff.find_member(app.config, args.agent)
-    plan = commands.Plan((commands.Command("assign", member.address),), actions=frozenset({"assign"}))
+    plan = commands.Plan((commands.StaffCommand("assign", member.address),), actions=frozenset({"assign"}))
     return _staff_action(app, args.id, staff.SERVER, plan)
 
 

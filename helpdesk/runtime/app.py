@@ -25,7 +25,7 @@ from helpdesk.outbound import outbox
 from helpdesk.outbound.notify import Notifier, Renderer
 from helpdesk.outbound.transports import transport_from_url
 from helpdesk.pipeline.batches import Pipeline, Tally
-from helpdesk.runtime import tick
+from helpdesk.runtime.tick import TickReport, fire_due
 from helpdesk.staff import act as staff_act
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import connect
@@ -44,7 +44,7 @@ class App:
     desk: Desk
     disputes: DisputeDesk
     pipeline: Pipeline
-    # deadline handlers by timer subject ("ticket", "dispute"); see tick.tick
+    # deadline handlers by timer subject ("ticket", "dispute"); see runtime.tick
     timer_handlers: dict = field(default_factory=dict)
     timer_flushers: dict = field(default_factory=dict)   # alerts a handler returns, sent once per chunk
     _transport: object = None
@@ -68,9 +68,9 @@ class App:
             if report.handled < outbox.PASS:
                 return total
 
-    def tick(self) -> tick.TickReport:
+    def tick(self) -> TickReport:
         """Fire every deadline and reminder due now."""
-        return tick.tick(self.timer_handlers, self.clock, flushers=self.timer_flushers)
+        return fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers)
 
     @property
     def transport(self):
