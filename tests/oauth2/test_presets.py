@@ -11,9 +11,10 @@ from helpdesk.oauth2 import presets
 
 
 def settings(provider, grant, protocol, tenant=None, **given) -> OAuth2Settings:
-    values = {"provider": provider, "tenant": tenant, "grant": grant, "token_url": None, "scope": None, "client_id": "app",
-                  "client_secret_env": None, "client_secret_file": None, "refresh_token_file": None, "token_command": None,
-                  "timeout": dt.timedelta(seconds=30), "protocol": protocol}
+    values = {"provider": provider, "tenant": tenant, "grant": grant, "token_url": None, "scope": None,
+              "client_id": "app", "client_secret_env": None, "client_secret_file": None,
+              "refresh_token_file": None, "token_command": None, "timeout": dt.timedelta(seconds=30),
+              "protocol": protocol}
     return OAuth2Settings(**{**values, **given})
 
 
