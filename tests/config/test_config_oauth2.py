@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,27 @@ def test_an_unreadable_secret_file_is_named_when_read(tmp_path):
     os.unlink("client.secret")
     with pytest.raises(ConfigError, match=r'oauth2.client_secret_file: cannot read ".*client.secret": \[Errno 2\]'):
         config.mailboxes[0].oauth2.client_secret()
+
+
+# --------------------------------------------------------------- the documentation's examples
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "oauth2.md"
+
+
+def doc_examples() -> list[str]:
+    blocks = re.findall(r"^( *)```toml\n(.*?)^\1```", DOCS.read_text(), re.M | re.S)
+    return [textwrap.dedent(block) for _, block in blocks if "[[mailboxes]]" in block]
+
+
+@pytest.mark.parametrize("example", doc_examples())
+def test_the_examples_in_docs_oauth2_load(example):
+    Path("var").mkdir()
+    for name in ("ms-client.secret", "google-client.secret", "support.rt"):
+        (Path("var") / name).write_text("x\n")
+    config = load(HELPDESK + re.sub(r"<[^>]+>", "placeholder", example))
+    assert config.mailboxes[0].auth == "oauth2" and config.mailboxes[0].oauth2 is not None
+    assert config.outgoing.auth in ("password", "oauth2")
+
+
+def test_the_docs_have_examples_to_check():
+    assert len(doc_examples()) == 3
