@@ -364,17 +364,16 @@ class SmtpTransport:
                 f"relay rejected login for {self.username}: {reply}"
             ) from exc
 
-
     def _token_login(self, conn: smtplib.SMTP) -> None:
         """OAUTHBEARER if offered, else XOAUTH2.  A refused token gets one fresh token and
         one retry (the cached one may have been revoked early); a second refusal, or no
         token to be had, is temporary for the mail, which stays queued, and is logged
         once as an ERROR saying what to do.  Nothing the relay hears is ever logged."""
         offered = conn.esmtp_features.get("auth", "").split() if conn.has_extn("auth") else []
-        mechanism = sasl.choose(offered)
         if not offered:
             raise self._fault.record(f"relay {self.relay} does not offer AUTH (needed to log in as "
                                      f"{self.username} with a token)")
+        mechanism = sasl.choose(offered)
         if mechanism is None:
             raise self._fault.record(
                 f"relay {self.relay} offers no XOAUTH2 or OAUTHBEARER login (only {' '.join(offered)}); "
