@@ -266,7 +266,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "oauth2.md"
 
 
 def doc_examples() -> list[str]:
-    blocks = re.findall(r"^( *)```toml\n(.*?)^\1```", DOCS.read_text(), re.M | re.S)
+    blocks = re.findall(r"^( *)```toml\n(.*?)^\1```", DOCS.read_text(), re.MULTILINE | re.DOTALL)
     return [textwrap.dedent(block) for _, block in blocks if "[[mailboxes]]" in block]
 
 
