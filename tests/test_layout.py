@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "helpdesk"
 FLOORS = {
     "errors": 0, "units": 0, "clock": 0,
     "config": 1, "mail": 1,
-    "store": 2,
+    "store": 2, "oauth2": 2,
     "routing": 3, "outbound": 3, "intake": 3,
     "tickets": 4,
     "staff": 5,
