@@ -18,6 +18,7 @@ from helpdesk.clock import Clock, parse_iso
 from helpdesk.disputes import opening, orders
 from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.intake import files
+from helpdesk.outbound import mailq
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     digest_parser.set_defaults(func=cmd_digest)
 
     _dispute_parsers(sub)
+    _outbox_parsers(sub)
 
     quarantine = sub.add_parser("quarantine", help="list or retry quarantined mail")
     quarantine.add_argument("action", nargs="?", default="list", choices=("list", "retry"))
@@ -345,6 +347,59 @@ def _print_conversation(detail: dict, heading) -> None:
             print(f"    [attachment] {a['filename']} ({a['content_type']}, {state})")
     for o in detail["outbox"]:
         print(f"\n>>> {o['kind']} to {o['to']}: {o['status']}" + (f" ({o['last_error']})" if o["last_error"] else ""))
+
+
+# --- outgoing mail -----------------------------------------------------------------
+
+def _outbox_parsers(sub) -> None:
+    outbox = sub.add_parser("outbox", help="list outgoing mail; 'outbox retry' and 'outbox cancel' act on it")
+    outbox.add_argument("--status", choices=mailq.CHOICES,
+                        help="only mail in this status (default: queued and failed)")
+    outbox.add_argument("--limit", type=_positive, default=100, help="list at most this many (default 100)")
+    outbox.add_argument("--json", action="store_true", help="machine-readable output")
+    outbox.set_defaults(func=cmd_outbox)
+    actions = outbox.add_subparsers(dest="action", metavar="ACTION")
+    retry = actions.add_parser("retry", help="put failed mail back in line, then deliver")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID", help="a failed mail's id")
+    which.add_argument("--all-failed", action="store_true", help="every failed mail")
+    retry.set_defaults(func=cmd_outbox_retry)
+    cancel = actions.add_parser("cancel", help="cancel a queued or failed mail (it is kept, never sent)")
+    cancel.add_argument("id", metavar="ID")
+    cancel.set_defaults(func=cmd_outbox_cancel)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return int(text)
+
+
+def cmd_outbox(args) -> int:
+    _build(args)
+    rows, total = mailq.listing(args.status, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    print("\n".join(mailq.lines(rows, total, args.status)))
+    return 0
+
+
+def cmd_outbox_retry(args) -> int:
+    app = _build(args)
+    if args.all_failed:
+        print(f"{mailq.retry_all_failed(app.clock)} failed mail(s) back in line")
+    else:
+        print(f"mail {mailq.retry(args.id, app.clock)} back in line")
+    report = app.deliver()
+    print(f"delivered: {report.sent} sent, {report.deferred} deferred, {report.failed} failed")
+    return 0
+
+
+def cmd_outbox_cancel(args) -> int:
+    _build(args)
+    print(f"mail {mailq.cancel(args.id)} cancelled")
+    return 0
 
 
 # --- ingest helpers ----------------------------------------------------------

@@ -21,7 +21,7 @@ from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.disputes.inbox import DisputeInbox
 from helpdesk.errors import ConfigError
 from helpdesk.intake import spool
-from helpdesk.outbound import outbox
+from helpdesk.outbound import failures, outbox, suppression
 from helpdesk.outbound.notify import Notifier, Renderer
 from helpdesk.outbound.transports import transport_from_url
 from helpdesk.pipeline.batches import Pipeline, Tally
@@ -47,6 +47,7 @@ class App:
     # deadline handlers by timer subject ("ticket", "dispute"); see runtime.tick
     timer_handlers: dict = field(default_factory=dict)
     timer_flushers: dict = field(default_factory=dict)   # alerts a handler returns, sent once per chunk
+    failures: failures.Reporter | None = None            # tells the staff of mail given up
     _transport: object = None
 
     # --- the three steps every source and the scheduler drive ---------------
@@ -58,15 +59,13 @@ class App:
         return self.pipeline.process_pending(tally=tally)
 
     def deliver(self) -> outbox.DeliveryReport:
-        """Hand over everything due now, in passes of ``outbox.PASS`` rows."""
-        out = self.config.outgoing
-        policy = outbox.RetryPolicy(out.max_attempts, out.retry_delay)
-        total = outbox.DeliveryReport()
-        while True:
-            report = outbox.deliver_due(self.transport, self.clock, policy)
-            total.add(report)
-            if report.handled < outbox.PASS:
-                return total
+        """Hand over everything due now; then tell the staff of mail given up, at once."""
+        policy = outbox.RetryPolicy.of(self.config.outgoing)
+        held = suppression.Suppression.of(self.config)
+        total = outbox.deliver_all(self.transport, self.clock, policy, held)
+        if self.failures is not None and self.failures.tell(self.config, self.clock, total.failed):
+            total.add(outbox.deliver_all(self.transport, self.clock, policy, held))
+        return total
 
     def tick(self) -> TickReport:
         """Fire every deadline and reminder due now."""
@@ -108,7 +107,8 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                 notifiers)
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
     domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": DisputeInbox(disputes)}
-    app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains))
+    app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains),
+              failures=failures.Reporter(notifiers))
     app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)
     app.timer_handlers["dispute"] = dispute_deadlines.handler(disputes)
