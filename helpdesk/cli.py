@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from helpdesk.clock import Clock, parse_iso
+from helpdesk.clock import Clock, naive_utc, parse_iso
 from helpdesk.disputes import opening, orders
 from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.intake import files
@@ -158,15 +158,18 @@ def cmd_tickets(args) -> int:
 
 
 def cmd_show(args) -> int:
-    _build(args)
+    app = _build(args)
+    held = (naive_utc(app.clock.now()), app.config.limits.bounce_suppression)   # bounces: mail held back
     if listings.is_dispute_id(args.id):
-        return _show_dispute(listings.dispute_detail(args.id), args.json)
-    detail = listings.ticket_detail(args.id)
+        return _show_dispute(listings.dispute_detail(args.id, *held), args.json)
+    detail = listings.ticket_detail(args.id, *held)
     if args.json:
         print(json.dumps(detail, indent=2, ensure_ascii=False))
         return 0
     print(f"{detail['id']}  [{detail['status']}]  {detail['subject']}")
     print(f"requester: {detail['requester_name']} <{detail['requester']}>   created {detail['created_at']}")
+    for line in listings.bounce_lines(detail["bounces"]):
+        print(line)
     _print_conversation(detail, lambda m: f"{m['direction']}  {m['created_at']}  from {m['from']}")
     return 0
 
@@ -323,6 +326,8 @@ def _show_dispute(detail: dict, as_json: bool) -> int:
     print(f"{detail['id']}  [{detail['status']}]  order {detail['order']}: {detail['product']}")
     print(f"buyer: {detail['buyer']}   seller: {detail['seller']}   reason: {detail['reason']}")
     print(f"opened {detail['created_at']}" + (f"   next: {due['kind']} {due['at']}" if due else ""))
+    for line in listings.bounce_lines(detail["bounces"]):
+        print(line)
     if detail["decision"]:
         print(f"decided for the {detail['decided_for']}: {detail['decision']}")
     for p in detail["proposals"]:

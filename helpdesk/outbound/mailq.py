@@ -69,18 +69,24 @@ def outbox_id(text: str) -> int:
     match = _ID.match(text.strip())
     if match is None:
         raise UserError(f"not an outbox id: {text!r} (expected a number from 'helpdesk outbox')")
+    if int(match.group(1)) > MAX_ID:     # ids are 32-bit on PostgreSQL: a larger one names nothing
+        raise _unknown(int(match.group(1)))
     return int(match.group(1))
 
 
+def _unknown(row_id: int) -> NotFound:
+    return NotFound(f"no outgoing mail {row_id} (see 'helpdesk outbox --status all')")
+
+
 def _wrong_state(row_id: int, done: str, allowed: str) -> UserError:
-    status = outbox_rows.status_of(row_id) if row_id <= MAX_ID else None
+    status = outbox_rows.status_of(row_id)
     if status is None:
-        return NotFound(f"no outgoing mail {row_id} (see 'helpdesk outbox --status all')")
+        return _unknown(row_id)
     return UserError(f"mail {row_id} is {status}: only {allowed} mail can be {done}")
 
 
 def _iso(moment) -> str | None:
-    return to_utc(moment).isoformat().replace("+00:00", "Z") if moment else None
+    return to_utc(moment).replace(microsecond=0).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def lines(rows: list[dict], total: int, status: str | None) -> list[str]:
