@@ -150,6 +150,8 @@ def _send_group(rows: list[Queued], transport, now: dt.datetime) -> list[str | E
 
 def _hand_over(transport, items: list) -> list[str | Exception]:
     """One result per item, whatever the transport does; never a mail counted sent by default."""
+    if not items:
+        return []       # a group held back or broken whole: nothing to sync or connect for
     send_many = getattr(transport, "send_many", None)
     if send_many is None:
         return [_send_one(transport, item) for item in items]

@@ -47,7 +47,7 @@ class App:
     # deadline handlers by timer subject ("ticket", "dispute"); see runtime.tick
     timer_handlers: dict = field(default_factory=dict)
     timer_flushers: dict = field(default_factory=dict)   # alerts a handler returns, sent once per chunk
-    failures: failures.Reporter | None = None            # tells the staff of mail given up
+    reporter: failures.Reporter | None = None            # tells the staff of mail given up
     _transport: object = None
 
     # --- the three steps every source and the scheduler drive ---------------
@@ -63,7 +63,7 @@ class App:
         policy = outbox.RetryPolicy.of(self.config.outgoing)
         held = suppression.Suppression.of(self.config)
         total = outbox.deliver_all(self.transport, self.clock, policy, held)
-        if self.failures is not None and self.failures.tell(self.config, self.clock, total.failed):
+        if self.reporter is not None and self.reporter.tell(self.config, self.clock, total.failed):
             total.add(outbox.deliver_all(self.transport, self.clock, policy, held))
         return total
 
@@ -108,7 +108,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
     domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": DisputeInbox(disputes)}
     app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains),
-              failures=failures.Reporter(notifiers))
+              reporter=failures.Reporter(notifiers))
     app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)
     app.timer_handlers["dispute"] = dispute_deadlines.handler(disputes)
