@@ -14,12 +14,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from helpdesk.clock import Clock, parse_iso
+from helpdesk.clock import Clock, naive_utc, parse_iso
 from helpdesk.config.loader import load_config
 from helpdesk.disputes import opening, orders
 from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.intake import files
 from helpdesk.oauth2 import tokens
+from helpdesk.outbound import mailq
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     digest_parser.set_defaults(func=cmd_digest)
 
     _dispute_parsers(sub)
+    _outbox_parsers(sub)
 
     oauth2 = sub.add_parser("oauth2", help="OAuth2 logins ('oauth2 test NAME' tries one)")
     oauth2_actions = oauth2.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -165,15 +167,18 @@ def cmd_tickets(args) -> int:
 
 
 def cmd_show(args) -> int:
-    _build(args)
+    app = _build(args)
+    held = (naive_utc(app.clock.now()), app.config.limits.bounce_suppression)   # bounces: mail held back
     if listings.is_dispute_id(args.id):
-        return _show_dispute(listings.dispute_detail(args.id), args.json)
-    detail = listings.ticket_detail(args.id)
+        return _show_dispute(listings.dispute_detail(args.id, *held), args.json)
+    detail = listings.ticket_detail(args.id, *held)
     if args.json:
         print(json.dumps(detail, indent=2, ensure_ascii=False))
         return 0
     print(f"{detail['id']}  [{detail['status']}]  {detail['subject']}")
     print(f"requester: {detail['requester_name']} <{detail['requester']}>   created {detail['created_at']}")
+    for line in listings.bounce_lines(detail["bounces"]):
+        print(line)
     _print_conversation(detail, lambda m: f"{m['direction']}  {m['created_at']}  from {m['from']}")
     return 0
 
@@ -383,6 +388,8 @@ def _show_dispute(detail: dict, as_json: bool) -> int:
     print(f"{detail['id']}  [{detail['status']}]  order {detail['order']}: {detail['product']}")
     print(f"buyer: {detail['buyer']}   seller: {detail['seller']}   reason: {detail['reason']}")
     print(f"opened {detail['created_at']}" + (f"   next: {due['kind']} {due['at']}" if due else ""))
+    for line in listings.bounce_lines(detail["bounces"]):
+        print(line)
     if detail["decision"]:
         print(f"decided for the {detail['decided_for']}: {detail['decision']}")
     for p in detail["proposals"]:
@@ -407,6 +414,59 @@ def _print_conversation(detail: dict, heading) -> None:
             print(f"    [attachment] {a['filename']} ({a['content_type']}, {state})")
     for o in detail["outbox"]:
         print(f"\n>>> {o['kind']} to {o['to']}: {o['status']}" + (f" ({o['last_error']})" if o["last_error"] else ""))
+
+
+# --- outgoing mail -----------------------------------------------------------------
+
+def _outbox_parsers(sub) -> None:
+    outbox = sub.add_parser("outbox", help="list outgoing mail; 'outbox retry' and 'outbox cancel' act on it")
+    outbox.add_argument("--status", choices=mailq.CHOICES,
+                        help="only mail in this status (default: queued and failed)")
+    outbox.add_argument("--limit", type=_positive, default=100, help="list at most this many (default 100)")
+    outbox.add_argument("--json", action="store_true", help="machine-readable output")
+    outbox.set_defaults(func=cmd_outbox)
+    actions = outbox.add_subparsers(dest="action", metavar="ACTION")
+    retry = actions.add_parser("retry", help="put failed mail back in line, then deliver")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", metavar="ID", help="a failed mail's id")
+    which.add_argument("--all-failed", action="store_true", help="every failed mail")
+    retry.set_defaults(func=cmd_outbox_retry)
+    cancel = actions.add_parser("cancel", help="cancel a queued or failed mail (it is kept, never sent)")
+    cancel.add_argument("id", metavar="ID")
+    cancel.set_defaults(func=cmd_outbox_cancel)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return int(text)
+
+
+def cmd_outbox(args) -> int:
+    _build(args)
+    rows, total = mailq.listing(args.status, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    print("\n".join(mailq.lines(rows, total, args.status)))
+    return 0
+
+
+def cmd_outbox_retry(args) -> int:
+    app = _build(args)
+    if args.all_failed:
+        print(f"{mailq.retry_all_failed(app.clock)} failed mail(s) back in line")
+    else:
+        print(f"mail {mailq.retry(args.id, app.clock)} back in line")
+    report = app.deliver()
+    print(f"delivered: {report.sent} sent, {report.deferred} deferred, {report.failed} failed")
+    return 0
+
+
+def cmd_outbox_cancel(args) -> int:
+    _build(args)
+    print(f"mail {mailq.cancel(args.id)} cancelled")
+    return 0
 
 
 # --- ingest helpers ----------------------------------------------------------

@@ -14,6 +14,7 @@ nothing on disk.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shlex
@@ -339,7 +340,31 @@ def _build_outgoing(
         if values["username"] is None:
             raise Invalid('missing (auth = "oauth2" logs in as this account)', "username")
     _auth(values, ctx, where, "smtp", "outgoing relay")
+    _retry_schedule(values)
     return OutgoingSettings(**values, _origin=f"{ctx.label}: {where}")
+
+
+def _retry_schedule(values: dict[str, Any]) -> None:
+    """``max_attempts`` (the old count of attempts) still works, but not with ``give_up_after``."""
+    if values["max_attempts"] is not None and values["give_up_after"] is not None:
+        raise Invalid("give max_attempts (a count of attempts) or give_up_after (a time), not both",
+                      "max_attempts")
+    if values["max_attempts"] is None and values["give_up_after"] is None:
+        values["give_up_after"] = dt.timedelta(days=5)
+    if values["retry_max_delay"] is None:   # 1h, or a longer retry_delay
+        values["retry_max_delay"] = max(dt.timedelta(hours=1), values["retry_delay"])
+    elif values["retry_max_delay"] < values["retry_delay"]:
+        raise Invalid("must not be shorter than retry_delay", "retry_max_delay")
+
+
+def _duration_or_off(value: Any, ctx: Context) -> dt.timedelta:
+    """A duration, or "off": a zero duration."""
+    if value == "off":
+        return dt.timedelta(0)
+    try:
+        return schema.duration(value, ctx)
+    except Invalid as exc:
+        raise Invalid(f'{exc.message}, or "off"') from None
 
 
 def _build_smtp_server(
@@ -448,11 +473,13 @@ OUTGOING_KEYS = {
     "password_file": Key(schema.readable_file),
     "ca_file": Key(schema.readable_file),
     "timeout": Key(schema.duration, "30s"),
-    "max_attempts": Key(schema.int_range(1), 8),
+    "max_attempts": Key(schema.int_range(1)),    # no default: see _retry_schedule
     "retry_delay": Key(schema.duration, "1m"),
     "poll_interval": Key(schema.duration, "5s"),
     "auth": Key(schema.choice("password", "oauth2"), "password"),
     "oauth2": Key(_OAUTH2),
+    "retry_max_delay": Key(schema.duration),       # default 1h: see _retry_schedule
+    "give_up_after": Key(schema.duration),        # default 5d unless max_attempts is set
 }
 
 STAFF_KEYS = {
@@ -489,6 +516,7 @@ LIMIT_KEYS = {
     "max_attachments_total": Key(schema.size, "20MB"),
     "ack_rate_limit": Key(schema.int_range(0), 5),
     "ack_rate_window": Key(schema.duration, "1h"),
+    "bounce_suppression": Key(_duration_or_off, "7d"),
 }
 
 INTAKE_KEYS = {

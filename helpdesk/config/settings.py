@@ -127,11 +127,13 @@ class OutgoingSettings:
     password_file: Path | None
     ca_file: Path | None
     timeout: dt.timedelta
-    max_attempts: int
+    max_attempts: int | None         # set: given up after this many attempts (the old schedule)
     retry_delay: dt.timedelta
     poll_interval: dt.timedelta
     auth: str = "password"                 # or "oauth2": log in to the relay with a token
     oauth2: OAuth2Settings | None = None
+    retry_max_delay: dt.timedelta = dt.timedelta(hours=1)
+    give_up_after: dt.timedelta | None = dt.timedelta(days=5)   # None when max_attempts is set
     _origin: str = field(default="[outgoing]", repr=False, compare=False)
 
     def password(self) -> str | None:
@@ -178,6 +180,7 @@ class LimitSettings:
     max_attachments_total: int
     ack_rate_limit: int
     ack_rate_window: dt.timedelta
+    bounce_suppression: dt.timedelta = dt.timedelta(days=7)   # zero: off
 
 
 @dataclass(frozen=True)

@@ -3,39 +3,81 @@
 Rows are claimed in groups with a lease (so two deliverers never take the same
 row), composed at send time (the stored row stays the source of truth) and
 marked per group: a crash between hand-over and marking can send one group
-again after the lease, never lose a mail. Temporary failures wait
-``retry_delay * 2**(attempts - 1)``; permanent ones, or running out of attempts,
-leave the row ``failed`` with the reason.
+again after the lease, never lose a mail.
+
+Retries follow an MTA's schedule (``RetryPolicy``): a temporary failure waits
+``retry_delay``, doubling after each attempt up to ``retry_max_delay``, a little
+shorter at random so that mail deferred together (a relay down) does not come
+back together; a mail is given up only once it has been in the queue for
+``give_up_after`` (its last attempt falls on that moment). Permanent failures
+(5xx), and rows that cannot be made into a mail, fail at once. Automatic mail to
+an address that bounced hard lately is held back (``suppression``), checked once
+per group.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
 from helpdesk.clock import Clock, naive_utc
+from helpdesk.config.settings import OutgoingSettings
 from helpdesk.errors import PermanentDeliveryError, TemporaryDeliveryError
 from helpdesk.mail.compose import compose
 from helpdesk.store import outbox as outbox_rows
 from helpdesk.store.db import write_transaction
 from helpdesk.store.outbox import Attempt, Queued
+from helpdesk.units import format_duration
 
 log = logging.getLogger("helpdesk.outbox")
 GROUP = 50
 PASS = 1000
 LEASE = dt.timedelta(minutes=10)
+JITTER = 0.1          # a delay is up to this share shorter, at random
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
-    retry_delay: dt.timedelta = dt.timedelta(minutes=1)
+    """When a temporarily failed mail is tried again, and when it is given up.
 
-    def next_attempt(self, now: dt.datetime, attempts: int) -> dt.datetime | None:
-        if attempts >= self.max_attempts:
+    ``max_attempts`` is the schedule before issue 12, kept for configurations
+    that set it: a count of attempts instead of a queue lifetime, and delays
+    without jitter, so such a deployment keeps the times it knows.
+    """
+
+    retry_delay: dt.timedelta = dt.timedelta(minutes=1)
+    max_delay: dt.timedelta = dt.timedelta(hours=1)
+    give_up_after: dt.timedelta | None = dt.timedelta(days=5)
+    max_attempts: int | None = None
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, settings: OutgoingSettings) -> RetryPolicy:
+        return cls(settings.retry_delay, settings.retry_max_delay, settings.give_up_after,
+                   settings.max_attempts)
+
+    def delay(self, attempts: int) -> dt.timedelta:
+        """The wait after the ``attempts``-th attempt failed: doubling, capped, jittered."""
+        base = min(self.retry_delay * 2 ** min(max(attempts - 1, 0), 20), self.max_delay)
+        if self.max_attempts is not None:
+            return base
+        return base * (1 - JITTER * self.rng.random())
+
+    def next_attempt(self, now: dt.datetime, attempts: int, queued_at: dt.datetime) -> dt.datetime | None:
+        """When to try again, or None: give up (never before the queue lifetime is over)."""
+        if self.max_attempts is not None:
+            return None if attempts >= self.max_attempts else now + self.delay(attempts)
+        deadline = queued_at + self.give_up_after
+        if now >= deadline:
             return None
-        return now + self.retry_delay * (2 ** (attempts - 1))
+        return min(now + self.delay(attempts), deadline)
+
+    def given_up(self, attempts: int) -> str:
+        if self.max_attempts is not None:
+            return f"gave up after {attempts} attempts"
+        return f"gave up after {format_duration(self.give_up_after)} in the queue ({attempts} attempts)"
 
 
 @dataclass
@@ -43,25 +85,42 @@ class DeliveryReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
+    suppressed: int = 0
 
     @property
     def handled(self) -> int:
-        return self.sent + self.deferred + self.failed
+        return self.sent + self.deferred + self.failed + self.suppressed
 
     def add(self, other: DeliveryReport) -> None:
         self.sent += other.sent
         self.deferred += other.deferred
         self.failed += other.failed
+        self.suppressed += other.suppressed
 
 
-def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS) -> DeliveryReport:
+def deliver_all(transport, clock: Clock, policy: RetryPolicy, held=None) -> DeliveryReport:
+    """Everything due now, in passes of ``PASS`` rows."""
+    total = DeliveryReport()
+    while True:
+        report = deliver_due(transport, clock, policy, held=held)
+        total.add(report)
+        if report.handled < PASS:
+            return total
+
+
+def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS, held=None) -> DeliveryReport:
+    """One pass. ``held``: a ``suppression.Suppression`` (automatic mail to addresses that
+    bounced hard is marked ``suppressed`` instead of sent), or None."""
     report = DeliveryReport()
     now = naive_utc(clock.now())
     due = outbox_rows.due(now, limit)
     for start in range(0, len(due), GROUP):
         rows = outbox_rows.load(_claim(due[start:start + GROUP], now))
-        attempts = [_recorded(row, result, now, policy, report)
-                    for row, result in zip(rows, _send_group(rows, transport, now))]
+        reasons = held.held(rows, now) if held is not None else {}
+        attempts = [_suppressed(row, reasons[row.id], now, report) for row in rows if row.id in reasons]
+        rows = [row for row in rows if row.id not in reasons]
+        attempts += [_recorded(row, result, now, policy, report)
+                     for row, result in zip(rows, _send_group(rows, transport, now))]
         with write_transaction():
             outbox_rows.record(attempts)
     return report
@@ -91,6 +150,8 @@ def _send_group(rows: list[Queued], transport, now: dt.datetime) -> list[str | E
 
 def _hand_over(transport, items: list) -> list[str | Exception]:
     """One result per item, whatever the transport does; never a mail counted sent by default."""
+    if not items:
+        return []       # a group held back or broken whole: nothing to sync or connect for
     send_many = getattr(transport, "send_many", None)
     if send_many is None:
         return [_send_one(transport, item) for item in items]
@@ -133,24 +194,31 @@ def _recorded(row: Queued, result: str | Exception, now: dt.datetime, policy: Re
     """The row's attempt: sent, deferred with backoff, or failed."""
     attempts = row.attempts + 1
     if isinstance(result, TemporaryDeliveryError):
-        retry_at = policy.next_attempt(now, attempts)
+        retry_at = policy.next_attempt(now, attempts, row.queued_at)
         if retry_at is None:
-            return _failed(row, attempts, f"gave up after {attempts} attempts: {result}", report)
+            return _failed(row, attempts, f"{policy.given_up(attempts)}: {result}", now, report)
         report.deferred += 1
         log.warning("deferred mail %s to %s (attempt %d): %s", row.id, row.recipient, attempts, result)
         return Attempt(row.id, attempts, "deferred", retry_at, str(result))
     if isinstance(result, Exception):
-        return _failed(row, attempts, str(result), report)
+        return _failed(row, attempts, str(result), now, report)
     report.sent += 1
     log.info("sent %s mail to %s [%s] subject=%r via %s", row.kind, row.recipient,
              _ticket_label(row), row.subject, result)
     return Attempt(row.id, attempts, "sent", now)
 
 
-def _failed(row: Queued, attempts: int, reason: str, report: DeliveryReport) -> Attempt:
+def _failed(row: Queued, attempts: int, reason: str, now: dt.datetime, report: DeliveryReport) -> Attempt:
     report.failed += 1
     log.error("failed mail %s to %s: %s", row.id, row.recipient, reason)
-    return Attempt(row.id, attempts, "failed", None, reason)
+    return Attempt(row.id, attempts, "failed", now, reason)
+
+
+def _suppressed(row: Queued, reason: str, now: dt.datetime, report: DeliveryReport) -> Attempt:
+    report.suppressed += 1
+    log.warning("suppressed %s mail %s to %s [%s]: %s", row.kind, row.id, row.recipient, _ticket_label(row),
+                reason)
+    return Attempt(row.id, row.attempts, "suppressed", now, reason)
 
 
 def _ticket_label(row: Queued) -> str:

@@ -38,6 +38,7 @@ from helpdesk.clock import UTC, naive_utc, to_utc
 from helpdesk.config.settings import Config
 from helpdesk.disputes.rules import OPEN as DISPUTE_OPEN
 from helpdesk.disputes.rules import STATES as DISPUTE_STATES
+from helpdesk.outbound import failures
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.store import digest as digest_store
 from helpdesk.store.db import read_snapshot, write_transaction
@@ -51,6 +52,7 @@ STAFF_TURN = ("new", "open")                 # the ball is in the staff's court
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MAX_CATCH_UP = dt.timedelta(days=31)
 UNASSIGNED = "unassigned"
+FAILED_LISTED = 5            # failed outgoing mails named, the longest failed first
 
 
 # --------------------------------------------------------------- the period
@@ -178,6 +180,18 @@ class ResponseStats:
 
 
 @dataclass(frozen=True)
+class FailedMail:
+    """An outgoing mail given up (``helpdesk outbox retry ID`` sends it again)."""
+
+    id: int
+    kind: str
+    recipient: str
+    ticket: str | None         # "T-42", "D-7"
+    failed_at: dt.datetime | None   # aware UTC; None for mail failed before it was kept
+    last_error: str
+
+
+@dataclass(frozen=True)
 class Digest:
     period: Period
     generated_at: dt.datetime               # aware UTC
@@ -191,6 +205,9 @@ class Digest:
     quarantine_waiting: int                 # everything in quarantine now
     bounced: int                            # bounce reports received in the period
     disputes: tuple[StatusCount, ...]       # disputes not finished, by status
+    failed: int = 0                         # outgoing mail given up in the period, still failed
+    failed_waiting: int = 0                 # outgoing mail failed now
+    failed_oldest: tuple[FailedMail, ...] = ()   # the longest failed, at most FAILED_LISTED
 
     @property
     def open_total(self) -> int:
@@ -219,7 +236,9 @@ def _build(config: Config, now: dt.datetime, period: Period, since: dt.datetime,
         overdue=overdue, overdue_total=overdue_total, assignees=assignees,
         quarantined=quarantined, quarantine_waiting=waiting,
         bounced=digest_store.bounces(since, end),
-        disputes=_disputes())
+        disputes=_disputes(),
+        failed=digest_store.failed(since, end), failed_waiting=digest_store.failed_waiting(),
+        failed_oldest=_failed_oldest())
 
 
 def _open_tickets(config: Config, names: dict[str, str]):
@@ -292,6 +311,13 @@ def _quarantine(since: dt.datetime, end: dt.datetime) -> tuple[int, int]:
     return digest_store.quarantined(since, end), digest_store.quarantine_waiting()
 
 
+def _failed_oldest() -> tuple[FailedMail, ...]:
+    return tuple(FailedMail(row_id, kind, recipient, failures.label(ticket, dispute),
+                            to_utc(failed_at) if failed_at else None, last_error or "")
+                 for row_id, kind, recipient, ticket, dispute, failed_at, last_error
+                 in digest_store.oldest_failed(FAILED_LISTED))
+
+
 def _disputes() -> tuple[StatusCount, ...]:
     """Disputes in an open state, by state (in the order of the state machine)."""
     rows = digest_store.disputes(sorted(DISPUTE_OPEN))
@@ -350,6 +376,13 @@ def context(digest: Digest, config: Config) -> dict:
         "bounced": digest.bounced,
         "disputes": [{"status": s.status, "label": status_label(s.status), "count": s.count}
                      for s in digest.disputes],
+        "failed": digest.failed,
+        "failed_waiting": digest.failed_waiting,
+        "failed_oldest": [
+            {"id": m.id, "kind": m.kind, "recipient": m.recipient, "ticket": m.ticket,
+             "failed_at": _local(m.failed_at, tz) if m.failed_at else "-",
+             "age": short_duration(digest.generated_at - m.failed_at) if m.failed_at else "-",
+             "last_error": m.last_error} for m in digest.failed_oldest],
     }
 
 

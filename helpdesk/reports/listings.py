@@ -6,13 +6,14 @@ come from one grouped query), so ``tickets`` stays fast on a large database.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from helpdesk.clock import to_utc
 from helpdesk.disputes import rules as dispute_rules
 from helpdesk.errors import NotFound, UserError
+from helpdesk.store import bounces, orders, timers
 from helpdesk.store import listings as rows
-from helpdesk.store import orders, timers
 from helpdesk.store.disputes import DisputeRow
 from helpdesk.store.listings import MessageRow, SentRow, TicketListing
 
@@ -33,7 +34,9 @@ def list_tickets(status: str | None = None) -> list[dict]:
     return [_ticket_summary(t, counts.get(t.id, 0)) for t in tickets]
 
 
-def ticket_detail(text: str) -> dict:
+def ticket_detail(text: str, now: dt.datetime | None = None, held_for: dt.timedelta | None = None) -> dict:
+    """One ticket; ``now`` and ``held_for`` (``[limits] bounce_suppression``) say until when
+    automatic mail to an address that bounced is held back."""
     number = ticket_number(text)
     ticket = rows.ticket(number) if number <= MAX_ID else None
     if ticket is None:
@@ -51,7 +54,29 @@ def ticket_detail(text: str) -> dict:
                     + [_sent(o) for o in sent if o.kind != "agent_reply"])
     detail["messages"] = sorted(conversation, key=lambda m: m["created_at"] or "")
     detail["outbox"] = [_outgoing(o) for o in sent]
+    detail["bounces"] = bounced(number, now, held_for)
     return detail
+
+
+def bounced(ticket_id: int, now: dt.datetime | None, held_for: dt.timedelta | None) -> list[dict]:
+    """The bounces the ticket met (its own, and its customers' addresses'), newest first:
+    ``held_until`` is when automatic mail to the address goes again, if it is held back now."""
+    found = []
+    for b in bounces.of_ticket(ticket_id):
+        until = b.at + held_for if b.hard and held_for and now is not None else None
+        found.append({"address": b.address, "status": b.status, "hard": b.hard, "diagnostic": b.diagnostic,
+                      "at": _iso(b.at), "held_until": _iso(until) if until and until > now else None})
+    return found
+
+
+def bounce_lines(found: list[dict]) -> list[str]:
+    """``helpdesk show``'s lines for the bounces, under the requester."""
+    lines = []
+    for b in found:
+        held = f"; automatic mail held back until {b['held_until']}" if b["held_until"] else ""
+        lines.append(f"bounced: {b['address']} {b['status'] or '(no status)'} at {b['at']}{held}"
+                     + (f": {b['diagnostic']}" if b["diagnostic"] else ""))
+    return lines
 
 
 def quarantined() -> list[dict]:
@@ -129,8 +154,9 @@ def list_disputes(status: str | None = None) -> list[dict]:
             for d in disputes]
 
 
-def dispute_detail(text: str) -> dict:
-    """One dispute: its summary, proposals, history, chat and the mail it caused."""
+def dispute_detail(text: str, now: dt.datetime | None = None, held_for: dt.timedelta | None = None) -> dict:
+    """One dispute: its summary, proposals, history, chat and the mail it caused (and the
+    bounces, as for a ticket)."""
     match = _DISPUTE_ID.match(text.strip())
     if match is None:
         raise UserError(f"not a dispute id: {text!r} (expected e.g. D-7)")
@@ -156,6 +182,7 @@ def dispute_detail(text: str) -> dict:
     detail["messages"] = sorted(chat + [_sent(o) for o in sent], key=lambda m: m["created_at"] or "")
     detail["outbox"] = [_outgoing(o) for o in sent]
     detail["timers"] = [{"kind": kind, "at": _iso(at)} for kind, at in timers.pending("dispute", number)]
+    detail["bounces"] = bounced(dispute.ticket_id, now, held_for)
     return detail
 
 

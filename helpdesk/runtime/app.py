@@ -22,7 +22,7 @@ from helpdesk.disputes.inbox import DisputeInbox
 from helpdesk.errors import ConfigError
 from helpdesk.intake import spool
 from helpdesk.oauth2 import tokens
-from helpdesk.outbound import outbox
+from helpdesk.outbound import failures, outbox, suppression
 from helpdesk.outbound.notify import Notifier, Renderer
 from helpdesk.outbound.transports import Transport, transport_from_url
 from helpdesk.pipeline.batches import Pipeline, Tally
@@ -48,6 +48,7 @@ class App:
     # deadline handlers by timer subject ("ticket", "dispute"); see runtime.tick
     timer_handlers: dict = field(default_factory=dict)
     timer_flushers: dict = field(default_factory=dict)   # alerts a handler returns, sent once per chunk
+    reporter: failures.Reporter | None = None            # tells the staff of mail given up
     _transport: object = None
 
     # --- the three steps every source and the scheduler drive ---------------
@@ -59,15 +60,13 @@ class App:
         return self.pipeline.process_pending(tally=tally)
 
     def deliver(self) -> outbox.DeliveryReport:
-        """Hand over everything due now, in passes of ``outbox.PASS`` rows."""
-        out = self.config.outgoing
-        policy = outbox.RetryPolicy(out.max_attempts, out.retry_delay)
-        total = outbox.DeliveryReport()
-        while True:
-            report = outbox.deliver_due(self.transport, self.clock, policy)
-            total.add(report)
-            if report.handled < outbox.PASS:
-                return total
+        """Hand over everything due now; then tell the staff of mail given up, at once."""
+        policy = outbox.RetryPolicy.of(self.config.outgoing)
+        held = suppression.Suppression.of(self.config)
+        total = outbox.deliver_all(self.transport, self.clock, policy, held)
+        if self.reporter is not None and self.reporter.tell(self.config, self.clock, total.failed):
+            total.add(outbox.deliver_all(self.transport, self.clock, policy, held))
+        return total
 
     def tick(self) -> TickReport:
         """Fire every deadline and reminder due now."""
@@ -102,7 +101,8 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                 notifiers)
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
     domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": DisputeInbox(disputes)}
-    app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains))
+    app = App(config, clock, desk, disputes, Pipeline(config, clock, desk.attachments, domains),
+              reporter=failures.Reporter(notifiers))
     app.timer_handlers["ticket"] = ticket_deadlines.handler(desk)
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)
     app.timer_handlers["dispute"] = dispute_deadlines.handler(disputes)

@@ -18,7 +18,7 @@ from helpdesk.errors import NotFound, UserError
 from helpdesk.mail.parse import InboundMail
 from helpdesk.mail.quotes import strip_reply
 from helpdesk.routing import Applied
-from helpdesk.staff import commands
+from helpdesk.staff import bounced, commands
 from helpdesk.staff.commands import CommandError, Plan, StaffCommand
 from helpdesk.store import tickets
 from helpdesk.store.db import write_transaction
@@ -119,10 +119,12 @@ def _relay(desk: Desk, ticket: TicketRow, member: StaffMember, text: str, mailbo
                "attachments": [{"filename": a.filename, "size": a.size} for a in stored if not a.refused]}
     files = tuple((a.filename, a.content_type, str(desk.attachments.path_for(a.sha256)))
                   for a in _relayable(stored))
-    for pid, address, name in tickets.participants(ticket.id, CUSTOMER_ROLES):
+    people = tickets.participants(ticket.id, CUSTOMER_ROLES)
+    for pid, address, name in people:
         desk.queue(mailbox, "agent_reply", TicketView.of(ticket), Person(pid, address, name), answering, context,
                     sender_name=f"{member.name} — {desk.config.helpdesk.name}", auto=None,
                     attachments=files)
+    bounced.warn(desk, ticket, member, mailbox, mail, [address for _, address, _ in people])
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import peewee as pw
 
-from helpdesk.store.schema import Bounce, DigestRun, Dispute, RawMessage, Ticket, db
+from helpdesk.store.schema import Bounce, DigestRun, Dispute, Outbox, RawMessage, Ticket, db
 
 # --- tickets -----------------------------------------------------------------------
 
@@ -122,6 +122,28 @@ def unanswered(created_from: dt.datetime, created_to: dt.datetime, statuses: Seq
 def bounces(since: dt.datetime, end: dt.datetime) -> int:
     """Bounce reports received in [since, end)."""
     return _count(Bounce, (Bounce.created_at >= since) & (Bounce.created_at < end))
+
+
+def failed(since: dt.datetime, end: dt.datetime) -> int:
+    """Outgoing mail given up in [since, end) and still failed (not put back in line or
+    cancelled): the (status, next_attempt_at) index finds the failed rows."""
+    return _count(Outbox, (Outbox.status == "failed") & (Outbox.failed_at >= since) & (Outbox.failed_at < end))
+
+
+def failed_waiting() -> int:
+    """Every outgoing mail failed now."""
+    return _count(Outbox, Outbox.status == "failed")
+
+
+def oldest_failed(limit: int) -> list[tuple[int, str, str, int | None, int | None, dt.datetime, str]]:
+    """(id, kind, recipient, ticket, dispute, failed_at, last answer) of the mail failed now,
+    the longest failed first, at most ``limit``; mail failed before ``failed_at`` was kept
+    (an older schema) comes first, by id."""
+    return list(Outbox.select(Outbox.id, Outbox.kind, Outbox.recipient, Outbox.ticket, Dispute.id,
+                              Outbox.failed_at, Outbox.last_error)
+                .join(Dispute, pw.JOIN.LEFT_OUTER, on=(Dispute.ticket == Outbox.ticket))
+                .where(Outbox.status == "failed")
+                .order_by(Outbox.failed_at.asc(nulls="first"), Outbox.id).limit(limit).tuples())
 
 
 def quarantined(since: dt.datetime, end: dt.datetime) -> int:

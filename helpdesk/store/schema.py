@@ -154,6 +154,10 @@ class Outbox(BaseModel):
     last_error = pw.TextField(null=True)
     created_at = pw.DateTimeField()
     sent_at = pw.DateTimeField(null=True)
+    # schema 3: an MTA's queue lifetime
+    queued_at = pw.DateTimeField(null=True)     # put back in line (``outbox retry``); None: created_at
+    failed_at = pw.DateTimeField(null=True)     # given up
+    reported_at = pw.DateTimeField(null=True)   # the staff were told it failed
 
     class Meta:
         indexes = (
@@ -287,7 +291,18 @@ def _schema_2(database: pw.Database) -> None:
     database.create_tables(MODELS_2, safe=True)
 
 
+def _schema_3(database: pw.Database) -> None:
+    """The outbox's queue lifetime: when a mail was put back in line, given up, reported."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
+
+    have = {c.name for c in database.get_columns("outbox")}
+    migrator = SchemaMigrator.from_database(database)
+    run_migrations(*[migrator.add_column("outbox", name, Outbox._meta.fields[name])
+                     for name in ("queued_at", "failed_at", "reported_at") if name not in have])
+
+
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
-MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2)
+MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3)

@@ -220,7 +220,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert out.transport == f"maildir:{tmp_path}/mailboxes/outgoing"
     assert out.username is None and out.password() is None
     assert out.timeout == dt.timedelta(seconds=30)
-    assert out.max_attempts == 8
+    # an MTA's schedule (issue 12): no count of attempts, given up after 5 days
+    assert out.max_attempts is None
+    assert out.give_up_after == dt.timedelta(days=5)
+    assert out.retry_max_delay == dt.timedelta(hours=1)
     assert out.retry_delay == dt.timedelta(minutes=1)
     assert out.poll_interval == dt.timedelta(seconds=5)
     assert config.staff == ()

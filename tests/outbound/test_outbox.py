@@ -129,8 +129,11 @@ def test_a_row_that_cannot_be_composed_fails_alone_and_its_group_is_delivered(de
     desk.ingest(mail(frm="a@example.com"), mail(frm="b@example.com"))
     broken = Outbox.get(Outbox.message_id == "broken@shop.example")
     assert broken.status == "failed" and broken.last_error.startswith("could not compose: JSONDecodeError")
-    assert len(desk.outgoing()) == 4
-    assert Outbox.select().where(Outbox.status == "sent").count() == 4
+    # the four mails of the group, and the admin told of the broken one (issue 12)
+    assert len(desk.outgoing()) == 4 + 1
+    assert Outbox.select().where(Outbox.status == "sent").count() == 4 + 1
+    [told] = desk.to("carol@shop.example")
+    assert "x@example.com" in told.get_content() and "could not compose" in told.get_content()
 
 
 # --------------------------------------------------------------------- a relay
@@ -261,13 +264,20 @@ def test_relay_down_defers_and_gives_up_after_max_attempts(relay_desk):
         desk.clock.advance(wait)
         desk.app.deliver()
 
-    for o in Outbox.select():
+    for o in Outbox.select().where(Outbox.kind != "delivery_failed"):
         assert (o.status, o.attempts) == ("failed", 3)  # max_attempts = 3
         assert o.last_error.startswith("gave up after 3 attempts: ")
         assert "refused connection" in o.last_error
+    # issue 12: the admin is told once, by a notice that waits for the relay like any mail
+    [notice] = Outbox.select().where(Outbox.kind == "delivery_failed")
+    assert (notice.recipient, notice.status) == ("carol@shop.example", "queued")
     desk.clock.advance(dt.timedelta(days=1))
     report = desk.app.deliver()
-    assert (report.sent, report.deferred, report.failed) == (0, 0, 0)
+    assert (report.sent, report.deferred, report.failed) == (0, 1, 0)   # only the notice
+    desk.clock.advance(dt.timedelta(days=1))
+    report = desk.app.deliver()
+    assert (report.sent, report.deferred, report.failed) == (0, 0, 1)   # the notice given up...
+    assert Outbox.select().where(Outbox.kind == "delivery_failed").count() == 1   # ...and never told
 
 
 def test_relay_coming_back_gets_the_deferred_mail(relay_desk):
