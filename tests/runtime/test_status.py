@@ -143,16 +143,16 @@ def test_imap_mailboxes_last_pass_and_fault(tmp_path, db_url):
         desk.app.tick()
         report = judged(desk)
         assert (report.level, texts(report)) == (status.WARNING, [
-            "mailbox support: failing since 2026-11-26 09:01:00 UTC: cannot connect to 127.0.0.1:1: "
-            "connection refused"])
+            ("mailbox support: failing since 2026-11-26 09:01:00 UTC: cannot connect to 127.0.0.1:1: "
+            "connection refused")])
         [support] = report.figures.mailboxes
         assert (support.passed_at, support.failed_at) == (naive_utc(START), naive_utc(START) + dt.timedelta(minutes=1))
         desk.clock.advance(HOUR)
         desk.app.tick()
         report = judged(desk)
         assert report.level == status.CRITICAL
-        assert texts(report) == ["mailbox support: no successful pass for 1h 02m: cannot connect to "
-                                 "127.0.0.1:1: connection refused"]
+        assert texts(report) == [("mailbox support: no successful pass for 1h 02m: cannot connect to "
+                                 "127.0.0.1:1: connection refused")]
         imap_cursor.passed("support", desk.clock.now())   # it recovered
         assert judged(desk).level == status.OK
     finally:
@@ -202,8 +202,8 @@ def test_the_command_line_exit_codes_and_output(desk, db_url, capsys):
     code, out = run_status(config, "--now", START.isoformat(), capsys=capsys)
     assert code == 0
     assert out.splitlines() == [
-        "HELPDESK OK - all figures within their thresholds | queued=0 failed=0 quarantine=0 oldest_queued=0s "
-        "overdue_timers=0",
+        ("HELPDESK OK - all figures within their thresholds | queued=0 failed=0 quarantine=0 oldest_queued=0s "
+        "overdue_timers=0"),
         "outbox: 2 sent", "quarantine: 0",
         "deadline tick: 2026-11-26 09:00:00 UTC (0s ago); overdue timers: 0", "schema: 2 (current)"]
     code, out = run_status(config, "--json", "--now", (START + 6 * HOUR).isoformat(), capsys=capsys)
