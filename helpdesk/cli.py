@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
 
     tickets = sub.add_parser("tickets", help="list tickets")
-    tickets.add_argument("--status", choices=lifecycle.STATUSES, help="only tickets in this status")
+    tickets.add_argument("--status", choices=lifecycle.STATUSES, metavar="STATUS",
+                         help=f"only tickets in this status: {', '.join(lifecycle.STATUSES)}")
     tickets.add_argument("--json", action="store_true", help="machine-readable output")
     tickets.set_defaults(func=cmd_tickets)
 
@@ -264,7 +265,8 @@ def _dispute_parsers(sub) -> None:
     load.set_defaults(func=cmd_orders_import)
 
     disputes = sub.add_parser("disputes", help="list disputes; 'disputes open' opens one")
-    disputes.add_argument("--status", choices=tuple(STATES), help="only disputes in this status")
+    disputes.add_argument("--status", choices=tuple(STATES), metavar="STATUS",
+                          help=f"only disputes in this status: {', '.join(STATES)}")
     disputes.add_argument("--json", action="store_true", help="machine-readable output")
     disputes.set_defaults(func=cmd_disputes)
     actions = disputes.add_subparsers(dest="action", metavar="ACTION")
