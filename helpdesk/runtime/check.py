@@ -126,12 +126,20 @@ def _render(env: jinja2.Environment, name: str, wanted: dict) -> Result | None:
 
 def _where(exc: Exception, env: jinja2.Environment, name: str) -> str:
     """The template file and line the error happened in (Jinja puts them in the traceback)."""
-    root = Path(env.loader.searchpath[0]).resolve()
+    roots = _roots(env.loader)
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         path = Path(frame.filename)
-        if path.suffix == ".j2" and path.is_relative_to(root):
-            return f"{path.relative_to(root)} line {frame.lineno}"
+        if path.suffix == ".j2":
+            root = next((r for r in roots if path.is_relative_to(r)), None)
+            return f"{path.relative_to(root) if root else path} line {frame.lineno}"
     return name
+
+
+def _roots(loader) -> list[Path]:
+    """The folders templates come from, whether one folder or a choice of them (an override first)."""
+    if isinstance(loader, jinja2.ChoiceLoader):
+        return [root for inner in loader.loaders for root in _roots(inner)]
+    return [Path(p).resolve() for p in getattr(loader, "searchpath", ())]
 
 
 def _said(exc: Exception) -> str:

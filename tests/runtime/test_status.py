@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import time
 
 import pytest
 
@@ -14,6 +16,7 @@ from helpdesk.runtime import status
 from helpdesk.store import imap_cursor
 from helpdesk.store.schema import Meta, Outbox
 from tests.conftest import START, Desk, free_port, mail, write_config
+from tests.flows import dovecot as dc
 
 HOUR = dt.timedelta(hours=1)
 
@@ -215,3 +218,55 @@ def test_the_command_line_exit_codes_and_output(desk, db_url, capsys):
     assert document["schema"] == {"version": 2, "expected": 2}
     assert [p["text"] for p in document["problems"]] == [
         "no deadline tick for 6h 00m (is `helpdesk run` running?)", "2 timer(s) overdue by more than 5 minutes"]
+
+
+# --- the IMAP watcher records its passes and faults (a private Dovecot) ------------------
+
+
+@pytest.fixture
+def dovecot():
+    """A server of the test's own: the test stops it."""
+    if dc.find() is None:
+        if os.environ.get("HELPDESK_TEST_REQUIRE_DOVECOT") == "1":
+            pytest.fail("Dovecot is not installed (apt-get install dovecot-imapd)")
+        pytest.skip("Dovecot is not installed")
+    server = dc.Dovecot("status").start()
+    yield server
+    server.close()
+
+
+def test_the_imap_watcher_and_run_once_record_passes_and_faults(dovecot, tmp_path, monkeypatch):
+    from helpdesk.intake import imap
+    from helpdesk.runtime import service
+    monkeypatch.setattr(imap, "FIRST_RETRY", 0.1)
+    (tmp_path / "imap.pw").write_text("secret\n")
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(
+        'source = "maildir:mailboxes/support"',
+        f'source = "{dovecot.source("watched")}"\npassword_file = "imap.pw"\nstarttls = false'))
+    desk = Desk(tmp_path, config, Clock())                   # real time: the watcher records real time
+    try:
+        assert service.poll_imap(desk.app).failed == []      # `run --once`'s pass
+        [support] = status.read(desk.app.config, naive_utc(desk.clock.now())).mailboxes
+        assert support.passed_at is not None and support.failed_at is None
+        watchers = imap.start_watchers(desk.app.config.mailboxes, desk.app.store, 10, lambda: None)
+        try:
+            assert watchers[0].idling.wait(10)
+            dovecot.stop()                                    # IDLE breaks, then reconnecting is refused
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                [support] = status.read(desk.app.config, naive_utc(desk.clock.now())).mailboxes
+                if (support.fault or "").endswith("connection refused"):
+                    break
+                time.sleep(0.05)
+            assert support.failed_at > support.passed_at
+            assert support.fault == f"cannot connect to 127.0.0.1:{dovecot.port}: connection refused"
+            figures = status.read(desk.app.config, naive_utc(desk.clock.now()))
+            [problem] = [p for p in status.judge(figures, desk.app.config.status) if p.text.startswith("mailbox")]
+            assert problem.level == status.WARNING
+            assert problem.text.endswith(f"cannot connect to 127.0.0.1:{dovecot.port}: connection refused")
+        finally:
+            for watcher in watchers:
+                watcher.stop()
+    finally:
+        desk.app.close()
