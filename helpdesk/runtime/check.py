@@ -156,7 +156,7 @@ def database(config: Config):
     try:
         schema = health.attach(config.database.url)
     except (StoreError, ConfigError) as exc:
-        yield Result(FAIL, "database", str(exc))
+        yield Result(FAIL, "database", str(exc).removeprefix("database "))
         return False
     finally:
         health.release()

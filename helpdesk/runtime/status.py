@@ -87,12 +87,9 @@ def command(config_path: str, now: dt.datetime | None, as_json_output: bool) -> 
 def gather(config: Config, clock: Clock) -> Report:
     """Attach to the database (never upgrading it), read the figures and judge them."""
     try:
-        schema = health.attach(config.database.url)
+        health.attach(config.database.url)
     except (StoreError, ConfigError) as exc:
         return Report(None, (Problem(CRITICAL, str(exc)),))
-    if not schema.current:
-        figures = Figures(naive_utc(clock.now()), schema)
-        return Report(figures, judge(figures, config.status))
     return evaluate(config, clock)
 
 
@@ -106,6 +103,8 @@ def evaluate(config: Config, clock: Clock) -> Report:
 
 
 def read(config: Config, now: dt.datetime) -> Figures:
+    """One read snapshot, so the figures agree; against another schema only its version is
+    read (the tables may not be what the queries expect)."""
     imap = [m for m in config.mailboxes if m.source_kind in ("imap", "imaps")]
     try:
         with read_snapshot():
@@ -118,7 +117,7 @@ def read(config: Config, now: dt.datetime) -> Figures:
                 digest_store.quarantine_waiting(),
                 tuple(_mailbox(m.name, m.source, records.get(m.name)) for m in imap),
                 health.last_tick(), health.overdue_timers(now - config.status.tick_warning))
-    except Exception as exc:
+    except Exception as exc:   # whatever the driver raises: the database is the critical figure then
         raise StoreError(f"database: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
 

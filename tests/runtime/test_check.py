@@ -112,7 +112,7 @@ def test_an_unreachable_database(tmp_path):
     port = free_port()
     results, ready = _database(load_config(write_config(tmp_path, db_url=f"postgresql://postgres@127.0.0.1:{port}/x")))
     assert ready is False
-    assert results[0].line().startswith(f"FAIL  database: database postgresql://postgres@127.0.0.1:{port}/x: ")
+    assert results[0].line().startswith(f"FAIL  database: postgresql://postgres@127.0.0.1:{port}/x: ")
 
 
 def _database(config) -> tuple[list[check.Result], bool]:
@@ -134,7 +134,7 @@ def test_a_fresh_folder_is_checked_and_nothing_is_made(tmp_path, capsys):
         f"warn  secret key: {tmp_path}/var/secret.key is not there yet: it is made (0600) at the first start",
         (f"ok    templates: {len(list(TEMPLATES.rglob('*.j2')))} files in {TEMPLATES} render with their "
         "sample context"),
-        f"FAIL  database: database {tmp_path}/var/helpdesk.db does not exist yet (`helpdesk run` creates it)",
+        f"FAIL  database: {tmp_path}/var/helpdesk.db does not exist yet (`helpdesk run` creates it)",
         f"warn  outgoing: maildir {tmp_path}/mailboxes/outgoing is not there yet (made at the first delivery)"]
     assert err == "helpdesk: 1 check(s) failed\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
