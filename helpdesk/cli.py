@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from helpdesk.clock import Clock, naive_utc, parse_iso
 from helpdesk.config.loader import load_config
 from helpdesk.disputes import opening, orders
+from helpdesk.disputes.rules import STATES
 from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.intake import files
 from helpdesk.oauth2 import tokens
@@ -24,10 +26,11 @@ from helpdesk.outbound import mailq
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
-from helpdesk.runtime import service
+from helpdesk.runtime import check, service, status
 from helpdesk.runtime.ingest import ingest_files
 from helpdesk.staff import act as staff
 from helpdesk.staff import commands
+from helpdesk.tickets import lifecycle
 
 log = logging.getLogger("helpdesk")
 
@@ -60,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
 
     tickets = sub.add_parser("tickets", help="list tickets")
-    tickets.add_argument("--status", help="only tickets in this status")
+    tickets.add_argument("--status", choices=lifecycle.STATUSES, metavar="STATUS",
+                         help=f"only tickets in this status: {', '.join(lifecycle.STATUSES)}")
     tickets.add_argument("--json", action="store_true", help="machine-readable output")
     tickets.set_defaults(func=cmd_tickets)
 
@@ -105,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("action", nargs="?", default="list", choices=("list", "retry"))
     quarantine.add_argument("id", nargs="?", metavar="ID")
     quarantine.set_defaults(func=cmd_quarantine)
+    _health_parsers(sub)
+    _explain(sub)
     return parser
 
 
@@ -326,7 +332,8 @@ def _dispute_parsers(sub) -> None:
     load.set_defaults(func=cmd_orders_import)
 
     disputes = sub.add_parser("disputes", help="list disputes; 'disputes open' opens one")
-    disputes.add_argument("--status", help="only disputes in this status")
+    disputes.add_argument("--status", choices=tuple(STATES), metavar="STATUS",
+                          help=f"only disputes in this status: {', '.join(STATES)}")
     disputes.add_argument("--json", action="store_true", help="machine-readable output")
     disputes.set_defaults(func=cmd_disputes)
     actions = disputes.add_subparsers(dest="action", metavar="ACTION")
@@ -350,9 +357,6 @@ def cmd_orders_import(args) -> int:
 
 
 def cmd_disputes(args) -> int:
-    from helpdesk.disputes.rules import STATES
-    if args.status is not None and args.status not in STATES:
-        raise UserError(f"no status {args.status!r}; the statuses are: {', '.join(STATES)}")
     _build(args)
     rows = listings.list_disputes(args.status)
     if args.json:
@@ -517,3 +521,134 @@ class _Progress:
     def done(self) -> None:
         if self.active:
             print(file=sys.stderr)
+
+
+# --- health: check and status ------------------------------------------------------
+
+def _health_parsers(sub) -> None:
+    checking = sub.add_parser("check", help="check the config, templates, database, mailboxes and relay")
+    checking.add_argument("--send-test", metavar="ADDRESS", type=_address,
+                          help="also queue one test mail to ADDRESS and deliver it")
+    checking.set_defaults(func=cmd_check)
+    state = sub.add_parser("status", help="the service's health, with Nagios exit codes (0, 1, 2)")
+    state.add_argument("--json", action="store_true", help="machine-readable output")
+    state.add_argument("--now", type=_moment, help="pretend it is this moment (ISO 8601)")
+    state.set_defaults(func=cmd_status)
+
+
+def _address(text: str) -> str:
+    if not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"not a bare address like bob@example.com: {text!r}")
+    return text.strip()
+
+
+def cmd_check(args) -> int:
+    failed = 0
+    for result in check.run(args.config, args.send_test):
+        print(result.line(), flush=True)
+        failed += result.level == check.FAIL
+    if failed:
+        print(f"helpdesk: {failed} check(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    text, level = status.command(args.config, args.now, args.json)
+    print(text)
+    return level
+
+
+# --- what each command says about itself -------------------------------------------
+
+# command (with its action, for nested ones) -> (what it does, examples); shown by --help
+EXPLAINED = {
+    "run": ("""\
+Run the service: the SMTP server, Maildir polling, IMAP (IDLE), processing, deadlines,
+the digest and delivery, until Ctrl-C or SIGTERM. One log line per message and per mail sent.""", """\
+helpdesk run
+helpdesk --config /etc/helpdesk/config.toml run
+helpdesk run --once                              # one pass, then exit (cron)
+helpdesk run --once --now 2026-12-01T08:00:00Z   # as if it were that moment"""),
+    "ingest": ("""\
+Take raw RFC 5322 mail from files, folders of them (a saved Maildir, an export) or
+stdin, process it and deliver the mail it causes. Without --mailbox, the mailbox is
+found from the recipients. Ends with one line of counts.""", """\
+helpdesk ingest mail/*.eml
+helpdesk ingest --mailbox support ~/Maildir/cur
+helpdesk ingest - < message.eml"""),
+    "tickets": ("""\
+List tickets: id, status, messages, requester and subject.""", """\
+helpdesk tickets
+helpdesk tickets --status waiting_on_customer
+helpdesk tickets --json"""),
+    "show": ("""\
+Show one ticket (T-n) or dispute (D-n): its messages, attachments and the mail sent
+about it, with each one's delivery status.""", """\
+helpdesk show T-42
+helpdesk show D-7 --json"""),
+    "reply": ("""\
+Answer a ticket as a staff member, as if by mail: #commands at the top work too.""", """\
+helpdesk reply T-42 --from alice@shop.example answer.txt
+printf '#close\\nThe new key is on its way.\\n' | helpdesk reply T-42 --from Alice -"""),
+    "close": ("""\
+Resolve a ticket; it closes by itself after [tickets] auto_close.""", """\
+helpdesk close T-42"""),
+    "assign": ("""\
+Assign a ticket to a staff member (address or name).""", """\
+helpdesk assign T-42 alice@shop.example"""),
+    "digest": ("""\
+Print the admins' digest of the current period; --send also queues it to every admin
+(once per period) and delivers it.""", """\
+helpdesk digest
+helpdesk digest --send
+helpdesk digest --now 2026-12-01T08:00:00Z"""),
+    "orders": ("""\
+The marketplace's orders, which disputes are opened against.""", """\
+helpdesk orders import orders.csv"""),
+    "orders import": ("""\
+Load orders from a CSV or JSON export; a re-import updates. Bad rows are named on
+stderr with their line numbers (exit 1); the good ones are imported.""", """\
+helpdesk orders import orders.csv
+helpdesk orders import export.json"""),
+    "disputes": ("""\
+List buyer-seller disputes with their next deadline; 'disputes open' opens one.""", """\
+helpdesk disputes
+helpdesk disputes --status negotiation --json
+helpdesk disputes open --order 100234 --reason 'not received' --description-file text.txt"""),
+    "disputes open": ("""\
+Open a dispute for an order's buyer, as the marketplace's form does; the same checks
+as a dispute opened by mail.""", """\
+helpdesk disputes open --order 100234 --reason 'not received' \\
+    --description-file text.txt --attach photo.png"""),
+    "quarantine": ("""\
+List the mail the pipeline could not handle, with the reason, or run one again.""", """\
+helpdesk quarantine
+helpdesk quarantine retry 17"""),
+    "check": ("""\
+Check that this installation can take mail: the config loads, every template renders,
+the database is reachable and its schema current, each IMAP mailbox logs in and its
+folders exist, the relay answers EHLO, STARTTLS and the login. One line per check;
+exit 1 if any failed. Nothing is changed, unless --send-test sends one mail.""", """\
+helpdesk check
+helpdesk --config /etc/helpdesk/config.toml check --send-test you@example.com"""),
+    "status": ("""\
+The service's health: outbox by status and the age of its oldest queued mail, failed
+mail, quarantine, each IMAP mailbox's last pass and fault, the last deadline tick,
+overdue timers, the schema version. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+(the config cannot be read), as Nagios plugins do; thresholds are [status] keys.""", """\
+helpdesk status
+helpdesk status --json"""),
+}
+
+
+def _explain(sub, prefix: str = "") -> None:
+    """Give every command its description and examples (``--help``), nested actions too."""
+    for name, parser in sub.choices.items():
+        what, examples = EXPLAINED.get(f"{prefix}{name}", (None, None))
+        if what is not None:
+            parser.description = what
+            parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples.splitlines())
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _explain(action, f"{prefix}{name} ")

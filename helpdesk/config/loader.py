@@ -36,10 +36,12 @@ from helpdesk.config.settings import (
     IntakeSettings,
     LimitSettings,
     Mailbox,
+    MetricsSettings,
     OAuth2Settings,
     OutgoingSettings,
     SmtpServerSettings,
     StaffMember,
+    StatusSettings,
     TicketSettings,
     untagged,
 )
@@ -525,6 +527,40 @@ INTAKE_KEYS = {
     "parse_workers": Key(schema.int_range(0, 64), 2),
 }
 
+STATUS_KEYS = {
+    "outbox_age_warning": Key(schema.duration, "1h"),
+    "outbox_age_critical": Key(schema.duration, "6h"),
+    "failed_warning": Key(schema.int_range(0), 1),
+    "failed_critical": Key(schema.int_range(0), 0),
+    "quarantine_warning": Key(schema.int_range(0), 1),
+    "quarantine_critical": Key(schema.int_range(0), 0),
+    "imap_warning": Key(schema.duration, "15m"),
+    "imap_critical": Key(schema.duration, "1h"),
+    "tick_warning": Key(schema.duration, "5m"),
+    "tick_critical": Key(schema.duration, "30m"),
+    "overdue_warning": Key(schema.int_range(0), 1),
+    "overdue_critical": Key(schema.int_range(0), 0),
+}
+
+METRICS_KEYS = {
+    "listen": Key(schema.host_port),
+}
+
+
+def _build_status(values: dict[str, Any], ctx: Context, where: str) -> StatusSettings:
+    for figure in ("outbox_age", "failed", "quarantine", "imap", "tick", "overdue"):
+        warning, critical = values[f"{figure}_warning"], values[f"{figure}_critical"]
+        if warning and critical and critical < warning:
+            raise Invalid(f"is below {figure}_warning: a figure is critical only after it warned",
+                          f"{figure}_critical")
+    return StatusSettings(**values)
+
+
+def _build_metrics(values: dict[str, Any], ctx: Context, where: str) -> MetricsSettings:
+    host, port = values["listen"] or (None, None)
+    return MetricsSettings(host=host, port=port)
+
+
 # Order matters: a section's defaults may use the sections above it (ctx.done).
 SECTIONS = {
     "helpdesk": Section(HelpdeskSettings, HELPDESK_KEYS),
@@ -542,4 +578,6 @@ SECTIONS = {
     "intake": Section(IntakeSettings, INTAKE_KEYS),
     "digest": Section(DigestSettings, DIGEST_KEYS),
     "disputes": Section(DisputeSettings, DISPUTE_KEYS),
+    "status": Section(StatusSettings, STATUS_KEYS, build=_build_status),
+    "metrics": Section(MetricsSettings, METRICS_KEYS, build=_build_metrics),
 }

@@ -28,10 +28,12 @@ __all__ = [
     "IntakeSettings",
     "LimitSettings",
     "Mailbox",
+    "MetricsSettings",
     "OAuth2Settings",
     "OutgoingSettings",
     "SmtpServerSettings",
     "StaffMember",
+    "StatusSettings",
     "TicketSettings",
 ]
 
@@ -191,6 +193,31 @@ class IntakeSettings:
 
 
 @dataclass(frozen=True)
+class StatusSettings:
+    """``helpdesk status``'s thresholds: at or past ``*_warning`` it warns, at or past
+    ``*_critical`` it is critical; a count threshold of 0 is never reached."""
+
+    outbox_age_warning: dt.timedelta       # the oldest mail still queued
+    outbox_age_critical: dt.timedelta
+    failed_warning: int                    # outgoing mail given up
+    failed_critical: int
+    quarantine_warning: int                # mail the pipeline could not handle
+    quarantine_critical: int
+    imap_warning: dt.timedelta             # since a mailbox's last successful pass
+    imap_critical: dt.timedelta
+    tick_warning: dt.timedelta             # since the last deadline tick
+    tick_critical: dt.timedelta
+    overdue_warning: int                   # timers due longer ago than tick_warning, still pending
+    overdue_critical: int
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    host: str | None                       # None: no metrics listener
+    port: int | None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     base_dir: Path
@@ -205,6 +232,8 @@ class Config:
     intake: IntakeSettings
     digest: DigestSettings
     disputes: DisputeSettings
+    status: StatusSettings
+    metrics: MetricsSettings
 
     def mailbox(self, name: str) -> Mailbox:
         """The mailbox called ``name``; UnknownMailbox (a LookupError) if there is none."""

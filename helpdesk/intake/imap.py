@@ -347,9 +347,12 @@ def poll_once(mailbox: Mailbox, store: Store, batch_size: int,
     try:
         with connected(mailbox) as client:
             done = drain(client, Reader(mailbox, store, batch_size, on_stored))
+            if not done.held:
+                imap_cursor.passed(mailbox.name)
             return Polled(done.stored, [mailbox.name] if done.held else [])
     except Exception as exc:
         fault = describe(exc, mailbox)
+        imap_cursor.failed(mailbox.name, str(fault))
         log.error("mailbox %s: %s", mailbox.name, fault)
         log.debug("mailbox %s: traceback", mailbox.name, exc_info=True)
         return Polled(0, [mailbox.name])
@@ -498,6 +501,7 @@ class Watcher:
     def _serve(self, client: IMAPClient, backoff: Backoff) -> None:
         while not self.stopping.is_set():
             self._drain_all(client)
+            imap_cursor.passed(self.mailbox.name)
             if self._failed is not None:
                 log.info("mailbox %s: reading %s again", self.mailbox.name, where(self.mailbox))
                 self._failed = None
@@ -525,6 +529,7 @@ class Watcher:
         level = logging.ERROR if fault.lasting else logging.WARNING
         level = logging.DEBUG if str(fault) == self._failed else level
         log.log(level, "mailbox %s: %s; retrying in %ds", self.mailbox.name, fault, delay)
+        imap_cursor.failed(self.mailbox.name, str(fault))
         self._failed = str(fault)
         self._sleep(delay)
 

@@ -269,6 +269,26 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             conn.close()
 
+    def probe(self) -> str:
+        """Open a session as a delivery does (EHLO, STARTTLS, login), then QUIT: what
+        it did, for ``helpdesk check``. A failure is the DeliveryError ``send`` would raise."""
+        try:
+            conn = self._open()
+        except DeliveryError:
+            raise
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _translate(exc, self.relay, self.timeout) from exc
+        greeting = (conn.ehlo_resp or b"").decode("utf-8", "replace").splitlines()[:1]
+        steps = [f"EHLO answered by {greeting[0]}" if greeting else "EHLO answered",
+                 {"starttls": "STARTTLS", "tls": "TLS", "none": "no TLS"}[self.security]]
+        if self.username is not None:
+            steps.append(f"logged in as {self.username}")
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            conn.close()
+        return ", ".join(steps)
+
     def __enter__(self) -> Self:
         return self
 

@@ -1,4 +1,5 @@
-"""Running the helpdesk: the composition root, the service loop, the scheduler, the tick, ingest.
+"""Running the helpdesk: the composition root, the service loop, the scheduler, the tick, ingest,
+and its health (``check``, ``status``, ``metrics``, the templates' ``samples``).
 
 ``app`` is the only place that reads the config and decides which database,
 transport and clock to use; ``service`` runs the sources, the pipeline, the

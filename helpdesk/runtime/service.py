@@ -17,6 +17,7 @@ from collections.abc import Callable
 from helpdesk.intake import imap, maildir
 from helpdesk.intake.smtp import SmtpIntake
 from helpdesk.reports import digest
+from helpdesk.runtime import metrics
 from helpdesk.runtime.app import App
 from helpdesk.runtime.scheduler import Loop
 
@@ -70,6 +71,7 @@ def run(app: App, once: bool) -> int:
         polled = poll_imap(app, meanwhile=app.process)
         loop.run_once()
         return 1 if polled.failed else 0
+    scraped = metrics.serve(app.config, app.clock) if app.config.metrics.host else None
     smtp = None
     if app.config.smtp_server.enabled:
         smtp = SmtpIntake(app.config, app.store, on_stored=loop.wake.set)
@@ -85,6 +87,8 @@ def run(app: App, once: bool) -> int:
             watcher.stop()
         if smtp is not None:
             smtp.stop()
+        if scraped is not None:
+            metrics.stop(scraped)
         app.close()
         log.info("helpdesk stopped")
     return 0

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.store import timers
+from helpdesk.store import health, timers
 from helpdesk.store.db import write_transaction
 from helpdesk.store.timers import Due
 
@@ -63,6 +63,7 @@ def fire_due(handlers: dict[str, Handler], clock: Clock, limit: int | None = Non
         report.failed += chunk.failed
         if chunk.fired:
             log.info("deadlines fired: %s", ", ".join(f"{n} {k}" for k, n in sorted(chunk.fired.items())))
+    health.ticked(now)   # for `helpdesk status`: a service whose tick stopped is told from one that idles
     return report
 
 

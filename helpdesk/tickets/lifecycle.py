@@ -13,6 +13,7 @@ import datetime as dt
 from helpdesk.config.settings import TicketSettings
 from helpdesk.store import timers
 
+STATUSES = ("new", "open", "waiting_on_customer", "resolved", "closed")   # in the order they follow
 AWAITING_ANSWER = frozenset({"new", "open"})
 RESPONSE_KINDS = ("first_response", "first_response.reminder", "next_response", "next_response.reminder")
 PRIORITIES = ("low", "normal", "high", "urgent")

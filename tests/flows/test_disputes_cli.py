@@ -193,11 +193,15 @@ def test_every_dispute_template_renders_for_every_event():
 
 
 def test_listing_an_unknown_status_names_the_valid_ones(config, capsys):
-    code, out, err = cli(config, "disputes", "--status", "bogus", capsys=capsys)
-    assert (code, out) == (1, "")
-    assert err.strip() == ("helpdesk: no status 'bogus'; the statuses are: awaiting_seller, seller_missed, "
-                           "negotiation, window_closed, admin_review, return_accepted, resolved, decided, "
-                           "withdrawn")
+    with pytest.raises(SystemExit) as stopped:          # a wrong value is wrong usage: exit 2
+        cli(config, "disputes", "--status", "bogus", capsys=capsys)
+    out, err = capsys.readouterr()
+    assert (stopped.value.code, out) == (2, "")
+    line = err.splitlines()[-1]
+    assert line.startswith("helpdesk disputes: error: argument --status: invalid choice: 'bogus' (choose from ")
+    assert all(status in line for status in ("awaiting_seller", "seller_missed", "negotiation", "window_closed",
+                                             "admin_review", "return_accepted", "resolved", "decided",
+                                             "withdrawn"))
 
 
 def test_an_opening_that_lost_the_race_is_the_already_open_line(tmp_path, config, capsys, monkeypatch):
