@@ -80,7 +80,7 @@ def test_failed_mail_and_quarantine_warn(desk, db_url):
     desk.app.tick()
     report = judged(desk)
     assert report.level == status.WARNING
-    assert texts(report) == ["1 outgoing mail(s) failed (see `helpdesk show` of their ticket)",
+    assert texts(report) == ["1 outgoing mail(s) failed (see `helpdesk outbox --status failed`)",
                              "1 message(s) in quarantine (`helpdesk quarantine`)"]
     assert (report.figures.outbox, report.figures.quarantine) == ({"failed": 1, "sent": 1}, 1)
 
