@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 from helpdesk.clock import Clock
@@ -81,16 +82,24 @@ def take(config_path: str, mailbox_name: str | None, stdin: BinaryIO | None) -> 
         return PipeResult(EX_NOINPUT, "no mail on standard input (it is empty); nothing stored")
     wait = config.intake.pipe_wait.total_seconds()
     try:
+        _database_folder(config)
         connect(config.database.url, wait)
         mailbox = files.mailbox_for(raw, config, named).name
         [stored] = spool.store([spool.Incoming(raw, mailbox, "pipe")], Clock())
-    except Exception as exc:  # noqa: BLE001 - whatever it is, the mail is not stored: the MTA keeps it
+    except Exception as exc:  # whatever it is, the mail is not stored: the MTA keeps it
         log.debug("pipe: not stored", exc_info=True)
         return PipeResult(EX_TEMPFAIL, f"the mail was not stored, try again later: {_line(exc)}")
     result = PipeResult(EX_OK, raw_id=stored.raw_id, duplicate=stored.duplicate)
     if not stored.duplicate:
         _process(config_path, stored.raw_id, wait, result.tally)
     return result
+
+
+def _database_folder(config) -> None:
+    """Made as ``helpdesk run`` makes it, so the first mail of a new install is stored, not deferred."""
+    url = config.database.url
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _read(stdin: BinaryIO | None, limit: int) -> tuple[bytes, int]:
