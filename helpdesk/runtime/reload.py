@@ -55,8 +55,7 @@ def reload(app: App, smtp=None) -> bool:
         log.error("%s; keeping the running configuration", exc)
         return _ready(False)
     except Exception as exc:  # noqa: BLE001 - a template that does not compile: nothing applied
-        log.error("%s: %s: %s; keeping the running configuration", app.config.path.name,
-                  type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        log.error("%s; keeping the running configuration", _problem(exc))
         return _ready(False)
     for line in kept:
         log.warning("%s: %s", app.config.path.name, line)
@@ -84,8 +83,7 @@ def merged(old: Config, new: Config) -> tuple[Config, list[str]]:
 
 def _mailboxes_changed(old: tuple, new: tuple) -> list[str]:
     if [m.name for m in old] != [m.name for m in new]:
-        return [_kept(f"[[mailboxes]] {', '.join(m.name for m in old)} -> "
-                      f"{', '.join(m.name for m in new)}: mailboxes added, removed or reordered")]
+        return [_kept(f"[[mailboxes]] ({', '.join(m.name for m in old)} -> {', '.join(m.name for m in new)})")]
     return [_kept(f"[[mailboxes]] ({before.name}) {key}")
             for before, after in zip(old, new) for key in MAILBOX_KEYS
             if getattr(before, key) != getattr(after, key)]
@@ -112,6 +110,15 @@ def apply(app: App, config: Config, renderer, smtp=None) -> None:
     if smtp is not None:
         smtp.reconfigure(config)
     logs.configure(config.helpdesk.log_level, config.helpdesk.log_format)
+
+
+def _problem(exc: Exception) -> str:
+    """One line; a template's error names its file and line (Jinja's errors carry them)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    where = getattr(exc, "filename", None) or getattr(exc, "name", None)
+    line = getattr(exc, "lineno", None)
+    prefix = f"template {where}{f', line {line}' if line else ''}: " if where else ""
+    return f"{prefix}{type(exc).__name__}: {text}"
 
 
 def _any_renderer(app: App):
