@@ -26,7 +26,7 @@ from helpdesk.outbound import mailq
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
-from helpdesk.runtime import check, service, status
+from helpdesk.runtime import check, logs, pipe, service, status
 from helpdesk.runtime.ingest import ingest_files
 from helpdesk.staff import act as staff
 from helpdesk.staff import commands
@@ -123,16 +123,8 @@ def _moment(text: str):
 
 def _build(args, now=None) -> app_module.App:
     app = app_module.build(args.config, Clock(now))
-    _logging(app.config.helpdesk.log_level)
+    logs.configure(app.config.helpdesk.log_level, app.config.helpdesk.log_format)
     return app
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
-    # aiosmtpd logs every SMTP command at INFO; our own handler logs what matters.
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 # --- commands ----------------------------------------------------------------
@@ -145,6 +137,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    if args.files == ["-"]:
+        return _pipe(args)
     app = _build(args)
     named = _named_mailbox(app, args.mailbox)
     paths = files.expand(args.files)
@@ -156,6 +150,18 @@ def cmd_ingest(args) -> int:
         print(f"helpdesk: cannot read {path}: {why}", file=sys.stderr)
     print(_summary(report.tally, report.duplicates, len(report.unreadable)))
     return 1 if report.unreadable else 0
+
+
+def _pipe(args) -> int:
+    """Pipe mode for an MTA: the exit status says whether the mail is stored (runtime.pipe)."""
+    result = pipe.take(args.config, args.mailbox, getattr(sys.stdin, "buffer", None))
+    if result.problem:
+        print(f"helpdesk: {result.problem}", file=sys.stderr)
+    elif result.duplicate or sum(result.tally.counts.values()):
+        print(_summary(result.tally, int(result.duplicate), 0))
+    else:
+        print(f"stored as message {result.raw_id}; helpdesk run will process it")
+    return result.status
 
 
 def cmd_tickets(args) -> int:

@@ -423,6 +423,7 @@ HELPDESK_KEYS = {
     "data_dir": Key(schema.resolved_path, "var"),
     "attachments_dir": Key(schema.resolved_path, lambda ctx, v: str(v["data_dir"] / "attachments")),
     "log_level": Key(schema.choice("DEBUG", "INFO", "WARNING", "ERROR", fold=True), "INFO"),
+    "log_format": Key(schema.choice("text", "json"), "text"),
 }
 
 DATABASE_KEYS = {
@@ -525,6 +526,7 @@ INTAKE_KEYS = {
     "poll_interval": Key(schema.duration, "5s"),
     "batch_size": Key(schema.int_range(1, 10000), 200),
     "parse_workers": Key(schema.int_range(0, 64), 2),
+    "pipe_wait": Key(schema.duration, "5s"),
 }
 
 STATUS_KEYS = {

@@ -46,6 +46,7 @@ class HelpdeskSettings:
     data_dir: Path
     attachments_dir: Path
     log_level: str
+    log_format: str                  # "text" or "json" (one object per line, for log collectors)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class IntakeSettings:
     poll_interval: dt.timedelta
     batch_size: int
     parse_workers: int
+    pipe_wait: dt.timedelta          # ``ingest -``: how long to wait for the database before EX_TEMPFAIL
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,12 @@ class SmtpIntake:
         log.info("SMTP intake listening on %s:%d", sock[0], sock[1])
         return sock[0], sock[1]
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config (SIGHUP) for the next sessions: its size limit above all. The
+        listening address and the mailboxes stay those the server was started with."""
+        self.handler.config = config
+        self.controller.SMTP_kwargs["data_size_limit"] = config.limits.max_message_size
+
     def stop(self) -> None:
         self.controller.stop()
         self.handler.close()

@@ -8,6 +8,7 @@ row written here is delivered later by ``outbox``.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import secrets
@@ -90,6 +91,15 @@ class Renderer:
         for name in sorted(events):
             self._templates(*name.split("/", 1))
         return len(events)
+
+    def reread(self) -> Renderer:
+        """The same templates read from disk again (SIGHUP), each compiled now, so a template
+        that no longer compiles is found before it replaces this renderer's."""
+        fresh = copy.copy(self)
+        fresh.env = self.env.overlay(cache_size=400)    # its own, empty cache: nothing kept
+        fresh._cache = {}
+        fresh.preload()
+        return fresh
 
     def _templates(self, audience: str, event: str):
         """The three templates of an event, looked up once (the HTML one is optional)."""

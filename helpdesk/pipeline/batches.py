@@ -16,6 +16,7 @@ pending for the next pass.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class Pipeline:
         self.config = config
         self.clock = clock
         self.domains = domains        # by mailbox kind: "tickets", "disputes"
+        # Set by the service on SIGTERM: the batch in hand is finished, the next one waits.
+        self.stopping = threading.Event()
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
                                  attachments)
 
@@ -74,7 +77,7 @@ class Pipeline:
         size = batch_size or self.config.intake.batch_size
         rows = raw.pending(0, size)
         parsed = self.parser.submit(_jobs(rows))
-        while rows:
+        while rows and not self.stopping.is_set():
             if between is not None:
                 between()
             following = raw.pending(rows[-1].id, size)
@@ -83,6 +86,12 @@ class Pipeline:
                 tally.add(outcome)
             rows, parsed = following, parsed_following
         return tally
+
+    def process_one(self, raw_id: int) -> Outcome | None:
+        """One message, if it is still pending (pipe mode: the mail it just stored, not the
+        backlog, which every concurrent delivery would otherwise work through at once)."""
+        rows = [r for r in raw.pending(raw_id - 1, 1) if r.id == raw_id]
+        return self._batch(rows, self.parser.run(_jobs(rows)))[0] if rows else None
 
     def retry(self, raw_id: int) -> Outcome:
         """Put a quarantined message back in line and run it once more."""

@@ -4,7 +4,9 @@ and its health (``check``, ``status``, ``metrics``, the templates' ``samples``).
 ``app`` is the only place that reads the config and decides which database,
 transport and clock to use; ``service`` runs the sources, the pipeline, the
 outbox and the scheduler together; ``tick`` fires due timers and hands each to
-the domain whose subject it is. The one importer of ``schedule``.
+the domain whose subject it is. The one importer of ``schedule``. ``pipe`` is
+``ingest -`` for an MTA (exit status: stored or not), ``reload`` applies a config
+re-read on SIGHUP, ``sdnotify`` tells systemd, ``logs`` shapes the log lines.
 
 May import: everything below it — ``config``, ``mail``, ``store``, ``routing``, ``intake``, ``outbound``,
 ``tickets``, ``staff``, ``disputes``, ``reports``, ``pipeline``, ``errors``, ``clock``, ``units``;

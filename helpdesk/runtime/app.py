@@ -86,11 +86,12 @@ class App:
 
 
 def build(config_path: str | os.PathLike, clock: Clock | None = None,
-          templates: Path = TEMPLATES) -> App:
+          templates: Path = TEMPLATES, wait: float | None = None) -> App:
+    """``wait``: bound the database's lock and connection waits (``store.db.connect``)."""
     config = load_config(config_path)
     clock = clock or Clock()
     _prepare_dirs(config)
-    connect(config.database.url)
+    connect(config.database.url, wait)
     secret = load_secret(config)
     renderer = Renderer(templates, config.helpdesk.data_dir / "template-cache")
     notifiers = {m.name: Notifier(renderer, clock, m.address, config.helpdesk.name)

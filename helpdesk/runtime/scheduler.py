@@ -27,6 +27,11 @@ class Loop:
         self.jobs.append((name, job))
         self.scheduler.every(max(seconds, 0.1)).seconds.do(self._guarded, name, job)
 
+    def clear(self) -> None:
+        """No jobs: they are registered again (after a reload, with its intervals)."""
+        self.scheduler.clear()
+        self.jobs.clear()
+
     def run_once(self) -> None:
         """Each job exactly once, in registration order (``run --once``)."""
         for name, job in self.jobs:
@@ -48,7 +53,10 @@ class Loop:
         self.wake.set()
 
     def _guarded(self, name: str, job: Callable[[], object]) -> None:
-        """A failing job is logged in one line and tried again on its next turn."""
+        """A failing job is logged in one line and tried again on its next turn. Once the
+        loop is stopping no job starts: the one in hand was the last."""
+        if self.stopping.is_set():
+            return
         try:
             job()
         except Exception as exc:

@@ -17,19 +17,23 @@ from collections.abc import Callable
 from helpdesk.intake import imap, maildir
 from helpdesk.intake.smtp import SmtpIntake
 from helpdesk.reports import digest
-from helpdesk.runtime import metrics
+from helpdesk.runtime import metrics, reload, sdnotify
 from helpdesk.runtime.app import App
 from helpdesk.runtime.scheduler import Loop
 
 log = logging.getLogger("helpdesk")
 
 
-def poll_maildirs(app: App) -> int:
+def poll_maildirs(app: App, stopping: threading.Event | None = None) -> int:
+    """Every Maildir, a batch at a time; on ``stopping`` (SIGTERM) after the batch in hand,
+    the rest staying in new/ for the next start."""
     stored = 0
     for mailbox in app.config.mailboxes:
         if mailbox.source_kind == "maildir":
             for new, _duplicates in maildir.poll(mailbox, app.store, app.config.intake.batch_size):
                 stored += new
+                if stopping is not None and stopping.is_set():
+                    return stored
     return stored
 
 
@@ -54,13 +58,20 @@ def one_pass(app: App) -> None:
 
 def build_loop(app: App) -> Loop:
     loop = Loop()
-    loop.every(app.config.intake.poll_interval.total_seconds(), "poll", lambda: poll_maildirs(app))
+    schedule_jobs(loop, app)
+    return loop
+
+
+def schedule_jobs(loop: Loop, app: App) -> None:
+    """The jobs at the config's intervals; again after a reload, which may have changed them."""
+    loop.clear()
+    loop.every(app.config.intake.poll_interval.total_seconds(), "poll",
+               lambda: poll_maildirs(app, loop.stopping))
     loop.every(app.config.intake.poll_interval.total_seconds(), "process", app.process)
     loop.every(app.config.tickets.tick_interval.total_seconds(), "deadlines", app.tick)
     if app.config.digest.schedule is not None:   # due once per period; checking is one indexed lookup
         loop.every(30, "digest", lambda: digest.run_due(app))
     loop.every(app.config.outgoing.poll_interval.total_seconds(), "deliver", app.deliver)
-    return loop
 
 
 def run(app: App, once: bool) -> int:
@@ -72,6 +83,9 @@ def run(app: App, once: bool) -> int:
         loop.run_once()
         return 1 if polled.failed else 0
     scraped = metrics.serve(app.config, app.clock) if app.config.metrics.host else None
+    app.pipeline.stopping = loop.stopping       # SIGTERM: the batch in hand is finished, no more
+    reload_wanted = threading.Event()
+    _reload_on_hang_up(loop, reload_wanted)      # before anything starts: SIGHUP must never kill it
     smtp = None
     if app.config.smtp_server.enabled:
         smtp = SmtpIntake(app.config, app.store, on_stored=loop.wake.set)
@@ -79,10 +93,21 @@ def run(app: App, once: bool) -> int:
     watchers = imap.start_watchers(app.config.mailboxes, app.store, app.config.intake.batch_size,
                                    on_stored=loop.wake.set)
     _stop_on_signals(loop)
-    log.info("helpdesk running; stop with Ctrl-C")
+
+    def on_wake() -> None:
+        if reload_wanted.is_set():
+            reload_wanted.clear()
+            if reload.reload(app, smtp):
+                schedule_jobs(loop, app)
+        app.process()
+        app.deliver()
+
+    log.info("helpdesk running; stop with Ctrl-C or SIGTERM, reload the config with SIGHUP")
+    sdnotify.ready("running")
     try:
-        loop.run_forever(on_wake=lambda: (app.process(), app.deliver()))
+        loop.run_forever(on_wake=on_wake)
     finally:
+        sdnotify.stopping()
         for watcher in watchers:
             watcher.stop()
         if smtp is not None:
@@ -95,7 +120,25 @@ def run(app: App, once: bool) -> int:
 
 
 def _stop_on_signals(loop: Loop) -> None:
+    """SIGINT and SIGTERM stop the loop: the job in hand finishes its batch, no other starts."""
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers (tests run the service in a thread)
+
+    def stop(signum, frame) -> None:
+        log.info("%s: stopping after the batch in hand", signal.Signals(signum).name)
+        loop.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: loop.stop())
+        signal.signal(sig, stop)
+
+
+def _reload_on_hang_up(loop: Loop, reload_wanted: threading.Event) -> None:
+    """SIGHUP asks for a reload; the loop's own thread does it, between jobs."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def hang_up(signum, frame) -> None:
+        reload_wanted.set()
+        loop.wake.set()
+
+    signal.signal(signal.SIGHUP, hang_up)

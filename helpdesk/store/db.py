@@ -27,25 +27,33 @@ SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 
                   "wal_autocheckpoint": 10000}
 
 
-def connect(url: str) -> None:
-    """Open the database named by ``url``, bind the models, upgrade the schema."""
-    database = _open(url)
+def connect(url: str, wait: float | None = None) -> None:
+    """Open the database named by ``url``, bind the models, upgrade the schema.
+
+    ``wait`` (seconds) bounds how long a statement waits for a lock and a connection
+    for the server, in place of the generous defaults: pipe mode must answer its MTA
+    with "try again later" rather than hold the delivery for half a minute.
+    """
+    database = _open(url, wait)
     db.initialize(database)
     sql.reset()     # its SQL depends on the engine's placeholder style
     try:
         database.connect(reuse_if_open=True)
+        if wait is not None and isinstance(database, pw.PostgresqlDatabase):
+            database.execute_sql(f"SET lock_timeout = {max(1, round(wait * 1000))}")
         migrate(database)
     except pw.OperationalError as exc:
         raise StoreError(f"database {redact(url)}: {exc}".splitlines()[0]) from exc
 
 
-def _open(url: str) -> pw.Database:
+def _open(url: str, wait: float | None = None) -> pw.Database:
     if url.startswith("sqlite:"):
-        return pw.SqliteDatabase(url.removeprefix("sqlite:///"), pragmas=SQLITE_PRAGMAS,
+        pragmas = SQLITE_PRAGMAS if wait is None else {**SQLITE_PRAGMAS, "busy_timeout": round(wait * 1000)}
+        return pw.SqliteDatabase(url.removeprefix("sqlite:///"), pragmas=pragmas,
                                  check_same_thread=False)
     if url.startswith(("postgresql:", "postgres:")):
         try:
-            return url_connect(url)
+            return url_connect(url) if wait is None else url_connect(url, connect_timeout=max(1, round(wait)))
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ConfigError(
                 "PostgreSQL needs the driver: pip install 'helpdesk[postgres]'") from exc

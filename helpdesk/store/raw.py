@@ -53,8 +53,18 @@ def store_new(arrivals: list[Arrival], now: dt.datetime) -> dict[str, int]:
             contents = [{"message": ids[r["dedupe_key"]], "raw": raw} for r, raw in rows]
             sql.insert_rows(RawContent, contents, ignore_conflicts=True)
     except Exception as exc:
-        raise StoreError(f"could not store raw message: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        cause = _first_error(exc)
+        raise StoreError(f"could not store raw message: {type(cause).__name__}: {cause}".splitlines()[0]) from exc
     return ids
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The error that broke the transaction, not the rollback that failed after it: SQLite
+    rolls back by itself on an I/O error (a full disk), and then says only "cannot rollback"."""
+    found = exc
+    while found.__context__ is not None and "cannot rollback" in str(found):
+        found = found.__context__
+    return found
 
 
 def _new_rows(arrivals: list[Arrival], known: set[str], now: dt.datetime):
