@@ -282,7 +282,7 @@ def cmd_oauth2_test(args) -> int:
     error's own line, so the log's copy of it is kept quiet unless DEBUG was asked for."""
     config = load_config(args.config)
     if config.helpdesk.log_level == "DEBUG":
-        _logging("DEBUG")
+        logs.configure("DEBUG", config.helpdesk.log_format)
     else:
         logging.getLogger("helpdesk").addHandler(logging.NullHandler())
     check = _OAUTH2_CHECKS.get(args.name, _oauth2_mailbox)
@@ -644,6 +644,33 @@ overdue timers, the schema version. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
 (the config cannot be read), as Nagios plugins do; thresholds are [status] keys.""", """\
 helpdesk status
 helpdesk status --json"""),
+    "outbox": ("""\
+List outgoing mail, oldest first: by default what has not left (queued and failed), with
+its attempts, next attempt and the relay's last answer; 'outbox retry' and 'outbox cancel'
+act on it.""", """\
+helpdesk outbox
+helpdesk outbox --status failed --json
+helpdesk outbox retry 42
+helpdesk outbox retry --all-failed
+helpdesk outbox cancel 42"""),
+    "outbox retry": ("""\
+Put a failed mail (or every failed mail) back in line, due now, and deliver.""", """\
+helpdesk outbox retry 42
+helpdesk outbox retry --all-failed"""),
+    "outbox cancel": ("""\
+Cancel a queued or failed mail: it stays listed as cancelled and never leaves.""", """\
+helpdesk outbox cancel 42"""),
+    "oauth2": ("""\
+OAuth2 logins (Microsoft 365, Google Workspace, any provider through token_command):
+'oauth2 test NAME' logs in once and says what happened.""", """\
+helpdesk oauth2 test outgoing
+helpdesk oauth2 test support"""),
+    "oauth2 test": ("""\
+Log in once with an access token: NAME is 'outgoing' (the SMTP relay) or a mailbox's name.
+One line on success (mechanism, account, token expiry); one line on stderr and exit 1
+on failure.""", """\
+helpdesk oauth2 test outgoing
+helpdesk oauth2 test support"""),
 }
 
 

@@ -25,7 +25,7 @@ def documented(text: str) -> set[tuple[str, str]]:
         elif cells[0]:
             section = None                 # another table
         if section is not None:
-            found |= {(section, key) for key in re.findall(r"`([a-z_]+)`", cells[1])}
+            found |= {(section, key) for key in re.findall(r"`([a-z_][a-z0-9_]*)`", cells[1])}
     return found
 
 
