@@ -45,10 +45,11 @@ def _open(url: str) -> pw.Database:
                                  check_same_thread=False)
     if url.startswith(("postgresql:", "postgres:")):
         try:
-            return url_connect(url)
-        except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError(
-                "PostgreSQL needs the driver: pip install 'helpdesk[postgres]'") from exc
+            import psycopg  # noqa: F401 - peewee's driver: missing, it would fail later with a traceback
+        except ImportError as exc:
+            raise ConfigError(f"database {redact(url)}: PostgreSQL needs the psycopg driver, "
+                              f"the postgres extra: pip install 'helpdesk[postgres]' ({exc})") from None
+        return url_connect(url, prefer_psycopg3=True)   # psycopg 3 even where psycopg2 is installed too
     raise ConfigError(f"database url {redact(url)}: expected sqlite:/// or postgresql://")
 
 
