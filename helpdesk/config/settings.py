@@ -43,6 +43,7 @@ class HelpdeskSettings:
     data_dir: Path
     attachments_dir: Path
     log_level: str
+    templates_dir: Path | None = None   # a deployment's own template files, each one overriding the shipped one
 
 
 @dataclass(frozen=True)
