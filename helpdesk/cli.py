@@ -7,6 +7,7 @@ traceback), 2 usage. Every command builds the app through ``app.build``.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from helpdesk.intake import files
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
-from helpdesk.runtime import service
+from helpdesk.runtime import init_folder, service
 from helpdesk.runtime.ingest import ingest_files
 from helpdesk.staff import act as staff
 from helpdesk.staff import commands
@@ -44,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helpdesk", description="An email-driven helpdesk.")
     parser.add_argument("--config", default=os.environ.get("HELPDESK_CONFIG", "config.toml"),
                         help="config file (default: ./config.toml or $HELPDESK_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _install_parsers(sub)
 
     run = sub.add_parser("run", help="run the service (SMTP intake, polling, delivery)")
     run.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -95,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("id", nargs="?", metavar="ID")
     quarantine.set_defaults(func=cmd_quarantine)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's (a wheel, or a checkout installed with ``pip install -e``)."""
+    try:
+        return importlib.metadata.version("helpdesk")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run from a checkout without pip install)"
 
 
 def _moment(text: str):
@@ -246,6 +257,21 @@ def cmd_quarantine(args) -> int:
         print(f"{row['id']:>6}  {row['received_at']}  {row['mailbox']:<10} {row['reason']}")
     if not rows:
         print("quarantine is empty")
+    return 0
+
+
+# --- installing ----------------------------------------------------------------
+
+def _install_parsers(sub) -> None:
+    init = sub.add_parser("init", help="make a ready folder for an installed helpdesk: config.toml, "
+                                       "Maildirs, secret key")
+    init.add_argument("folder", nargs="?", default=".", metavar="DIR", help="where (default: here)")
+    init.set_defaults(func=cmd_init)
+
+
+def cmd_init(args) -> int:
+    made = init_folder.init_folder(Path(args.folder))
+    print(init_folder.describe(made))
     return 0
 
 
