@@ -3,7 +3,8 @@
 ``app`` is the only place that reads the config and decides which database,
 transport and clock to use; ``service`` runs the sources, the pipeline, the
 outbox and the scheduler together; ``tick`` fires due timers and hands each to
-the domain whose subject it is. The one importer of ``schedule``.
+the domain whose subject it is; ``shipped`` finds the default templates and config.toml,
+which ``init_folder`` copies into a new folder. The one importer of ``schedule``.
 
 May import: everything below it — ``config``, ``mail``, ``store``, ``routing``, ``intake``, ``outbound``,
 ``tickets``, ``staff``, ``disputes``, ``reports``, ``pipeline``, ``errors``, ``clock``, ``units``;

@@ -26,9 +26,8 @@ def test_a_missing_driver_is_one_config_error_line(monkeypatch):
     assert "secret" not in message and "\n" not in message
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_psycopg_3_is_the_driver(db_url):
-    if db_url is None:
-        pytest.skip("PostgreSQL only")
     from helpdesk.store.schema import db
     connect(db_url)
     assert type(db.obj.connection()).__module__.split(".")[0] == "psycopg"     # not psycopg2
