@@ -99,7 +99,7 @@ def _database_url(value: Any, ctx: Context) -> str:
 def _templates_dir(value: Any, ctx: Context) -> Path:
     path = schema.resolved_path(value, ctx)
     if not path.is_dir():
-        raise Invalid(f"{quote(str(path))} is not a folder" if path.exists() else f"{quote(str(path))} does not exist")
+        raise Invalid(f"{quote(str(path))} {'is not a folder' if path.exists() else 'does not exist'}")
     return path
 
 
