@@ -119,6 +119,14 @@ def test_own_templates_folder_must_exist(tmp_path, capsys):
                                        f'"{tmp_path / "missing"}" does not exist\n')
 
 
+def test_own_templates_folder_must_be_a_folder(tmp_path, capsys):
+    config = with_own_templates(tmp_path, folder="a-file")
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main(["--config", str(config), "tickets"]) == 1
+    assert capsys.readouterr().err == (f'helpdesk: {config}: [helpdesk] templates_dir: '
+                                       f'"{tmp_path / "a-file"}" is not a folder\n')
+
+
 def test_the_checkout_uses_its_own_top_level_files():
     """Today's behaviour in a checkout: templates/ and config.toml at the top, edited in place."""
     top = shipped.folder()
