@@ -7,6 +7,7 @@ traceback), 2 usage. Every command builds the app through ``app.build``.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from helpdesk.outbound import mailq
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
-from helpdesk.runtime import check, logs, pipe, service, status
+from helpdesk.runtime import check, init_folder, logs, pipe, service, status
 from helpdesk.runtime.ingest import ingest_files
 from helpdesk.staff import act as staff
 from helpdesk.staff import commands
@@ -50,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helpdesk", description="An email-driven helpdesk.")
     parser.add_argument("--config", default=os.environ.get("HELPDESK_CONFIG", "config.toml"),
                         help="config file (default: ./config.toml or $HELPDESK_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _install_parsers(sub)
 
     run = sub.add_parser("run", help="run the service (SMTP intake, polling, delivery)")
     run.add_argument("--once", action="store_true", help="one pass, then exit")
@@ -112,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     _health_parsers(sub)
     _explain(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's (a wheel, or a checkout installed with ``pip install -e``)."""
+    try:
+        return importlib.metadata.version("helpdesk")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: run from a checkout without pip install)"
 
 
 def _moment(text: str):
@@ -326,6 +337,20 @@ def _expiry(token) -> str:
     if token.expires is None:
         return "the token's expiry is not known"
     return f"the token is valid until {token.expires:%Y-%m-%d %H:%M:%S} UTC"
+
+
+# --- installing ----------------------------------------------------------------
+
+def _install_parsers(sub) -> None:
+    init = sub.add_parser("init", help="make a ready folder for an installed helpdesk: config.toml, "
+                                       "Maildirs, secret key")
+    init.add_argument("folder", nargs="?", default=".", metavar="DIR", help="where (default: here)")
+    init.set_defaults(func=cmd_init)
+
+
+def cmd_init(args) -> int:
+    made = init_folder.init_folder(Path(args.folder))
+    print(init_folder.describe(made))
 
 
 # --- orders and disputes ----------------------------------------------------------

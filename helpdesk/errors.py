@@ -2,6 +2,7 @@
 
     HelpdeskError                 anything the helpdesk raises on purpose
     ├── ConfigError               config.toml is wrong: message names file, section, key
+    │   └── TemplateError         a template is missing or does not render: message names the file
     ├── UserError                 a command-line user asked for something impossible
     │   └── NotFound              an unknown id (``no ticket T-99``)
     ├── TokenError                no OAuth2 access token: ``temporary`` says whether waiting helps
@@ -26,6 +27,10 @@ class ConfigError(HelpdeskError):
 
 class UnknownMailbox(ConfigError, LookupError):
     """A mailbox name the config does not (or no longer) know."""
+
+
+class TemplateError(ConfigError):
+    """A template the helpdesk sends is missing or broken; found at start-up, never on a mail."""
 
 
 class UserError(HelpdeskError):

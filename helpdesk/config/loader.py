@@ -104,6 +104,13 @@ def _database_url(value: Any, ctx: Context) -> str:
     return f"sqlite:///{schema.resolve(path, ctx)}{sep}{query}"
 
 
+def _templates_dir(value: Any, ctx: Context) -> Path:
+    path = schema.resolved_path(value, ctx)
+    if not path.is_dir():
+        raise Invalid(f"{quote(str(path))} {'is not a folder' if path.exists() else 'does not exist'}")
+    return path
+
+
 _IMAP_EXAMPLE = '"imaps://user@host:993/INBOX"'
 
 
@@ -424,6 +431,7 @@ HELPDESK_KEYS = {
     "attachments_dir": Key(schema.resolved_path, lambda ctx, v: str(v["data_dir"] / "attachments")),
     "log_level": Key(schema.choice("DEBUG", "INFO", "WARNING", "ERROR", fold=True), "INFO"),
     "log_format": Key(schema.choice("text", "json"), "text"),
+    "templates_dir": Key(_templates_dir),
 }
 
 DATABASE_KEYS = {

@@ -47,6 +47,7 @@ class HelpdeskSettings:
     attachments_dir: Path
     log_level: str
     log_format: str                  # "text" or "json" (one object per line, for log collectors)
+    templates_dir: Path | None = None   # a deployment's own template files, each one overriding the shipped one
 
 
 @dataclass(frozen=True)

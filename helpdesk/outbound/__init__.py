@@ -1,7 +1,8 @@
 """Mail going out: rendering (Jinja2), the outbox (claims, retries), the transports.
 
 Business code only queues notices (``notify``) in its own transaction; the
-outbox later hands them to a transport (SMTP relay or Maildir).
+outbox later hands them to a transport (SMTP relay or Maildir). Every template is
+checked at start (``template_check``), so none fails on a customer's mail.
 
 May import: ``mail``, ``store``, ``oauth2`` (tokens for the relay's login), ``config``, ``clock``,
 ``errors``, ``units``; never a domain.

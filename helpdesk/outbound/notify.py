@@ -12,6 +12,7 @@ import copy
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +53,14 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, templates_dir: Path, cache_dir: Path | None = None) -> None:
-        """``cache_dir``: where Jinja keeps compiled templates, so a new process
-        (every CLI command, every restart) does not compile them again."""
-        loader = jinja2.FileSystemLoader(str(templates_dir))
+    def __init__(self, templates_dir: Path | Sequence[Path], cache_dir: Path | None = None) -> None:
+        """``templates_dir``: one folder, or several searched in order, file by file (a
+        deployment's own folder first, the shipped one last, so each file found there
+        overrides the shipped one, includes too). ``cache_dir``: where Jinja keeps compiled
+        templates, so a new process (every CLI command, every restart) does not compile
+        them again."""
+        self.search_path = (templates_dir,) if isinstance(templates_dir, Path) else tuple(templates_dir)
+        loader = jinja2.FileSystemLoader([str(folder) for folder in self.search_path])
         cache = None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)

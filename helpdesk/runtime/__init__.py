@@ -6,7 +6,9 @@ transport and clock to use; ``service`` runs the sources, the pipeline, the
 outbox and the scheduler together; ``tick`` fires due timers and hands each to
 the domain whose subject it is. The one importer of ``schedule``. ``pipe`` is
 ``ingest -`` for an MTA (exit status: stored or not), ``reload`` applies a config
-re-read on SIGHUP, ``sdnotify`` tells systemd, ``logs`` shapes the log lines.
+re-read on SIGHUP, ``sdnotify`` tells systemd, ``logs`` shapes the log lines;
+``shipped`` finds the default templates and config.toml, which ``init_folder``
+copies into a new folder.
 
 May import: everything below it — ``config``, ``mail``, ``store``, ``routing``, ``intake``, ``outbound``,
 ``tickets``, ``staff``, ``disputes``, ``reports``, ``pipeline``, ``errors``, ``clock``, ``units``;

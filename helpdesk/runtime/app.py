@@ -24,8 +24,10 @@ from helpdesk.intake import spool
 from helpdesk.oauth2 import tokens
 from helpdesk.outbound import failures, outbox, suppression
 from helpdesk.outbound.notify import Notifier, Renderer
+from helpdesk.outbound.template_check import verify as verify_templates
 from helpdesk.outbound.transports import Transport, transport_from_url
 from helpdesk.pipeline.batches import Pipeline, Tally
+from helpdesk.runtime import shipped
 from helpdesk.runtime.tick import TickReport, fire_due
 from helpdesk.staff import act as staff_act
 from helpdesk.store.attachments import AttachmentStore
@@ -34,7 +36,7 @@ from helpdesk.tickets import deadlines as ticket_deadlines
 from helpdesk.tickets.desk import Desk
 from helpdesk.tickets.inbox import TicketInbox
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES = shipped.templates()     # the shipped defaults; [helpdesk] templates_dir overrides file by file
 log = logging.getLogger("helpdesk")
 
 
@@ -93,7 +95,9 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     _prepare_dirs(config)
     connect(config.database.url, wait)
     secret = load_secret(config)
-    renderer = Renderer(templates, config.helpdesk.data_dir / "template-cache")
+    own = config.helpdesk.templates_dir
+    renderer = Renderer([own, templates] if own else [templates], config.helpdesk.data_dir / "template-cache")
+    verify_templates(renderer)      # a broken template stops the start, before any mail is taken
     notifiers = {m.name: Notifier(renderer, clock, m.address, config.helpdesk.name)
                  for m in config.mailboxes}
     desk = Desk(config, clock, secret,

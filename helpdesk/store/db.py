@@ -53,10 +53,13 @@ def _open(url: str, wait: float | None = None) -> pw.Database:
                                  check_same_thread=False)
     if url.startswith(("postgresql:", "postgres:")):
         try:
-            return url_connect(url) if wait is None else url_connect(url, connect_timeout=max(1, round(wait)))
-        except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ConfigError(
-                "PostgreSQL needs the driver: pip install 'helpdesk[postgres]'") from exc
+            import psycopg  # noqa: F401 - peewee's driver: missing, it would fail later with a traceback
+        except ImportError as exc:
+            raise ConfigError(f"database {redact(url)}: PostgreSQL needs the psycopg driver, "
+                              f"the postgres extra: pip install 'helpdesk[postgres]' ({exc})") from None
+        if wait is None:   # psycopg 3 even where psycopg2 is installed too
+            return url_connect(url, prefer_psycopg3=True)
+        return url_connect(url, prefer_psycopg3=True, connect_timeout=max(1, round(wait)))
     raise ConfigError(f"database url {redact(url)}: expected sqlite:/// or postgresql://")
 
 
