@@ -669,6 +669,12 @@ overdue timers, the schema version. Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
 (the config cannot be read), as Nagios plugins do; thresholds are [status] keys.""", """\
 helpdesk status
 helpdesk status --json"""),
+    "init": ("""\
+Make a ready folder for a helpdesk installed from a wheel: the shipped, commented
+config.toml, the Maildirs, the data folder and the secret key (0600). An existing
+config.toml is never overwritten.""", """\
+helpdesk init /srv/helpdesk
+cd /srv/helpdesk && helpdesk init"""),
     "outbox": ("""\
 List outgoing mail, oldest first: by default what has not left (queued and failed), with
 its attempts, next attempt and the relay's last answer; 'outbox retry' and 'outbox cancel'

@@ -4,7 +4,8 @@ A template fails only when it is first rendered, and the helpdesk renders its
 notices inside the transaction that applies a customer's mail, so a missing file
 or a misspelt variable would quarantine that customer's mail (and every one like
 it) with nobody told. ``verify`` renders each event once with its sample context
-(``samples.SAMPLES``) under ``StrictUndefined`` and compiles every file of the
+(handed in: ``runtime.samples``, whose contexts are compared with real
+conversations' by the tests) under ``StrictUndefined`` and compiles every file of the
 search path, so that the same fault is one :class:`TemplateError` line naming the
 file, when the service or a command starts. A file in a deployment's own folder
 that overrides no shipped template (a misspelt name would otherwise be ignored
@@ -20,14 +21,14 @@ import jinja2
 
 from helpdesk.errors import TemplateError
 from helpdesk.outbound.notify import Renderer
-from helpdesk.outbound.samples import SAMPLES
 
 PARTS = ("subject", "txt", "html")
 _verified: set[tuple] = set()    # search paths found good in this process, with their files' sizes and times
 
 
-def verify(renderer: Renderer) -> None:
-    """TemplateError naming the first file that is missing, does not compile or does not render."""
+def verify(renderer: Renderer, samples: dict[tuple[str, str], dict]) -> None:
+    """TemplateError naming the first file that is missing, does not compile or does not render;
+    ``samples``: (audience, event) -> a context as the code fills it in."""
     files = [_template_files(folder) for folder in renderer.search_path]
     key = tuple((folder, tuple(sorted((name, _stamp(path)) for name, path in found.items())))
                 for folder, found in zip(renderer.search_path, files, strict=True))
@@ -36,7 +37,7 @@ def verify(renderer: Renderer) -> None:
     _no_strays(renderer.search_path, files)
     for name in sorted(set().union(*files)):
         _checked(renderer, name, lambda name=name: renderer.env.get_template(name))
-    for (audience, event), context in SAMPLES.items():
+    for (audience, event), context in samples.items():
         _checked(renderer, f"{audience}/{event}",
                  lambda a=audience, e=event, c=context: renderer.render(a, e, c))
     _verified.add(key)

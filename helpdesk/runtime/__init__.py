@@ -11,6 +11,7 @@ re-read on SIGHUP, ``sdnotify`` tells systemd, ``logs`` shapes the log lines;
 copies into a new folder.
 
 May import: everything below it — ``config``, ``mail``, ``store``, ``routing``, ``intake``, ``outbound``,
-``tickets``, ``staff``, ``disputes``, ``reports``, ``pipeline``, ``errors``, ``clock``, ``units``;
+``tickets``, ``staff``, ``disputes``, ``reports``, ``pipeline``, ``oauth2``, ``errors``, ``clock``,
+``units``;
 imported only by ``cli``.
 """

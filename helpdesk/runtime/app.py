@@ -27,7 +27,7 @@ from helpdesk.outbound.notify import Notifier, Renderer
 from helpdesk.outbound.template_check import verify as verify_templates
 from helpdesk.outbound.transports import Transport, transport_from_url
 from helpdesk.pipeline.batches import Pipeline, Tally
-from helpdesk.runtime import shipped
+from helpdesk.runtime import samples, shipped
 from helpdesk.runtime.tick import TickReport, fire_due
 from helpdesk.staff import act as staff_act
 from helpdesk.store.attachments import AttachmentStore
@@ -97,7 +97,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     secret = load_secret(config)
     own = config.helpdesk.templates_dir
     renderer = Renderer([own, templates] if own else [templates], config.helpdesk.data_dir / "template-cache")
-    verify_templates(renderer)      # a broken template stops the start, before any mail is taken
+    verify_templates(renderer, samples.contexts(config))   # a broken one stops the start, before any mail
     notifiers = {m.name: Notifier(renderer, clock, m.address, config.helpdesk.name)
                  for m in config.mailboxes}
     desk = Desk(config, clock, secret,

@@ -81,7 +81,18 @@ def _staff_mail() -> dict:
             {"id": "T-42", "subject": "My key does not work", **reminder}] * 2},
         ("admin", "escalations"): {**listed, "recipient_name": "Carol", "tickets": [
             {"id": "T-42", "subject": "My key does not work", **escalation}] * 2},
+        ("staff", "reply_bounced"): {**staff, "bounces": [
+            {"address": "bob@example.com", "status": "5.1.1", "diagnostic": "550 5.1.1 no such user",
+             "at": "2026-11-26 09:00 UTC", "until": "2026-12-03 09:00 UTC"}] * 2},
+        ("admin", "delivery_failed"): {**_person("carol@shop.example", "Carol"), "total": 53, "more": 51,
+                                       "failed": [_failed_mail()] * 2},
     }
+
+
+def _failed_mail() -> dict:
+    return {"id": 17, "kind": "ack", "recipient": "bob@example.com", "subject": "[T-42] My key does not work",
+            "ticket": "T-42", "attempts": 12, "queued_at": "2026-11-21 09:00 UTC",
+            "failed_at": "2026-11-26 09:00 UTC", "last_error": "451 4.3.0 try again later"}
 
 
 def _dispute(status: str = "negotiation") -> dict:
@@ -170,5 +181,9 @@ def _digest(config: Config) -> dict:
                    digest.AssigneeLoad("alice@shop.example", "Alice", 7, (count("open", 5),
                                                                           count("waiting_on_customer", 2)))),
         quarantined=1, quarantine_waiting=2, bounced=1,
-        disputes=(count("negotiation", 2), count("admin_review", 1)))
+        disputes=(count("negotiation", 2), count("admin_review", 1)),
+        failed=2, failed_waiting=3,
+        failed_oldest=(digest.FailedMail(17, "ack", "bob@example.com", "T-42", end - dt.timedelta(days=2),
+                                         "451 4.3.0 try again later"),
+                       digest.FailedMail(18, "digest", "carol@shop.example", None, None, "")))
     return {**digest.context(sample, config), "recipient": "carol@shop.example", "recipient_name": "Carol"}

@@ -19,7 +19,7 @@ from helpdesk.config.loader import load_config
 from helpdesk.config.settings import MetricsSettings
 from helpdesk.runtime import metrics, service
 from helpdesk.store import imap_cursor
-from helpdesk.store.schema import db
+from helpdesk.store.schema import MIGRATIONS, db
 from tests.conftest import START, Desk, free_port, mail, write_config
 
 
@@ -81,7 +81,7 @@ def test_a_running_service_serves_the_status_figures(tmp_path, db_url, monkeypat
         assert found[("helpdesk_quarantined_messages", ())] == 1
         assert found[("helpdesk_overdue_timers", ())] == 0
         assert found[("helpdesk_deadline_tick_timestamp_seconds", ())] == START.timestamp()
-        assert found[("helpdesk_schema_version", ())] == found[("helpdesk_schema_expected_version", ())] == 2
+        assert found[("helpdesk_schema_version", ())] == found[("helpdesk_schema_expected_version", ())] == len(MIGRATIONS)
         assert found[("helpdesk_database_up", ())] == 1
         assert found[("helpdesk_status", ())] == 1                  # the quarantined mail warns
         assert found[("process_open_fds", ())] > 0                  # the process's own figures too

@@ -16,8 +16,10 @@ from helpdesk.clock import Clock
 from helpdesk.config.loader import load_config
 from helpdesk.outbound.notify import Renderer
 from helpdesk.runtime import samples
-from tests.conftest import START, Desk, write_config
+from tests.conftest import START, Desk, free_port, write_config
 from tests.flows import test_disputes_smtp as disputes
+from tests.outbound import test_outbox as outbox
+from tests.outbound import test_suppression as suppression
 from tests.staff import test_act as staff
 from tests.store import test_attachments as attachments
 from tests.tickets import test_deadlines as deadlines
@@ -31,6 +33,7 @@ TICKET_SCENARIOS = (
     staff.test_files_an_agent_attaches_reach_the_customer,
     deadlines.test_reminder_at_three_quarters_then_escalation_on_breach_each_once,
     deadlines.test_several_alerts_for_one_person_in_one_tick_become_one_list,
+    suppression.test_the_staff_answer_still_goes_and_the_agent_is_told_the_address_bounced,
 )
 DISPUTE_SCENARIOS = (
     disputes.test_opening_by_mail_tells_both_sides_with_the_deadline_and_the_image,
@@ -110,6 +113,14 @@ def test_the_samples_have_the_shape_of_real_contexts(tmp_path, rendered, monkeyp
                 Clock(START))
     try:
         attachments.test_refused_attachment_on_a_reply_is_named_to_the_customer(desk)
+    finally:
+        desk.app.close()
+    relayed = tmp_path / "relay"
+    relayed.mkdir()
+    outgoing = f'transport = "smtp+plain://127.0.0.1:{free_port()}"\nmax_attempts = 3\ntimeout = "5s"'
+    desk = Desk(relayed, write_config(relayed, outgoing=outgoing), Clock(START))
+    try:
+        outbox.test_relay_down_defers_and_gives_up_after_max_attempts(lambda port: desk)
     finally:
         desk.app.close()
     for number, scenario in enumerate(DISPUTE_SCENARIOS + (everyone_asks_for_help_once_the_administration_is_in,)):

@@ -14,7 +14,7 @@ from helpdesk import cli
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.runtime import status
 from helpdesk.store import imap_cursor
-from helpdesk.store.schema import Meta, Outbox
+from helpdesk.store.schema import MIGRATIONS, Meta, Outbox
 from tests.conftest import START, Desk, free_port, mail, write_config
 from tests.flows import dovecot as dc
 
@@ -166,7 +166,7 @@ def test_a_schema_behind_the_code_is_critical_and_nothing_is_migrated(desk, db_u
     Meta.update(value="1").where(Meta.key == "schema_version").execute()
     report = judged(desk)
     assert report.level == status.CRITICAL
-    assert texts(report) == ["database schema 1, expected 2: run `helpdesk run` once to upgrade it"]
+    assert texts(report) == [f"database schema 1, expected {len(MIGRATIONS)}: run `helpdesk run` once to upgrade it"]
     assert Meta.get(Meta.key == "schema_version").value == "1"
 
 
@@ -208,14 +208,14 @@ def test_the_command_line_exit_codes_and_output(desk, db_url, capsys):
         ("HELPDESK OK - all figures within their thresholds | queued=0 failed=0 quarantine=0 oldest_queued=0s "
         "overdue_timers=0"),
         "outbox: 2 sent", "quarantine: 0",
-        "deadline tick: 2026-11-26 09:00:00 UTC (0s ago); overdue timers: 0", "schema: 2 (current)"]
+        "deadline tick: 2026-11-26 09:00:00 UTC (0s ago); overdue timers: 0", f"schema: {len(MIGRATIONS)} (current)"]
     code, out = run_status(config, "--json", "--now", (START + 6 * HOUR).isoformat(), capsys=capsys)
     document = json.loads(out)
     assert code == 2
     assert document["status"] == "critical"
     assert document["outbox"] == {"sent": 2}
     assert document["last_tick_at"] == "2026-11-26T09:00:00Z"
-    assert document["schema"] == {"version": 2, "expected": 2}
+    assert document["schema"] == {"version": len(MIGRATIONS), "expected": len(MIGRATIONS)}
     assert [p["text"] for p in document["problems"]] == [
         "no deadline tick for 6h 00m (is `helpdesk run` running?)", "2 timer(s) overdue by more than 5 minutes"]
 
