@@ -351,6 +351,7 @@ def _install_parsers(sub) -> None:
 def cmd_init(args) -> int:
     made = init_folder.init_folder(Path(args.folder))
     print(init_folder.describe(made))
+    return 0
 
 
 # --- orders and disputes ----------------------------------------------------------
