@@ -1,6 +1,6 @@
 """Deadlines and digest benchmark: one tick and one digest on a large SQLite database.
 
-    python benchmarks/tick.py [--tickets 1000000] [--due 1000] [--pending N]
+    python benchmarks/deadlines.py [--tickets 1000000] [--due 1000] [--pending N]
                                    [--keep DIR] [--seed 1] [--repeat 5]
 
 Builds, in a temporary folder (or ``--keep DIR``), a helpdesk database with
@@ -24,14 +24,14 @@ every ~30 s):
   deadlines of unanswered tickets: a burst after a restart).
 
 Rows are written with ``executemany`` in one transaction per table, not through
-the pipeline. Then it measures, with the real app (``helpdesk.app.build``):
+the pipeline. Then it measures, with the real app (``helpdesk.runtime.app.build``):
 
 1. a deadline tick with nothing due (``app.tick()`` a minute before the first
    due timer), ``--repeat`` times: the median and the slowest;
 2. one tick firing the due timers (the ticket handler reminds and escalates:
    it reads each ticket, raises the priority, renders and queues the notices);
 3. a tick with nothing due again, right after;
-4. the same number of due timers again, fired by ``tick.tick`` with a
+4. the same number of due timers again, fired by ``tick.fire_due`` with a
    handler that does nothing: the cost of finding and claiming them (one
    ``UPDATE ... RETURNING`` per chunk) and committing, apart from the handler's work;
 5. the digest: its content (``digest.build``), rendering it, and
@@ -140,7 +140,7 @@ def run(root: Path, n_tickets: int, n_due: int, n_pending: int, repeat: int, rng
     # the same number of timers again, with a handler that does nothing: what claiming
     # costs (the tick's own machinery), apart from what the ticket handler does
     _more_due(n_due, facts["due_tickets"], NOW.replace(tzinfo=None))
-    bare, bare_report = timed(lambda: tick.tick({"ticket": lambda due, now: None}, clock))
+    bare, bare_report = timed(lambda: tick.fire_due({"ticket": lambda due, now: None}, clock))
 
     period = digest.current_period(app.config, NOW)
     built = [timed(lambda: digest.build(app.config, NOW, period)) for _ in range(repeat)]

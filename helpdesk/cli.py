@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from helpdesk.clock import Clock, parse_iso
+from helpdesk.config.loader import load_config
 from helpdesk.disputes import opening, orders
 from helpdesk.errors import HelpdeskError, NotFound, UserError
 from helpdesk.intake import files
+from helpdesk.oauth2 import tokens
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
@@ -89,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     digest_parser.set_defaults(func=cmd_digest)
 
     _dispute_parsers(sub)
+
+    oauth2 = sub.add_parser("oauth2", help="OAuth2 logins ('oauth2 test NAME' tries one)")
+    oauth2_actions = oauth2.add_subparsers(dest="action", required=True, metavar="ACTION")
+    oauth2_test = oauth2_actions.add_parser(
+        "test", help="log in once with a token; NAME is 'outgoing' (the relay) or a mailbox's name")
+    oauth2_test.add_argument("name", metavar="NAME")
+    oauth2_test.set_defaults(func=cmd_oauth2_test)
 
     quarantine = sub.add_parser("quarantine", help="list or retry quarantined mail")
     quarantine.add_argument("action", nargs="?", default="list", choices=("list", "retry"))
@@ -187,14 +196,14 @@ def cmd_reply(args) -> int:
 
 def cmd_close(args) -> int:
     app = _build(args)
-    return _staff_action(app, args.id, staff.SERVER, commands.Plan((commands.Command("close"),),
+    return _staff_action(app, args.id, staff.SERVER, commands.Plan((commands.StaffCommand("close"),),
                                                                     actions=frozenset({"close"})))
 
 
 def cmd_assign(args) -> int:
     app = _build(args)
     member = staff.find_member(app.config, args.agent)
-    plan = commands.Plan((commands.Command("assign", member.address),), actions=frozenset({"assign"}))
+    plan = commands.Plan((commands.StaffCommand("assign", member.address),), actions=frozenset({"assign"}))
     return _staff_action(app, args.id, staff.SERVER, plan)
 
 
@@ -247,6 +256,59 @@ def cmd_quarantine(args) -> int:
     if not rows:
         print("quarantine is empty")
     return 0
+
+
+# --- oauth2 test ------------------------------------------------------------------
+
+def cmd_oauth2_test(args) -> int:
+    """One line on stdout, or (as every command) one on stderr: the failure is the
+    error's own line, so the log's copy of it is kept quiet unless DEBUG was asked for."""
+    config = load_config(args.config)
+    if config.helpdesk.log_level == "DEBUG":
+        _logging("DEBUG")
+    else:
+        logging.getLogger("helpdesk").addHandler(logging.NullHandler())
+    check = _OAUTH2_CHECKS.get(args.name, _oauth2_mailbox)
+    print(check(config, args.name))
+    return 0
+
+
+def _oauth2_outgoing(config, name: str) -> str:
+    out = config.outgoing
+    if out.auth != "oauth2":
+        raise UserError(f'[outgoing] logs in with auth = "{out.auth}": nothing to test (see docs/oauth2.md)')
+    transport = app_module.build_transport(config)
+    try:
+        transport.check_login()
+    finally:
+        transport.close()
+    return (f"outgoing relay {transport.relay}: logged in as {out.username} with {transport.login.mechanism}; "
+            f"{_expiry(transport.login.token)}")
+
+
+def _oauth2_mailbox(config, name: str) -> str:
+    """For now the token alone; the IMAP login with it belongs to the IMAP source."""
+    try:
+        mailbox = config.mailbox(name)
+    except LookupError:
+        names = ", ".join(m.name for m in config.mailboxes)
+        raise UserError(f"no mailbox named {name!r}: NAME is 'outgoing' or a mailbox ({names})") from None
+    if mailbox.auth != "oauth2":
+        raise UserError(f'mailbox {name} logs in with auth = "{mailbox.auth}": nothing to test '
+                        "(see docs/oauth2.md)")
+    source = tokens.source(mailbox.oauth2)
+    token = source.token()
+    return (f"mailbox {name}: got an access token for {mailbox.imap_user} from {source.origin}; "
+            f"{_expiry(token)} (the IMAP login itself is not tried yet)")
+
+
+_OAUTH2_CHECKS = {"outgoing": _oauth2_outgoing}      # any other NAME is a mailbox's
+
+
+def _expiry(token) -> str:
+    if token.expires is None:
+        return "the token's expiry is not known"
+    return f"the token is valid until {token.expires:%Y-%m-%d %H:%M:%S} UTC"
 
 
 # --- orders and disputes ----------------------------------------------------------

@@ -4,6 +4,7 @@
     ├── ConfigError               config.toml is wrong: message names file, section, key
     ├── UserError                 a command-line user asked for something impossible
     │   └── NotFound              an unknown id (``no ticket T-99``)
+    ├── TokenError                no OAuth2 access token: ``temporary`` says whether waiting helps
     ├── StoreError                the database refused (could not store a raw message, ...)
     │   └── AlreadyOpen           a second open dispute for one order: another opening won the race
     └── DeliveryError             an outgoing mail could not be handed over
@@ -33,6 +34,20 @@ class UserError(HelpdeskError):
 
 class NotFound(UserError):
     """An id that names nothing."""
+
+
+class TokenError(HelpdeskError):
+    """No access token could be had for a login (the token endpoint or the ``token_command``).
+
+    ``temporary`` separates what waiting cures (the endpoint unreachable, timing
+    out or answering 5xx) from what only a person can fix (a revoked refresh
+    token, a wrong client secret, a failing command); the message is one line
+    naming the mailbox and what to do, and never holds a secret or a token.
+    """
+
+    def __init__(self, message: str, *, temporary: bool) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class StoreError(HelpdeskError):

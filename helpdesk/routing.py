@@ -59,7 +59,7 @@ class ThreadIndex(Protocol):
         ``ours`` when the id is one of the Message-IDs the helpdesk itself generated."""
 
 
-class Context(Protocol):
+class RuleContext(Protocol):
     """What the shared rules need of a domain's context."""
 
     own_addresses: frozenset[str]
@@ -120,11 +120,11 @@ def explain(decision: Decision) -> str:
 
 # --- the rules every domain shares -------------------------------------------------
 
-def no_sender(mail: InboundMail, ctx: Context) -> Quarantine | None:
+def no_sender(mail: InboundMail, ctx: RuleContext) -> Quarantine | None:
     return None if mail.from_addr else Quarantine("no sender address (From is missing or invalid)")
 
 
-def own_mail(mail: InboundMail, ctx: Context) -> Drop | None:
+def own_mail(mail: InboundMail, ctx: RuleContext) -> Drop | None:
     if mail.loop:
         return Drop("loop: carries our X-Helpdesk-Loop header")
     base = replyaddr.untagged(mail.from_addr)
@@ -133,7 +133,7 @@ def own_mail(mail: InboundMail, ctx: Context) -> Drop | None:
     return None
 
 
-def bounce(mail: InboundMail, ctx: Context) -> RecordBounce | None:
+def bounce(mail: InboundMail, ctx: RuleContext) -> RecordBounce | None:
     if mail.bounce is None:
         return None
     ids = (mail.bounce.original_message_id,) if mail.bounce.original_message_id else ()

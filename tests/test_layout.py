@@ -12,6 +12,7 @@ that stopped finding anything would fail here too.
 from __future__ import annotations
 
 import ast
+import re
 import textwrap
 from pathlib import Path
 
@@ -23,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "helpdesk"
 FLOORS = {
     "errors": 0, "units": 0, "clock": 0,
     "config": 1, "mail": 1,
-    "store": 2,
+    "store": 2, "oauth2": 2,
     "routing": 3, "outbound": 3, "intake": 3,
     "tickets": 4,
     "staff": 5,
@@ -55,19 +56,31 @@ def module_name(root: Path, path: Path) -> str:
 
 
 def imports(root: Path) -> dict[str, set[str]]:
-    """Every module of the package and what it imports, function-level imports included."""
-    modules = {module_name(root, p): p for p in sorted(root.rglob("*.py"))}
-    found: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                for alias in node.names:
-                    whole = f"{node.module}.{alias.name}"
-                    names.add(whole if whole in modules else node.module)
-        found[name] = names
+    """Every module of the package and what it imports, function-level and relative imports
+    included (``from ..store import schema`` is ``helpdesk.store.schema``)."""
+    return {name: {target for target, _ in imported_names(root, name, path)}
+            for name, path in modules_of(root).items()}
+
+
+def modules_of(root: Path) -> dict[str, Path]:
+    return {module_name(root, p): p for p in sorted(root.rglob("*.py"))}
+
+
+def imported_names(root: Path, name: str, path: Path) -> list[tuple[str, str | None]]:
+    """(module, name imported from it or None) for every import statement of a module."""
+    modules, found = modules_of(root), []
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            for alias in node.names:
+                whole = f"{base}.{alias.name}"
+                found.append((whole, None) if whole in modules else (base, alias.name))
     return found
 
 
@@ -118,6 +131,54 @@ def outside_store(graph: dict[str, set[str]], store: str = "helpdesk.store") -> 
             if not within(module, (store,)) for target in sorted(targets) if within(target, STORE_ONLY)]
 
 
+def real_attribute(module: str, attribute: str):
+    import importlib
+    return getattr(importlib.import_module(module), attribute, None)
+
+
+def peewee_objects_outside_store(root: Path, lookup=real_attribute) -> list[str]:
+    """Names taken from a store module that are peewee's own objects (a model, the database,
+    a field, an expression): handing one out would let a domain build its own queries."""
+    import peewee as pw
+
+    bad = []
+    for name, path in modules_of(root).items():
+        if within(name, ("helpdesk.store",)):
+            continue
+        for module, attribute in imported_names(root, name, path):
+            if attribute is None or not within(module, ("helpdesk.store",)):
+                continue
+            value = lookup(module, attribute)
+            if isinstance(value, (pw.Database, pw.DatabaseProxy, pw.Node, pw.Field)) or (
+                    isinstance(value, type) and issubclass(value, (pw.Model, pw.Database, pw.Field))):
+                bad.append(f"{name} takes {attribute} from {module}")
+    return bad
+
+
+def may_import(init: Path) -> set[str]:
+    """The helpdesk modules a subpackage's docstring allows it: the names in ``...`` on its
+    'May import:' line (which runs to the end of its paragraph)."""
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    paragraph = doc[doc.index("May import"):].split("\n\n")[0] if "May import" in doc else ""
+    return {token.removeprefix("helpdesk.") for token in re.findall(r"``([\w.]+)``", paragraph)}
+
+
+def undeclared(graph: dict[str, set[str]], root: Path = PACKAGE) -> list[str]:
+    """Imports a subpackage makes that its own docstring does not allow."""
+    bad = []
+    for init in sorted(root.glob("*/__init__.py")):
+        top, allowed = init.parent.name, may_import(init)
+        for module, targets in sorted(internal(graph).items()):
+            if module.split(".")[1:2] != [top]:
+                continue
+            for target in sorted(targets):
+                rest = target.split(".", 1)[1] if "." in target else ""
+                if rest.split(".")[0] != top and not any(rest == a or rest.startswith(a + ".")
+                                                         for a in allowed):
+                    bad.append(f"{module} -> {target}: not in {top}/__init__.py's 'May import'")
+    return bad
+
+
 def impure_reach(graph: dict[str, set[str]], pure=PURE) -> list[str]:
     """For each pure module, anything it reaches (transitively) that touches a database or network."""
     edges, bad = internal(graph), []
@@ -150,6 +211,14 @@ def test_no_import_climbs_to_a_higher_floor():
 
 def test_only_the_store_touches_peewee_the_models_and_the_statements():
     assert outside_store(GRAPH) == []
+
+
+def test_no_peewee_object_is_handed_out_of_the_store():
+    assert peewee_objects_outside_store(PACKAGE) == []
+
+
+def test_each_subpackage_imports_only_what_its_docstring_allows():
+    assert undeclared(GRAPH) == []
 
 
 def test_mail_and_the_pure_modules_reach_no_database_and_no_network():
@@ -186,6 +255,38 @@ def bad_package(tmp_path) -> dict[str, set[str]]:
         "mail/parse.py": "from helpdesk import units\n",
         "units.py": "import smtplib\n",
     }))
+
+
+def test_relative_imports_and_peewee_objects_are_seen(tmp_path):
+    root = write(tmp_path, {
+        "__init__.py": "",
+        "store/__init__.py": "",
+        "store/schema.py": "import peewee\nclass Ticket(peewee.Model):\n    pass\n",
+        "store/tickets.py": "from .schema import Ticket\n",
+        "tickets/__init__.py": '"""Tickets.\n\nMay import: ``store``.\n"""\n',
+        "tickets/desk.py": "from ..store import schema\nfrom ..routing import x\n",
+        "routing.py": "",
+    })
+    graph = imports(root)
+    assert graph["helpdesk.tickets.desk"] == {"helpdesk.store.schema", "helpdesk.routing"}
+    assert outside_store(graph) == ["helpdesk.tickets.desk imports helpdesk.store.schema"]
+    assert undeclared(graph, root) == [
+        "helpdesk.tickets.desk -> helpdesk.routing: not in tickets/__init__.py's 'May import'"]
+
+
+def test_a_model_or_the_database_taken_from_a_store_module_is_a_leak(tmp_path):
+    from helpdesk.store import schema
+    root = write(tmp_path, {
+        "__init__.py": "",
+        "store/__init__.py": "",
+        "store/tickets.py": "",
+        "tickets/__init__.py": "",
+        "tickets/desk.py": "from helpdesk.store.tickets import Ticket, db, create\n",
+    })
+    values = {"Ticket": schema.Ticket, "db": schema.db, "create": lambda: None}
+    found = peewee_objects_outside_store(root, lambda module, attribute: values[attribute])
+    assert found == ["helpdesk.tickets.desk takes Ticket from helpdesk.store.tickets",
+                     "helpdesk.tickets.desk takes db from helpdesk.store.tickets"]
 
 
 def test_the_checkers_find_a_cycle_a_climb_a_leak_and_an_impure_reach(bad_package):

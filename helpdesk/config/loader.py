@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import shutil
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from helpdesk.config import schema
 from helpdesk.config.schema import REQUIRED, Context, Invalid, Key, Section, item_where, quote
@@ -31,6 +35,7 @@ from helpdesk.config.settings import (
     IntakeSettings,
     LimitSettings,
     Mailbox,
+    OAuth2Settings,
     OutgoingSettings,
     SmtpServerSettings,
     StaffMember,
@@ -145,6 +150,58 @@ def _transport(value: Any, ctx: Context) -> str:
     )
 
 
+# the names helpdesk.oauth2.presets knows (a test keeps the two lists equal)
+PROVIDERS = ("microsoft", "google")
+_LOOPBACK = re.compile(r"127\.\d+\.\d+\.\d+|localhost|::1")
+
+
+def _token_url(value: Any, ctx: Context) -> str:
+    """https only: the client secret and the refresh token travel in the request body.
+    Plain http is allowed to this machine (a local token service, the tests)."""
+    url = schema.text(value, ctx).strip()
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is not None and "@" in parts.netloc:     # not echoed: it may hold the secret
+        raise Invalid("must not hold a user or password (the client secret goes in client_secret_env "
+                      "or client_secret_file)")
+    if host and (parts.scheme == "https" or (parts.scheme == "http" and _LOOPBACK.fullmatch(host))):
+        return url
+    raise Invalid(f'{quote(url)} is not a token URL like "https://login.example.com/oauth2/token" '
+                  "(https; plain http only to 127.0.0.1 or localhost)")
+
+
+def _tenant(value: Any, ctx: Context) -> str:
+    """It becomes part of the token URL's path: a directory id or a domain, nothing else."""
+    tenant = schema.text(value, ctx).strip()
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", tenant):
+        raise Invalid(f'{quote(tenant)} is not a tenant like "contoso.onmicrosoft.com" or a directory id')
+    return tenant
+
+
+def _token_command(value: Any, ctx: Context) -> tuple[str, ...]:
+    """Split like a shell line, then run without a shell; a relative program path is
+    relative to the config file's folder, like every other path."""
+    raw = schema.text(value, ctx)
+    try:
+        argv = shlex.split(raw)
+    except ValueError as exc:
+        raise Invalid(f"cannot be split into a program and its arguments ({exc})") from None
+    if not argv:
+        raise Invalid("must not be empty")
+    program = argv[0]
+    if "/" not in program:
+        if shutil.which(program) is None:
+            raise Invalid(f"program {quote(program)} is not found on PATH")
+        return tuple(argv)
+    path = schema.resolve(program, ctx)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise Invalid(f"program {quote(str(path))} is not an executable file")
+    return (str(path), *argv[1:])
+
+
 _DAYS = ("daily", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -181,11 +238,80 @@ def _one_password(values: dict[str, Any]) -> None:
         raise Invalid("give password_env or password_file, not both", "password_file")
 
 
+_GRANT_ONLY = ("provider", "tenant", "token_url", "scope", "grant", "client_id", "client_secret_env",
+               "client_secret_file", "refresh_token_file")
+
+
+def _build_oauth2(values: dict[str, Any], ctx: Context, where: str) -> OAuth2Settings:
+    """The ``oauth2`` table on its own; who it is for is filled in by the section's builder."""
+    if values["token_command"] is not None:
+        given = next((key for key in _GRANT_ONLY if values[key] is not None), None)
+        if given is not None:
+            raise Invalid("not used with token_command (the command alone gets the token)", given)
+        return OAuth2Settings(**values)
+    if values["client_secret_env"] is not None and values["client_secret_file"] is not None:
+        raise Invalid("give client_secret_env or client_secret_file, not both", "client_secret_file")
+    if values["client_id"] is None:
+        raise Invalid("missing (required, unless token_command gets the token)", "client_id")
+    _check_provider(values)
+    grant = values["grant"] = values["grant"] or "refresh_token"
+    if grant == "refresh_token" and values["refresh_token_file"] is None:
+        raise Invalid('missing (grant = "refresh_token" needs the file that holds the refresh token)',
+                      "refresh_token_file")
+    if grant == "client_credentials":
+        if values["refresh_token_file"] is not None:
+            raise Invalid('not used with grant = "client_credentials"', "refresh_token_file")
+        if values["client_secret_env"] is None and values["client_secret_file"] is None:
+            raise Invalid('missing (grant = "client_credentials" needs client_secret_env or '
+                          "client_secret_file)", "client_secret_env")
+    return OAuth2Settings(**values)
+
+
+def _check_provider(values: dict[str, Any]) -> None:
+    provider = values["provider"]
+    if provider is None:
+        if values["token_url"] is None:
+            raise Invalid(f"missing (give provider = {' or '.join(map(quote, PROVIDERS))}, "
+                          "or the token_url)", "token_url")
+        if values["tenant"] is not None:
+            raise Invalid('only used with provider = "microsoft"', "tenant")
+    elif provider == "microsoft" and values["tenant"] is None:
+        raise Invalid('missing (provider = "microsoft" needs the directory (tenant) id or domain, '
+                      'e.g. "contoso.onmicrosoft.com")', "tenant")
+    elif provider == "google":
+        if values["tenant"] is not None:
+            raise Invalid('only used with provider = "microsoft"', "tenant")
+        if values["grant"] == "client_credentials":
+            raise Invalid('Google has no client-credentials grant for mail: use "refresh_token", '
+                          "or a token_command", "grant")
+
+
+def _auth(values: dict[str, Any], ctx: Context, where: str, protocol: str, label: str) -> None:
+    """``auth`` and ``oauth2`` agree, and a token never comes with a password."""
+    settings = values["oauth2"]
+    if values["auth"] == "password":
+        if settings is not None:
+            raise Invalid('"password", but an oauth2 table is given: set auth = "oauth2"', "auth")
+        return
+    if settings is None:
+        raise Invalid('missing (auth = "oauth2" needs an oauth2 table: token_command, or provider or '
+                      "token_url with client_id)", "oauth2")
+    for key in ("password_env", "password_file"):
+        if values[key] is not None:
+            raise Invalid('not used with auth = "oauth2" (the token replaces the password)', key)
+    values["oauth2"] = replace(settings, protocol=protocol, label=label,
+                               _origin=f"{ctx.label}: {where}")
+
+
 def _build_mailbox(values: dict[str, Any], ctx: Context, where: str) -> Mailbox:
     _one_password(values)
     fields = {**values, **values["source"]}
     is_imap = fields["source_kind"] in ("imap", "imaps")
-    if is_imap and fields["password_env"] is None and fields["password_file"] is None:
+    if fields["auth"] == "oauth2" and not is_imap:
+        raise Invalid(f'"oauth2" is for IMAP sources (this one is {quote(fields["source"])})', "auth")
+    _auth(fields, ctx, where, "imap", f"mailbox {fields['name']}")
+    if is_imap and fields["auth"] == "password" and fields["password_env"] is None \
+            and fields["password_file"] is None:
         raise Invalid(
             "missing (an IMAP source needs password_env or password_file)",
             "password_env",
@@ -207,6 +333,12 @@ def _build_outgoing(
         raise Invalid(
             "missing (needed with password_env or password_file)", "username"
         )
+    if values["auth"] == "oauth2":
+        if not values["transport"].startswith(_SMTP_SCHEMES):
+            raise Invalid('"oauth2" is for an SMTP relay (the transport is a Maildir)', "auth")
+        if values["username"] is None:
+            raise Invalid('missing (auth = "oauth2" logs in as this account)', "username")
+    _auth(values, ctx, where, "smtp", "outgoing relay")
     return OutgoingSettings(**values, _origin=f"{ctx.label}: {where}")
 
 
@@ -273,6 +405,21 @@ DATABASE_KEYS = {
     ),
 }
 
+OAUTH2_KEYS = {
+    "provider": Key(schema.choice(*PROVIDERS)),
+    "tenant": Key(_tenant),
+    "grant": Key(schema.choice("refresh_token", "client_credentials")),
+    "token_url": Key(_token_url),
+    "scope": Key(schema.text),
+    "client_id": Key(schema.text),
+    "client_secret_env": Key(schema.env_name),
+    "client_secret_file": Key(schema.readable_file),
+    "refresh_token_file": Key(schema.readable_file),
+    "token_command": Key(_token_command),
+    "timeout": Key(schema.duration, "30s"),
+}
+_OAUTH2 = schema.subtable("oauth2", Section(OAuth2Settings, OAUTH2_KEYS, build=_build_oauth2))
+
 MAILBOX_KEYS = {
     "name": Key(schema.short_name, REQUIRED),
     "address": Key(schema.address(allow_plus=False), REQUIRED),
@@ -285,6 +432,8 @@ MAILBOX_KEYS = {
     "ca_file": Key(schema.readable_file),
     "poll_interval": Key(schema.duration, "60s"),
     "timeout": Key(schema.duration, "60s"),
+    "auth": Key(schema.choice("password", "oauth2"), "password"),
+    "oauth2": Key(_OAUTH2),
 }
 
 SMTP_SERVER_KEYS = {
@@ -302,6 +451,8 @@ OUTGOING_KEYS = {
     "max_attempts": Key(schema.int_range(1), 8),
     "retry_delay": Key(schema.duration, "1m"),
     "poll_interval": Key(schema.duration, "5s"),
+    "auth": Key(schema.choice("password", "oauth2"), "password"),
+    "oauth2": Key(_OAUTH2),
 }
 
 STAFF_KEYS = {

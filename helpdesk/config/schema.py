@@ -183,20 +183,51 @@ def _parse_table(ctx: Context, where: str, section: Section, table: Any) -> Any:
 def _parse_key(
     ctx: Context, where: str, key: str, spec: Key, table: dict, values: dict
 ) -> Any:
+    try:
+        return _value(ctx, key, spec, table, values)
+    except Invalid as exc:
+        raise ctx.error(where, exc.key or key, exc.message) from None
+
+
+def _value(ctx: Context, key: str, spec: Key, table: dict, values: dict) -> Any:
     if key in table:
         raw = table[key]
     elif spec.default is REQUIRED:
-        raise ctx.error(where, key, "missing (required)")
+        raise Invalid("missing (required)")
     elif callable(spec.default):
         raw = spec.default(ctx, values)
     else:
         raw = spec.default
     if raw is None:
         return None
-    try:
-        return spec.convert(raw, ctx)
-    except Invalid as exc:
-        raise ctx.error(where, key, exc.message) from None
+    return spec.convert(raw, ctx)
+
+
+def subtable(name: str, section: Section) -> Converter:
+    """A table inside a section (``[outgoing.oauth2]``), checked like a section.
+
+    Its keys are named ``oauth2.client_id`` in errors, so the one-line message
+    still says exactly which line of the file to fix.
+    """
+
+    def convert(value: Any, ctx: Context) -> Any:
+        if not isinstance(value, dict):
+            raise Invalid(f"expected a table, got {show(value)}")
+        unknown = next((key for key in value if key not in section.keys), None)
+        if unknown is not None:
+            raise Invalid(f"unknown key {quote(unknown)}")
+        values: dict[str, Any] = {}
+        key = None
+        try:
+            for key, spec in section.keys.items():
+                values[key] = _value(ctx, key, spec, value, values)
+            key = None
+            return section.build(values, ctx, name) if section.build else section.cls(**values)
+        except Invalid as exc:
+            inner = exc.key or key
+            raise Invalid(exc.message, f"{name}.{inner}" if inner else name) from None
+
+    return convert
 
 
 # --------------------------------------------------------------- converters

@@ -28,6 +28,7 @@ __all__ = [
     "IntakeSettings",
     "LimitSettings",
     "Mailbox",
+    "OAuth2Settings",
     "OutgoingSettings",
     "SmtpServerSettings",
     "StaffMember",
@@ -51,6 +52,39 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class OAuth2Settings:
+    """Where one login's access token comes from: a mailbox's IMAP or the outgoing relay.
+
+    Either ``token_command`` (a program that prints a token), or a grant
+    (``refresh_token`` or ``client_credentials``) at ``token_url`` -- given,
+    or filled in from ``provider`` by :mod:`helpdesk.oauth2.presets`, which
+    also picks the scope for ``protocol`` when ``scope`` is not given.  The
+    client secret and the refresh token stay in their files or environment
+    variable and are read when a token is asked for, never kept here.
+    """
+
+    provider: str | None
+    tenant: str | None
+    grant: str | None                      # None with token_command
+    token_url: str | None
+    scope: str | None
+    client_id: str | None
+    client_secret_env: str | None
+    client_secret_file: Path | None
+    refresh_token_file: Path | None
+    token_command: tuple[str, ...] | None  # already split (shlex), run without a shell
+    timeout: dt.timedelta
+    protocol: str = "imap"                 # "imap" or "smtp": which preset scope
+    label: str = "mailbox"                 # who the token is for, in log lines and errors
+    _origin: str = field(default="oauth2", repr=False, compare=False)
+
+    def client_secret(self) -> str | None:
+        """The client secret, read now; ConfigError if its env var is unset or file unreadable."""
+        return _read_secret(self.client_secret_env, self.client_secret_file, self._origin,
+                            "oauth2.client_secret")
+
+
+@dataclass(frozen=True)
 class Mailbox:
     name: str
     address: str
@@ -69,6 +103,8 @@ class Mailbox:
     ca_file: Path | None
     poll_interval: dt.timedelta
     timeout: dt.timedelta
+    auth: str = "password"                 # or "oauth2": log in with a token (``oauth2``)
+    oauth2: OAuth2Settings | None = None
     _origin: str = field(default="[[mailboxes]]", repr=False, compare=False)
 
     def password(self) -> str | None:
@@ -94,6 +130,8 @@ class OutgoingSettings:
     max_attempts: int
     retry_delay: dt.timedelta
     poll_interval: dt.timedelta
+    auth: str = "password"                 # or "oauth2": log in to the relay with a token
+    oauth2: OAuth2Settings | None = None
     _origin: str = field(default="[outgoing]", repr=False, compare=False)
 
     def password(self) -> str | None:
@@ -207,11 +245,11 @@ def untagged(address: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}" if local else ""
 
 
-def _read_secret(env: str | None, path: Path | None, origin: str) -> str | None:
+def _read_secret(env: str | None, path: Path | None, origin: str, key: str = "password") -> str | None:
     if env is not None:
         if env not in os.environ:
             raise ConfigError(
-                f"{origin} password_env: environment variable {quote(env)} is not set"
+                f"{origin} {key}_env: environment variable {quote(env)} is not set"
             )
         return os.environ[env]
     if path is not None:
@@ -219,6 +257,6 @@ def _read_secret(env: str | None, path: Path | None, origin: str) -> str | None:
             return path.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(
-                f"{origin} password_file: cannot read {quote(str(path))}: {os_error(exc)}"
+                f"{origin} {key}_file: cannot read {quote(str(path))}: {os_error(exc)}"
             ) from None
     return None

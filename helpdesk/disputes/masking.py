@@ -3,7 +3,8 @@
 Every string of every dispute mail is masked (``masked``): nobody reads the
 other side's address, and the administration reads neither, since its mail
 may be forwarded. Files that carry their sender's address by design are kept
-with the message but never passed on (``withheld``). Pure: no store, no mail.
+with the message but never passed on (``withheld``). No database and no mail is touched
+here: it decides on what the caller read.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.disputes.masking import listed, passed_on
 from helpdesk.disputes.parties import Loaded, Party, happened, label
 from helpdesk.disputes.route import DisputeMessage
-from helpdesk.disputes.rules import Change, Command, Refusal, parse_command
+from helpdesk.disputes.rules import Change, DisputeCommand, Refusal, parse_command
 from helpdesk.mail.parse import InboundMail
 from helpdesk.mail.quotes import strip_reply
 from helpdesk.routing import Applied
@@ -90,7 +90,7 @@ def _actor(party: Party) -> str:
     return f"admin:{party.address}" if party.role == "admin" else party.role
 
 
-def _relayed_text(command: Command) -> str:
+def _relayed_text(command: DisputeCommand) -> str:
     """What goes to the others besides the command: the lines below it, unless they were
     the command's own text (``#propose`` alone on its line)."""
     return "" if command.consumes_rest else command.rest

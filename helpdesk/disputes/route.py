@@ -94,11 +94,7 @@ class DisputeContext:
     index: DisputeIndex
 
 
-
 Rule = Callable[[InboundMail, DisputeContext], DisputeRoute | None]
-
-
-
 
 
 def noise(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
@@ -150,7 +146,6 @@ RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, noise, signed_address, r
                            subject_token, status, open_request)
 
 
-
 def parse_request(subject: str, text: str, reasons: tuple[str, ...]) -> OpenRequest:
     """Order id (subject first, then body), ``Reason:`` line, and the rest as the description."""
     found = _ORDER.search(subject) or _ORDER.search(text)
@@ -170,7 +165,6 @@ def parse_request(subject: str, text: str, reasons: tuple[str, ...]) -> OpenRequ
         problems.append("no_description")
     return OpenRequest(order_id, reason if reason in reasons else None, given, description,
                        tuple(problems))
-
 
 
 def _description(text: str) -> str:

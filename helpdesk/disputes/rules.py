@@ -1,7 +1,7 @@
 """The dispute state machine, with no database: states, commands, deadlines.
 
 Everything that decides *whether* something may happen in a dispute lives
-here, so it can be tested as a table and explained in the README: which role
+here, so it can be tested as a table and explained in ``docs/disputes.md``: which role
 may use which command in which state and at what time, what a command or a
 deadline changes, and — when a command is refused — why, and when it will be
 allowed. ``desk`` and its job modules apply the answers in the caller's
@@ -95,7 +95,7 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class Command:
+class DisputeCommand:
     """``#name argument`` on the first line; ``rest`` is the text below it."""
 
     name: str
@@ -155,13 +155,13 @@ def next_deadline(snap: Snapshot) -> tuple[str, dt.datetime] | None:
     return None
 
 
-def parse_command(text: str) -> Command | None:
+def parse_command(text: str) -> DisputeCommand | None:
     """The command on the first non-blank line of a message, if it starts with ``#word``."""
     lines = text.strip().splitlines()
     match = _COMMAND.match(lines[0].strip()) if lines else None
     if match is None:
         return None
-    return Command(match.group(1).lower(), match.group(2).strip(), "\n".join(lines[1:]).strip())
+    return DisputeCommand(match.group(1).lower(), match.group(2).strip(), "\n".join(lines[1:]).strip())
 
 
 def phase(snap: Snapshot, now: dt.datetime) -> str:
@@ -215,7 +215,7 @@ class Rules:
             return None
         return self._seller_answers(snap, now, "seller_answered", "the seller answered")
 
-    def command(self, command: Command, role: str, snap: Snapshot, now: dt.datetime) -> Change | Refusal:
+    def command(self, command: DisputeCommand, role: str, snap: Snapshot, now: dt.datetime) -> Change | Refusal:
         """Apply the rules to one command from one role at one moment."""
         check = getattr(self, f"_cmd_{command.name}", None)
         if check is None:
@@ -236,7 +236,7 @@ class Rules:
         for name, roles in WHO.items():
             if role not in roles:
                 continue
-            if isinstance(self.command(Command(name, probes.get(name, ""), ""), role, snap, now), Change):
+            if isinstance(self.command(DisputeCommand(name, probes.get(name, ""), ""), role, snap, now), Change):
                 found.append({"command": name, "usage": USAGE[name],
                               "does": self._does(name, role, snap)})
         return found

@@ -3,7 +3,7 @@
 One pass over a mailbox's folder (``drain``):
 
 1. SELECT the folder and compare its UIDVALIDITY with the saved cursor
-   (``imap_state``). A new UIDVALIDITY (or another source URL) means the UIDs
+   (``store.imap_cursor``). A new UIDVALIDITY (or another source URL) means the UIDs
    we remember mean nothing any more: the whole folder is read again, and the
    dedupe key in ``intake.spool`` turns the copies into no-ops.
 2. Messages at or below the cursor's UID were stored by an earlier pass that

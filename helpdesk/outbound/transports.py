@@ -5,11 +5,17 @@ accepted (a short description comes back for the log), it should be retried
 later (``TemporaryDeliveryError``) or it never will be accepted
 (``PermanentDeliveryError``).  Every failure is a one-line message, because the
 outbox records it next to the message and the command line prints it as is.
+
+A relay may want an OAuth2 token instead of a password (``auth = "oauth2"``):
+the transport is handed the login's ``Tokens`` and logs in with SASL
+OAUTHBEARER or XOAUTH2 (``helpdesk.oauth2.sasl``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import logging
 import os
 import re
 import smtplib
@@ -18,14 +24,20 @@ import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 from urllib.parse import urlsplit
 
+from helpdesk.clock import Clock
 from helpdesk.errors import (
     DeliveryError,
     PermanentDeliveryError,
     TemporaryDeliveryError,
+    TokenError,
 )
+from helpdesk.oauth2 import sasl
+from helpdesk.oauth2.tokens import Token, Tokens
+
+log = logging.getLogger("helpdesk.outbound")
 
 SECURITY_MODES = ("starttls", "tls", "none")
 
@@ -196,6 +208,9 @@ class SmtpTransport:
         timeout: float = 30.0,
         ca_file: Path | None = None,
         local_hostname: str | None = None,
+        tokens: Tokens | None = None,
+        login_pause: float = 60.0,
+        clock: Clock | None = None,
     ) -> None:
         if security not in SECURITY_MODES:
             choices = ", ".join(SECURITY_MODES)
@@ -206,6 +221,9 @@ class SmtpTransport:
         self.local_hostname = local_hostname
         self._context = _tls_context(ca_file) if security != "none" else None
         self._conn: smtplib.SMTP | None = None
+        self.tokens = tokens
+        self.login: _TokenLogin | None = None    # how the token login went, once it did
+        self._fault = _Fault(login_pause, clock or Clock())
 
     @property
     def relay(self) -> str:
@@ -218,6 +236,7 @@ class SmtpTransport:
         recipients = list(recipients)
         if not recipients:
             raise PermanentDeliveryError("no recipients given")
+        self._fault.check()
         try:
             return self._send_reusing(envelope_from, recipients, _crlf(message))
         except DeliveryError:
@@ -226,6 +245,17 @@ class SmtpTransport:
         except _StaleConnection as stale:
             self._drop()
             raise _translate(stale.error, self.relay, self.timeout) from stale.error
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise _translate(exc, self.relay, self.timeout) from exc
+
+    def check_login(self) -> None:
+        """Connect and log in once, sending nothing (``helpdesk oauth2 test outgoing``)."""
+        try:
+            self._connection()
+        except DeliveryError:
+            self._drop()
+            raise
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise _translate(exc, self.relay, self.timeout) from exc
@@ -303,7 +333,9 @@ class SmtpTransport:
         conn.ehlo_or_helo_if_needed()
         if self.security == "starttls":
             self._starttls(conn)
-        if self.username is not None:
+        if self.tokens is not None:
+            self._token_login(conn)
+        elif self.username is not None:
             self._login(conn)
 
     def _starttls(self, conn: smtplib.SMTP) -> None:
@@ -331,6 +363,93 @@ class SmtpTransport:
             raise PermanentDeliveryError(
                 f"relay rejected login for {self.username}: {reply}"
             ) from exc
+
+    def _token_login(self, conn: smtplib.SMTP) -> None:
+        """OAUTHBEARER if offered, else XOAUTH2.  A refused token gets one fresh token and
+        one retry (the cached one may have been revoked early); a second refusal, or no
+        token to be had, is temporary for the mail, which stays queued, and is logged
+        once as an ERROR saying what to do.  Nothing the relay hears is ever logged."""
+        offered = conn.esmtp_features.get("auth", "").split() if conn.has_extn("auth") else []
+        if not offered:
+            raise self._fault.record(f"relay {self.relay} does not offer AUTH (needed to log in as "
+                                     f"{self.username} with a token)")
+        mechanism = sasl.choose(offered)
+        if mechanism is None:
+            raise self._fault.record(
+                f"relay {self.relay} offers no XOAUTH2 or OAUTHBEARER login (only {' '.join(offered)}); "
+                "check the transport URL and that the relay takes OAuth2 tokens")
+        refused = ""
+        for fresh in (False, True):
+            token = self._token(fresh)
+            try:
+                conn.auth(mechanism, _Responder(mechanism, self.username or "", token.access,
+                                                self.host, self.port))
+            except smtplib.SMTPAuthenticationError as exc:
+                refused = _reply(exc.smtp_code, exc.smtp_error)
+                continue
+            self.login = _TokenLogin(mechanism, token)
+            self._fault.clear(f"relay {self.relay}: logged in as {self.username} with a token again")
+            return
+        raise self._fault.record(
+            f"relay {self.relay} refused the token for {self.username} with {mechanism} ({refused}), "
+            "a fresh one too; check that this account may send through the relay (Microsoft 365: "
+            "SMTP AUTH enabled for the mailbox, SMTP.Send or SMTP.SendAsApp granted)")
+
+    def _token(self, fresh: bool) -> Token:
+        assert self.tokens is not None
+        try:
+            return self.tokens.token(fresh=fresh)
+        except TokenError as exc:
+            raise self._fault.record(str(exc)) from None
+
+
+class _TokenLogin(NamedTuple):
+    mechanism: str
+    token: Token
+
+
+class _Responder:
+    """smtplib's ``authobject``: the initial response, then (the relay's error challenge)
+    the empty or ``^A`` answer that lets the relay end with its failure reply."""
+
+    def __init__(self, mechanism: str, user: str, token: str, host: str, port: int) -> None:
+        self.mechanism, self.user, self.token = mechanism, user, token
+        self.host, self.port = host, port
+
+    def __call__(self, challenge: bytes | None = None) -> str:
+        if challenge is None:
+            return sasl.initial_response(self.mechanism, self.user, self.token, self.host, self.port)
+        return sasl.after_failure(self.mechanism)
+
+
+class _Fault:
+    """A login that failed stays failed for ``pause`` seconds: the rest of the queue is
+    deferred at once instead of asking the token endpoint (or a relay that refuses the
+    token) once per mail.  The same fault is logged once as an ERROR, then at DEBUG."""
+
+    def __init__(self, pause: float, clock: Clock) -> None:
+        self.pause = dt.timedelta(seconds=pause)
+        self.clock = clock               # the outbox's, so a pause and a retry keep one time
+        self._error: TemporaryDeliveryError | None = None
+        self._until: dt.datetime | None = None
+        self._logged: str | None = None
+
+    def check(self) -> None:
+        if self._error is not None and self._until is not None and self.clock.now() < self._until:
+            raise TemporaryDeliveryError(str(self._error))
+        self._error = None
+
+    def record(self, message: str) -> TemporaryDeliveryError:
+        level = logging.DEBUG if message == self._logged else logging.ERROR
+        log.log(level, "%s", message)
+        self._logged = message
+        self._error, self._until = TemporaryDeliveryError(message), self.clock.now() + self.pause
+        return self._error
+
+    def clear(self, recovered: str) -> None:
+        if self._logged is not None:
+            log.info("%s", recovered)
+        self._error, self._logged = None, None
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -507,6 +626,9 @@ def transport_from_url(
     password: str | None = None,
     timeout: float = 30.0,
     ca_file: Path | None = None,
+    tokens: Tokens | None = None,
+    login_pause: float = 60.0,
+    clock: Clock | None = None,
 ) -> Transport:
     """Build a transport from the one-line form kept in the configuration."""
     scheme, sep, rest = url.strip().partition(":")
@@ -530,6 +652,9 @@ def transport_from_url(
         password=password,
         timeout=timeout,
         ca_file=ca_file,
+        tokens=tokens,
+        login_pause=login_pause,
+        clock=clock,
     )
 
 

@@ -29,7 +29,6 @@ from helpdesk.store import raw
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import rebuildable_transaction, write_transaction
 from helpdesk.store.raw import Pending
-from helpdesk.tickets.desk import label
 
 log = logging.getLogger("helpdesk.pipeline")
 
@@ -164,8 +163,7 @@ def _jobs(rows: list[Pending]) -> list[Job]:
     return [(r.content, r.envelope_to) for r in rows]
 
 
-
 def _log(outcome: Outcome) -> None:
-    where = label(outcome.ticket_id) if outcome.ticket_id else "-"
+    where = f"T-{outcome.ticket_id}" if outcome.ticket_id else "-"   # a dispute's chat is a ticket too
     level = logging.WARNING if outcome.kind == "quarantined" else logging.INFO
     log.log(level, "message %s: %s %s %s", outcome.raw_id, outcome.kind, where, outcome.detail)

@@ -1,5 +1,5 @@
 """What admins and the command line read: the digest and the listings.
 
 May import: ``outbound`` (the digest is mailed), ``store``, ``config``, ``units``, ``clock``, ``errors``,
-and the pure rule modules (dispute states).
+and the pure ``disputes.rules`` (the dispute states).
 """

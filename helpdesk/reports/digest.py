@@ -40,7 +40,7 @@ from helpdesk.disputes.rules import OPEN as DISPUTE_OPEN
 from helpdesk.disputes.rules import STATES as DISPUTE_STATES
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.store import digest as digest_store
-from helpdesk.store.db import write_transaction
+from helpdesk.store.db import read_snapshot, write_transaction
 from helpdesk.units import format_duration
 
 log = logging.getLogger("helpdesk.digest")
@@ -202,7 +202,7 @@ def build(config: Config, now: dt.datetime, period: Period) -> Digest:
     now = to_utc(now)
     since, end = naive_utc(period.since), naive_utc(period.end)
     names = {s.address: s.name for s in config.staff}
-    with digest_store.snapshot():   # one snapshot for every figure
+    with read_snapshot():   # one snapshot for every figure
         return _build(config, now, period, since, end, names)
 
 
@@ -434,10 +434,6 @@ def send(app, digest: Digest) -> SendResult:
     return SendResult(key, len(recipients), False)
 
 
-def already_sent(key: str) -> bool:
-    return digest_store.already_sent(key)
-
-
 def run_due(app) -> SendResult | None:
     """The scheduler's job: send the current period's digest if not sent yet.
 
@@ -449,7 +445,7 @@ def run_due(app) -> SendResult | None:
     """
     now = app.clock.now()
     period = current_period(app.config, now)
-    if (period is None or not admins(app.config) or already_sent(period.key)
+    if (period is None or not admins(app.config) or digest_store.already_sent(period.key)
             or not digest_store.existed_before(naive_utc(period.end))):
         return None
     result = send(app, build(app.config, now, period))

@@ -12,7 +12,7 @@ from helpdesk.clock import to_utc
 from helpdesk.disputes import rules as dispute_rules
 from helpdesk.errors import NotFound, UserError
 from helpdesk.store import listings as rows
-from helpdesk.store import timers
+from helpdesk.store import orders, timers
 from helpdesk.store.disputes import DisputeRow
 from helpdesk.store.listings import MessageRow, SentRow, TicketListing
 
@@ -123,7 +123,7 @@ def is_dispute_id(text: str) -> bool:
 def list_disputes(status: str | None = None) -> list[dict]:
     """Every dispute (or those in one status), in a fixed number of queries."""
     disputes = rows.disputes(status)
-    products = rows.products([d.order_id for d in disputes])
+    products = orders.products([d.order_id for d in disputes])
     counts = rows.message_counts([d.ticket_id for d in disputes])
     return [_dispute_summary(d, products.get(d.order_id, ""), counts.get(d.ticket_id, 0))
             for d in disputes]
@@ -142,7 +142,7 @@ def dispute_detail(text: str) -> dict:
     sent = rows.sent(dispute.ticket_id)
     roles = rows.roles(dispute.ticket_id)
     files = _attachments([m.id for m in messages])
-    detail = _dispute_summary(dispute, rows.products([dispute.order_id]).get(dispute.order_id, ""),
+    detail = _dispute_summary(dispute, orders.products([dispute.order_id]).get(dispute.order_id, ""),
                               len(messages))
     detail.update(_dispute_times(dispute))
     detail["proposals"] = [

@@ -21,11 +21,12 @@ from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.disputes.inbox import DisputeInbox
 from helpdesk.errors import ConfigError
 from helpdesk.intake import spool
+from helpdesk.oauth2 import tokens
 from helpdesk.outbound import outbox
 from helpdesk.outbound.notify import Notifier, Renderer
-from helpdesk.outbound.transports import transport_from_url
+from helpdesk.outbound.transports import Transport, transport_from_url
 from helpdesk.pipeline.batches import Pipeline, Tally
-from helpdesk.runtime import tick
+from helpdesk.runtime.tick import TickReport, fire_due
 from helpdesk.staff import act as staff_act
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import connect
@@ -44,7 +45,7 @@ class App:
     desk: Desk
     disputes: DisputeDesk
     pipeline: Pipeline
-    # deadline handlers by timer subject ("ticket", "dispute"); see tick.tick
+    # deadline handlers by timer subject ("ticket", "dispute"); see runtime.tick
     timer_handlers: dict = field(default_factory=dict)
     timer_flushers: dict = field(default_factory=dict)   # alerts a handler returns, sent once per chunk
     _transport: object = None
@@ -68,21 +69,14 @@ class App:
             if report.handled < outbox.PASS:
                 return total
 
-    def tick(self) -> tick.TickReport:
+    def tick(self) -> TickReport:
         """Fire every deadline and reminder due now."""
-        return tick.tick(self.timer_handlers, self.clock, flushers=self.timer_flushers)
+        return fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers)
 
     @property
     def transport(self):
         if self._transport is None:
-            out = self.config.outgoing
-            try:
-                self._transport = transport_from_url(
-                    out.transport, self.config.base_dir, username=out.username,
-                    password=out.password(), timeout=out.timeout.total_seconds(),
-                    ca_file=out.ca_file)
-            except ValueError as exc:
-                raise ConfigError(f"{self.config.path.name}: [outgoing] transport: {exc}") from exc
+            self._transport = build_transport(self.config, self.clock)
         return self._transport
 
     def close(self) -> None:
@@ -113,6 +107,22 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     app.timer_flushers["ticket"] = ticket_deadlines.flusher(desk)
     app.timer_handlers["dispute"] = dispute_deadlines.handler(disputes)
     return app
+
+
+def build_transport(config: Config, clock: Clock | None = None) -> Transport:
+    """The outgoing transport the config describes; with ``auth = "oauth2"`` it is handed
+    the relay login's tokens (nothing is asked for until the first login).  A failed
+    token login is not tried again before a deferred mail's first retry would be."""
+    out = config.outgoing
+    oauth = out.oauth2 if out.auth == "oauth2" else None
+    try:
+        return transport_from_url(
+            out.transport, config.base_dir, username=out.username,
+            password=None if oauth else out.password(), timeout=out.timeout.total_seconds(),
+            ca_file=out.ca_file, tokens=tokens.source(oauth, clock) if oauth else None,
+            login_pause=out.retry_delay.total_seconds(), clock=clock)
+    except ValueError as exc:
+        raise ConfigError(f"{config.path.name}: [outgoing] transport: {exc}") from exc
 
 
 def load_secret(config: Config) -> bytes:

@@ -43,7 +43,7 @@ class TickReport:
         return sum(self.fired.values())
 
 
-def tick(handlers: dict[str, Handler], clock: Clock, limit: int | None = None,
+def fire_due(handlers: dict[str, Handler], clock: Clock, limit: int | None = None,
          flushers: dict[str, Flusher] | None = None) -> TickReport:
     """Fire what is due (all of it, or at most ``limit``), a chunk per transaction."""
     now = naive_utc(clock.now())

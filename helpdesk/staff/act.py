@@ -19,7 +19,7 @@ from helpdesk.mail.parse import InboundMail
 from helpdesk.mail.quotes import strip_reply
 from helpdesk.routing import Applied
 from helpdesk.staff import commands
-from helpdesk.staff.commands import Command, CommandError, Plan
+from helpdesk.staff.commands import CommandError, Plan, StaffCommand
 from helpdesk.store import tickets
 from helpdesk.store.db import write_transaction
 from helpdesk.store.tickets import TicketRow
@@ -198,7 +198,7 @@ def _summary(ticket: TicketRow) -> dict:
                         "assignee": ticket.assignee or "nobody", "requester": ticket.requester}}
 
 
-def _show(command: Command) -> str:
+def _show(command: StaffCommand) -> str:
     return f"#{command.name}" + (f" {command.argument}" if command.argument else "")
 
 

@@ -34,14 +34,14 @@ class CommandError(Exception):
 
 
 @dataclass(frozen=True)
-class Command:
+class StaffCommand:
     name: str
     argument: str = ""
 
 
 @dataclass(frozen=True)
 class Plan:
-    commands: tuple[Command, ...] = ()
+    commands: tuple[StaffCommand, ...] = ()
     text: str = ""                  # what is relayed to the customer
     note: str | None = None         # internal note, if any
     actions: frozenset[str] = field(default_factory=frozenset)
@@ -57,7 +57,7 @@ def parse(body: str, role: str, staff: dict[str, str], me: str = "") -> Plan:
     ``#assign bob`` can be checked here. Raises CommandError.
     """
     lines = body.replace("\r\n", "\n").split("\n")
-    commands: list[Command] = []
+    commands: list[StaffCommand] = []
     index = 0
     note: str | None = None
     while index < len(lines):
@@ -73,7 +73,7 @@ def parse(body: str, role: str, staff: dict[str, str], me: str = "") -> Plan:
         if name == "note":
             note = "\n".join([argument] + lines[index:]).strip()
             index = len(lines)
-            commands.append(Command("note"))
+            commands.append(StaffCommand("note"))
             break
         commands.append(_check(name, argument, role, staff, me))
     text = "\n".join(lines[index:]).strip()
@@ -87,18 +87,18 @@ def parse(body: str, role: str, staff: dict[str, str], me: str = "") -> Plan:
     return Plan(tuple(commands), text, note, frozenset(c.name for c in commands))
 
 
-def _check(name: str, argument: str, role: str, staff: dict[str, str], me: str) -> Command:
+def _check(name: str, argument: str, role: str, staff: dict[str, str], me: str) -> StaffCommand:
     if name in ("close", "reopen", "status", "help"):
         if argument:
             raise CommandError(f"#{name} takes nothing after it (got {argument!r})")
-        return Command(name)
+        return StaffCommand(name)
     if name == "priority":
         level = argument.lower()
         if level not in PRIORITIES:
             raise CommandError(f"#priority needs one of {', '.join(PRIORITIES)} (got {argument!r})")
-        return Command(name, level)
+        return StaffCommand(name, level)
     if name == "assign":
-        return Command(name, _assignee(argument, role, staff, me))
+        return StaffCommand(name, _assignee(argument, role, staff, me))
     raise CommandError(f"unknown command #{name}; send #help for the list")
 
 
@@ -118,7 +118,7 @@ def _assignee(argument: str, role: str, staff: dict[str, str], me: str) -> str:
     return address
 
 
-def _check_combination(commands: list[Command]) -> None:
+def _check_combination(commands: list[StaffCommand]) -> None:
     names = [c.name for c in commands]
     if "close" in names and "reopen" in names:
         raise CommandError("#close and #reopen contradict each other")

@@ -27,7 +27,7 @@ SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 
                   "wal_autocheckpoint": 10000}
 
 
-def connect(url: str) -> pw.Database:
+def connect(url: str) -> None:
     """Open the database named by ``url``, bind the models, upgrade the schema."""
     database = _open(url)
     db.initialize(database)
@@ -37,7 +37,6 @@ def connect(url: str) -> pw.Database:
         migrate(database)
     except pw.OperationalError as exc:
         raise StoreError(f"database {redact(url)}: {exc}".splitlines()[0]) from exc
-    return database
 
 
 def _open(url: str) -> pw.Database:
@@ -79,6 +78,12 @@ def _schema_version(database: pw.Database) -> int:
         return 0
     row = Meta.get_or_none(Meta.key == "schema_version")
     return int(row.value) if row else 0
+
+
+def read_snapshot():
+    """A read transaction, so every figure read inside it sees the same data (nothing is
+    locked): the digest's numbers must add up."""
+    return db.atomic()
 
 
 def write_transaction():

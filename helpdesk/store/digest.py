@@ -17,13 +17,6 @@ import peewee as pw
 
 from helpdesk.store.schema import Bounce, DigestRun, Dispute, RawMessage, Ticket, db
 
-
-def snapshot():
-    """A read transaction, so every figure of one digest sees the same data
-    (nothing is locked)."""
-    return db.atomic()
-
-
 # --- tickets -----------------------------------------------------------------------
 
 def new_tickets(since: dt.datetime, end: dt.datetime) -> int:

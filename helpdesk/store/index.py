@@ -40,7 +40,6 @@ class StoreIndex:
         return rows[0][0] if rows else None
 
 
-
 class StoreDisputeIndex(StoreIndex):
     """The dispute router's read-only view of the store."""
 

@@ -21,7 +21,6 @@ from helpdesk.store.schema import (
     Dispute,
     DisputeEvent,
     Message,
-    Order,
     Outbox,
     Participant,
     Proposal,
@@ -98,7 +97,6 @@ class QuarantineRow:
     received_at: dt.datetime
     message_id: str | None
     size: int
-
 
 
 @dataclass(frozen=True)
@@ -204,16 +202,6 @@ def roles(ticket_id: int) -> dict[str, str]:
     """Role by address of a ticket's participants (buyer, seller, admin in a dispute's chat)."""
     return dict(Participant.select(Participant.address, Participant.role)
                 .where(Participant.ticket == ticket_id).tuples())
-
-
-def products(order_ids: list[str]) -> dict[str, str]:
-    """The product of each order, 500 orders per query."""
-    found: dict[str, str] = {}
-    unique = list(dict.fromkeys(order_ids))
-    for start in range(0, len(unique), 500):
-        found.update(Order.select(Order.order_id, Order.product)
-                     .where(Order.order_id.in_(unique[start:start + 500])).tuples())
-    return found
 
 
 def proposals(dispute_id: int) -> list[ProposalListing]:

@@ -35,9 +35,13 @@ def find(order_id: str) -> OrderRow | None:
 
 
 def products(order_ids: list[str]) -> dict[str, str]:
-    """The product of each order, in one query (a status list names them)."""
-    return dict(Order.select(Order.order_id, Order.product)
-                .where(Order.order_id.in_(order_ids or [""])).tuples())
+    """The product of each order (lists and status mails name them), 500 orders per query."""
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(order_ids))
+    for start in range(0, len(unique), 500):
+        found.update(Order.select(Order.order_id, Order.product)
+                     .where(Order.order_id.in_(unique[start:start + 500])).tuples())
+    return found
 
 
 def upsert(rows: list[dict], now: dt.datetime) -> tuple[int, int, int]:

@@ -1,6 +1,7 @@
 """Deadlines and reminders in the ``timer`` table: schedule, cancel, find due, claim.
 
-The store side of ``deadlines``. Tickets and disputes schedule timers in the
+Fired by ``runtime.tick``; what a timer means is said in ``tickets.deadlines`` and
+``disputes.deadlines``. Tickets and disputes schedule timers in the
 same transaction as the event that starts the clock (a new ticket, a
 customer's reply, a dispute opened) and cancel them in the transaction that
 stops it (a staff answer, a confirmed solution).

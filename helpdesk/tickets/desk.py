@@ -33,7 +33,6 @@ def label(ticket_id: int) -> str:
     return f"T-{ticket_id}"
 
 
-
 @dataclass(frozen=True)
 class TicketView:
     """What templates and notices need of a ticket, without reading it back."""

@@ -16,7 +16,7 @@ from helpdesk.disputes.rules import (
     SELLER_TIMERS,
     WINDOW_CLOSE,
     Change,
-    Command,
+    DisputeCommand,
     Offer,
     Refusal,
     Rules,
@@ -43,17 +43,17 @@ NEGOTIATING = snap("negotiation", T0 + H, T0 + 73 * H, T0 + 73 * H,
 
 
 def run(name, role, state, now=T0 + 2 * H, argument="", rest=""):
-    return RULES.command(Command(name, argument, rest), role, state, now)
+    return RULES.command(DisputeCommand(name, argument, rest), role, state, now)
 
 
 # --- parsing -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("#return", Command("return", "", "")),
-    ("\n\n  #Propose: a refund of 50%\nbecause...\n", Command("propose", "a refund of 50%", "because...")),
-    ("#propose\nA new key\nand an apology", Command("propose", "", "A new key\nand an apology")),
-    ("#decide buyer Full refund", Command("decide", "buyer Full refund", "")),
+    ("#return", DisputeCommand("return", "", "")),
+    ("\n\n  #Propose: a refund of 50%\nbecause...\n", DisputeCommand("propose", "a refund of 50%", "because...")),
+    ("#propose\nA new key\nand an apology", DisputeCommand("propose", "", "A new key\nand an apology")),
+    ("#decide buyer Full refund", DisputeCommand("decide", "buyer Full refund", "")),
     ("Hello #return", None),
     ("#1 problem is the key", None),
     ("", None),
@@ -63,11 +63,11 @@ def test_a_command_is_the_first_line_starting_with_a_hash_word(text, expected):
 
 
 def test_decide_takes_its_text_from_the_line_or_below_it():
-    assert Command("decide", "seller", "Key was used.").decision == ("seller", "Key was used.")
-    assert Command("decide", "Buyer: refund", "more").decision == ("buyer", "refund")
-    assert Command("decide", "seller", "x").consumes_rest
-    assert not Command("decide", "seller because", "x").consumes_rest
-    assert Command("propose", "", "x").consumes_rest and not Command("propose", "y", "x").consumes_rest
+    assert DisputeCommand("decide", "seller", "Key was used.").decision == ("seller", "Key was used.")
+    assert DisputeCommand("decide", "Buyer: refund", "more").decision == ("buyer", "refund")
+    assert DisputeCommand("decide", "seller", "x").consumes_rest
+    assert not DisputeCommand("decide", "seller because", "x").consumes_rest
+    assert DisputeCommand("propose", "", "x").consumes_rest and not DisputeCommand("propose", "y", "x").consumes_rest
 
 
 # --- who may use which command in which state ---------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -51,6 +52,7 @@ class OAuthServer:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, name="oauth-server", daemon=True)
@@ -62,8 +64,16 @@ class OAuthServer:
         return self
 
     def stop(self) -> None:
+        """Down for real: also the kept-alive connections a client (Dovecot) still holds."""
         self._http.shutdown()
         self._http.server_close()
+        with self._lock:
+            open_now = list(self._connections)
+        for connection in open_now:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def url(self) -> str:
@@ -156,6 +166,16 @@ class OAuthServer:
 def _handler(server: OAuthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._connections.discard(self.connection)
+            super().finish()
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpdesk.staff.commands import Command, CommandError, parse
+from helpdesk.staff.commands import CommandError, StaffCommand, parse
 
 STAFF = {"alice@shop.example": "alice@shop.example", "alice": "alice@shop.example",
          "bob smith": "bob@shop.example", "bob@shop.example": "bob@shop.example"}
@@ -16,7 +16,7 @@ def plan(body: str, role: str = "agent", me: str = "alice@shop.example"):
 
 def test_commands_on_top_then_the_text_for_the_customer():
     found = plan("#priority HIGH\n\n#assign me\nDear customer,\n\nhere is your key.\n")
-    assert found.commands == (Command("priority", "high"), Command("assign", "me"))
+    assert found.commands == (StaffCommand("priority", "high"), StaffCommand("assign", "me"))
     assert found.text == "Dear customer,\n\nhere is your key."
     assert found.has("assign") and not found.has("close") and found.note is None
 
@@ -28,8 +28,8 @@ def test_note_takes_the_rest_of_the_mail_and_nothing_is_sent():
 
 
 def test_an_own_name_or_address_means_me_and_admins_may_assign_others():
-    assert plan("#assign Alice").commands == (Command("assign", "me"),)
-    assert plan("#assign  Bob   Smith", role="admin").commands == (Command("assign", "bob@shop.example"),)
+    assert plan("#assign Alice").commands == (StaffCommand("assign", "me"),)
+    assert plan("#assign  Bob   Smith", role="admin").commands == (StaffCommand("assign", "bob@shop.example"),)
 
 
 @pytest.mark.parametrize("body, says", [

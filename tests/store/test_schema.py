@@ -17,7 +17,8 @@ NOW = dt.datetime(2026, 11, 26, 9, 0)
 @pytest.fixture
 def database(tmp_path, db_url):
     url = db_url or f"sqlite:///{tmp_path}/helpdesk.db"
-    yield store_db.connect(url), url
+    store_db.connect(url)
+    yield schema.db.obj, url
     schema.db.close()
 
 
