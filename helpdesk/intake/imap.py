@@ -664,6 +664,8 @@ class Watcher:
         client.idle()
         self.idling.set()
         try:
+            if _buffered(client):   # news came with "+ idling": the socket will not tell
+                return
             deadline = time.monotonic() + limit
             while not self.stopping.is_set() and time.monotonic() < deadline:
                 if not self._readable(client.socket(), deadline - time.monotonic()):
@@ -684,6 +686,27 @@ class Watcher:
 
     def _sleep(self, seconds: float) -> None:
         self.stopping.wait(seconds)
+
+
+def _buffered(client: IMAPClient) -> bool:
+    """Whether imaplib has read bytes from the socket that nobody has parsed yet.
+
+    Mail that arrives after a pass's last command and before IDLE is announced
+    (``* n EXISTS``) by Dovecot right after ``+ idling``, in the same packet; imaplib's
+    buffered reader takes both, and a select() on the socket would then wait for the
+    next mail or the IDLE renewal. Peeking with the socket non-blocking never waits."""
+    peek = getattr(getattr(client._imap, "file", None), "peek", None)
+    if peek is None:
+        return False
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(peek(1))
+    except (OSError, ValueError):      # nothing there (BlockingIOError, SSLWantReadError)
+        return False
+    finally:
+        sock.settimeout(timeout)
 
 
 def start_watchers(mailboxes, store: Store, batch_size: int,
