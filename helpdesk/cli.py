@@ -21,8 +21,7 @@ from helpdesk.config.loader import load_config
 from helpdesk.disputes import opening, orders
 from helpdesk.disputes.rules import STATES
 from helpdesk.errors import HelpdeskError, NotFound, UserError
-from helpdesk.intake import files
-from helpdesk.oauth2 import tokens
+from helpdesk.intake import files, imap
 from helpdesk.outbound import mailq
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
@@ -315,7 +314,7 @@ def _oauth2_outgoing(config, name: str) -> str:
 
 
 def _oauth2_mailbox(config, name: str) -> str:
-    """For now the token alone; the IMAP login with it belongs to the IMAP source."""
+    """Log in to the mailbox's IMAP server once with a token and look into its folder."""
     try:
         mailbox = config.mailbox(name)
     except LookupError:
@@ -324,10 +323,14 @@ def _oauth2_mailbox(config, name: str) -> str:
     if mailbox.auth != "oauth2":
         raise UserError(f'mailbox {name} logs in with auth = "{mailbox.auth}": nothing to test '
                         "(see docs/oauth2.md)")
-    source = tokens.source(mailbox.oauth2)
-    token = source.token()
-    return (f"mailbox {name}: got an access token for {mailbox.imap_user} from {source.origin}; "
-            f"{_expiry(token)} (the IMAP login itself is not tried yet)")
+    login = imap.Login(mailbox)
+    try:
+        messages = imap.try_login(mailbox, login)
+    except imap.Fault as fault:
+        raise UserError(f"mailbox {name}: {fault}") from None
+    return (f"mailbox {name}: logged in to {mailbox.imap_host}:{mailbox.imap_port} as {mailbox.imap_user} "
+            f"with {login.mechanism}; {mailbox.imap_folder} holds {messages} "
+            f"message{'' if messages == 1 else 's'}; {_expiry(login.token)}")
 
 
 _OAUTH2_CHECKS = {"outgoing": _oauth2_outgoing}      # any other NAME is a mailbox's

@@ -19,6 +19,14 @@ One pass over a mailbox's folder (``drain``):
 A crash between any two steps loses nothing (mail stays in the folder until
 it is stored) and doubles nothing (the cursor and the dedupe key).
 
+Logging in (``Login``): with the mailbox's password, or, for ``auth = "oauth2"``,
+with an access token from ``helpdesk.oauth2`` over SASL OAUTHBEARER (XOAUTH2 when
+that is all the server offers). The mailbox's ``Tokens`` live as long as its
+``Login``, across reconnects, so a reconnect costs no token request. A token the
+server refuses (expired or revoked early) gets one fresh token and one retry;
+then it is a lasting fault, like a wrong password. ``[UNAVAILABLE]`` (the server
+could not check the token) and a token endpoint that is down are passing faults.
+
 ``poll_once`` is one pass on a fresh connection (``helpdesk run --once``).
 ``Watcher`` is a thread per mailbox for ``helpdesk run``: passes until one
 finds nothing new (mail that arrives during a pass is announced in the reply
@@ -46,9 +54,12 @@ from dataclasses import dataclass, field, replace
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPClientError, LoginError
 
+from helpdesk.clock import Clock
 from helpdesk.config.settings import Mailbox
-from helpdesk.errors import ConfigError, HelpdeskError
+from helpdesk.errors import ConfigError, HelpdeskError, TokenError
 from helpdesk.intake.spool import Incoming, Stored
+from helpdesk.oauth2 import sasl, tokens
+from helpdesk.oauth2.tokens import Token, Tokens
 from helpdesk.store import imap_cursor
 from helpdesk.store.imap_cursor import Cursor
 
@@ -121,8 +132,20 @@ def tls_context(mailbox: Mailbox) -> ssl.SSLContext:
         raise Fault(f"cannot load ca_file {mailbox.ca_file}: {exc.strerror or exc}", lasting=True) from exc
 
 
-def connect(mailbox: Mailbox) -> IMAPClient:
+def connect(mailbox: Mailbox, login: Login | None = None) -> IMAPClient:
     """A logged-in client, over TLS unless the config says ``starttls = false``."""
+    client = _open(mailbox)
+    try:
+        (login or Login(mailbox))(client)
+        _ensure_folder(client, mailbox)
+        return client
+    except BaseException:
+        _close(client)
+        raise
+
+
+def _open(mailbox: Mailbox) -> IMAPClient:
+    """A client not logged in yet, TLS done (implicit, or STARTTLS)."""
     implicit = mailbox.source_kind == "imaps"
     context = tls_context(mailbox) if implicit or mailbox.starttls else None
     client = IMAPClient(mailbox.imap_host, mailbox.imap_port, ssl=implicit, ssl_context=context,
@@ -132,14 +155,78 @@ def connect(mailbox: Mailbox) -> IMAPClient:
         if mailbox.starttls:
             client.starttls(context)
         elif not implicit and not _loopback(mailbox.imap_host):
-            log.warning("mailbox %s: plain IMAP to %s (starttls = false): the password is sent "
-                        "unencrypted", mailbox.name, mailbox.imap_host)
-        client.login(mailbox.imap_user, mailbox.password() or "")
-        _ensure_folder(client, mailbox)
+            log.warning("mailbox %s: plain IMAP to %s (starttls = false): the %s is sent "
+                        "unencrypted", mailbox.name, mailbox.imap_host,
+                        "access token" if mailbox.auth == "oauth2" else "password")
         return client
     except BaseException:
         _close(client)
         raise
+
+
+class Login:
+    """How one mailbox logs in: its password, read at every login, or OAuth2 tokens.
+
+    Keep one per mailbox across reconnects: its ``Tokens`` cache the access token
+    until shortly before it expires. ``mechanism`` and ``token`` tell how the last
+    token login went (``helpdesk oauth2 test``)."""
+
+    def __init__(self, mailbox: Mailbox, clock: Clock | None = None) -> None:
+        self.mailbox = mailbox
+        self.tokens: Tokens | None = None
+        if mailbox.auth == "oauth2" and mailbox.oauth2 is not None:
+            self.tokens = tokens.source(mailbox.oauth2, clock)
+        self.mechanism: str | None = None
+        self.token: Token | None = None
+
+    def __call__(self, client: IMAPClient) -> None:
+        if self.tokens is None:
+            client.login(self.mailbox.imap_user, self.mailbox.password() or "")
+        else:
+            self._with_token(client, self.tokens)
+
+    def _with_token(self, client: IMAPClient, source: Tokens) -> None:
+        """OAUTHBEARER if offered, else XOAUTH2 (capabilities read after STARTTLS: on
+        loopback a server may offer AUTH= before it). Refused: one fresh token, one retry."""
+        mailbox, server = self.mailbox, _server(self.mailbox)
+        offered = [c.decode("ascii", "replace")[5:] for c in client.capabilities()
+                   if c.upper().startswith(b"AUTH=")]
+        mechanism = sasl.choose(offered)
+        if mechanism is None:
+            only = f"only {' '.join(offered)}" if offered else "no AUTH= at all"
+            raise Fault(f"{server} offers no OAUTHBEARER or XOAUTH2 login ({only}); auth = \"oauth2\" "
+                        "needs a server that takes OAuth2 tokens: check source", lasting=True)
+        refused = ""
+        for fresh in (False, True):
+            token = self._token(source, fresh)
+            try:
+                if mechanism == "OAUTHBEARER":
+                    client.oauthbearer_login(mailbox.imap_user, token.access)
+                else:
+                    client.oauth2_login(mailbox.imap_user, token.access)
+            except LoginError as exc:
+                if isinstance(exc.__context__, IMAPClientAbortError):   # the connection, not the token
+                    raise exc.__context__ from None
+                refused = _text(exc)
+                if "[UNAVAILABLE]" in refused.upper():
+                    raise Fault(f"login as {mailbox.imap_user} at {server} failed for now ({refused}): "
+                                "the server could not check the token") from None
+                continue
+            self.mechanism, self.token = mechanism, token
+            return
+        raise Fault(f"login as {mailbox.imap_user} at {server} with {mechanism} refused ({refused}), "
+                    f"a fresh token from {source.origin} too; check that the token is for this account "
+                    "and may read its mail (Microsoft 365: IMAP.AccessAsApp or IMAP.AccessAsUser.All "
+                    "granted, and for app-only access the service principal's permission on the "
+                    "mailbox; see docs/oauth2.md)", lasting=True)
+
+    def _token(self, source: Tokens, fresh: bool) -> Token:
+        """TokenError as a Fault: temporary ones (the endpoint down) are passing."""
+        try:
+            return source.token(fresh=fresh)
+        except TokenError as exc:
+            raise Fault(str(exc).removeprefix(f"{source.settings.label}: "),
+                        lasting=not exc.temporary) from None
 
 
 def _quiet_imaplib(client: IMAPClient) -> None:
@@ -151,9 +238,27 @@ def _quiet_imaplib(client: IMAPClient) -> None:
 
 
 @contextlib.contextmanager
-def connected(mailbox: Mailbox) -> Iterator[IMAPClient]:
+def connected(mailbox: Mailbox, login: Login | None = None) -> Iterator[IMAPClient]:
     """LOGOUT after a clean end; after a fault just drop the connection (it may hang)."""
-    client = connect(mailbox)
+    with _session(connect(mailbox, login)) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _logged_in(mailbox: Mailbox, login: Login) -> Iterator[IMAPClient]:
+    """Logged in, nothing else (no processed folder made)."""
+    client = _open(mailbox)
+    try:
+        login(client)
+    except BaseException:
+        _close(client)
+        raise
+    with _session(client):
+        yield client
+
+
+@contextlib.contextmanager
+def _session(client: IMAPClient) -> Iterator[IMAPClient]:
     try:
         yield client
     except BaseException:
@@ -184,9 +289,9 @@ def _ensure_folder(client: IMAPClient, mailbox: Mailbox) -> None:
                                 f"{_server(mailbox)}", "check processed_folder") from exc
 
 
-def _select(client: IMAPClient, mailbox: Mailbox) -> dict:
+def _select(client: IMAPClient, mailbox: Mailbox, readonly: bool = False) -> dict:
     try:
-        return client.select_folder(mailbox.imap_folder)
+        return client.select_folder(mailbox.imap_folder, readonly=readonly)
     except IMAPClientAbortError:
         raise
     except IMAPClientError as exc:
@@ -215,6 +320,17 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def try_login(mailbox: Mailbox, login: Login | None = None) -> int:
+    """Log in once and EXAMINE the folder (read-only: nothing moves, nothing is created),
+    for ``helpdesk oauth2 test``; the number of messages in it. A failure is raised as
+    the Fault the watcher would log."""
+    try:
+        with _logged_in(mailbox, login or Login(mailbox)) as client:
+            return _select(client, mailbox, readonly=True).get(b"EXISTS", 0)
+    except Exception as exc:  # noqa: BLE001 - every fault becomes its one line
+        raise describe(exc, mailbox) from None
 
 
 # ------------------------------------------------------------------ one pass
@@ -341,11 +457,11 @@ def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
 
 
 def poll_once(mailbox: Mailbox, store: Store, batch_size: int,
-              on_stored: Callable[[], object] = lambda: None) -> Polled:
+              on_stored: Callable[[], object] = lambda: None, login: Login | None = None) -> Polled:
     """One pass on a fresh connection; a fault is logged (naming the mailbox), not raised,
     and the mailbox is in ``failed``."""
     try:
-        with connected(mailbox) as client:
+        with connected(mailbox, login) as client:
             done = drain(client, Reader(mailbox, store, batch_size, on_stored))
             if not done.held:
                 imap_cursor.passed(mailbox.name)
@@ -403,7 +519,8 @@ def describe(exc: BaseException, mailbox: Mailbox) -> Fault:
         return Fault(f"the TLS certificate of {server} is not trusted ({exc.verify_message}); "
                      "set ca_file to the CA that signed it", lasting=True)
     if isinstance(exc, CapabilityError) and "STARTTLS" in str(exc).upper():
-        return Fault(f"{server} does not offer STARTTLS, and the password is not sent in clear "
+        secret = "access token" if mailbox.auth == "oauth2" else "password"
+        return Fault(f"{server} does not offer STARTTLS, and the {secret} is not sent in clear "
                      "(set starttls = false only for a server on this machine)", lasting=True)
     if isinstance(exc, ConfigError):
         return Fault(str(exc), lasting=True)
@@ -432,12 +549,13 @@ def _network(exc: BaseException, server: str) -> str:
 
 def _text(exc: BaseException) -> str:
     """imapclient puts the server's bytes into messages as ``b'...'``; show the text,
-    without Dovecot's timing suffix ``(0.001 + 0.000 secs)``, which would make every
-    repeat of a fault look new."""
+    without Dovecot's timing suffix ``(0.001 + 0.000 secs)`` or the ``[host:date time]``
+    of its temporary failures, which would make every repeat of a fault look new."""
     text = str(exc)
     if text[:2] in ("b'", 'b"') and text[-1:] in ("'", '"'):
         text = text[2:-1]
     text = re.sub(r"\s*\(\d+(?:\.\d+)?(?: \+ \d+(?:\.\d+)?)* secs\)\.?", "", text)
+    text = re.sub(r"\s*\[[^\[\]\s]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]$", "", text)   # [host:time]
     return " ".join(text.split()) or type(exc).__name__
 
 
@@ -466,6 +584,7 @@ class Watcher:
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.mailbox = reader.mailbox
+        self.login = Login(self.mailbox)         # one per mailbox: its token cache outlives reconnects
         self.stopping = threading.Event()
         self.idling = threading.Event()          # set while waiting for new mail (tests, benchmark)
         self._wake_r, self._wake_w = os.pipe()   # stop() interrupts an IDLE at once
@@ -489,7 +608,7 @@ class Watcher:
         try:
             while not self.stopping.is_set():
                 try:
-                    with connected(self.mailbox) as client:
+                    with connected(self.mailbox, self.login) as client:
                         self._serve(client, backoff)
                 except Exception as exc:  # noqa: BLE001 - every fault: log, wait, reconnect
                     if self.stopping.is_set():
@@ -550,6 +669,8 @@ class Watcher:
         client.idle()
         self.idling.set()
         try:
+            if _buffered(client):   # news came with "+ idling": the socket will not tell
+                return
             deadline = time.monotonic() + limit
             while not self.stopping.is_set() and time.monotonic() < deadline:
                 if not self._readable(client.socket(), deadline - time.monotonic()):
@@ -570,6 +691,27 @@ class Watcher:
 
     def _sleep(self, seconds: float) -> None:
         self.stopping.wait(seconds)
+
+
+def _buffered(client: IMAPClient) -> bool:
+    """Whether imaplib has read bytes from the socket that nobody has parsed yet.
+
+    Mail that arrives after a pass's last command and before IDLE is announced
+    (``* n EXISTS``) by Dovecot right after ``+ idling``, in the same packet; imaplib's
+    buffered reader takes both, and a select() on the socket would then wait for the
+    next mail or the IDLE renewal. Peeking with the socket non-blocking never waits."""
+    peek = getattr(getattr(client._imap, "file", None), "peek", None)
+    if peek is None:
+        return False
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(peek(1))
+    except (OSError, ValueError):      # nothing there (BlockingIOError, SSLWantReadError)
+        return False
+    finally:
+        sock.settimeout(timeout)
 
 
 def start_watchers(mailboxes, store: Store, batch_size: int,

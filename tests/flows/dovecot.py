@@ -11,6 +11,16 @@ implicit TLS on ``tls_port``, and refuses logins without TLS; Dovecot cannot
 mix ``ssl = no`` with an IMAPS listener, so that is a second instance.
 ``capabilities`` replaces the capability list (e.g. one without MOVE).
 
+``oauth2=INTROSPECTION_URL`` makes the users log in with a bearer token
+instead (SASL OAUTHBEARER and XOAUTH2, or only those in ``oauth2_mechanisms``):
+the passdb is Dovecot's ``oauth2`` driver, which asks that URL (RFC 7662, the
+token POSTed as ``token=``) about every login and takes the answer's
+``username``, which must be the login's, and ``active: true``. A password
+login is refused (logged as "user disabled"); ``PASSWORD`` opens every mailbox
+only as the master user (``user*MASTER`` with PLAIN), which is how ``client``,
+``append`` and ``messages`` keep working. ``auth_verbose`` logs why Dovecot
+refused a token ("oauth2 failed: Introspection failed: ...").
+
 ``find()`` says whether Dovecot is installed: tests skip without it, and fail
 when ``HELPDESK_TEST_REQUIRE_DOVECOT=1`` (CI) says it must be there.
 """
@@ -32,6 +42,7 @@ from pathlib import Path
 from imapclient import IMAPClient
 
 PASSWORD = "secret"
+MASTER = "master"     # the master user of an oauth2 instance: ``<user>*master`` with PASSWORD
 MAIL_UID = 5000
 # Dovecot 2.3's list after login, without MOVE (and IDLE, so that polling shows too).
 WITHOUT_MOVE = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT THREAD=REFERENCES MULTIAPPEND "
@@ -53,7 +64,8 @@ def free_port() -> int:
 
 class Dovecot:
     def __init__(self, name: str = "plain", *, tls: bool = False, capabilities: str | None = None,
-                 idle_notify: str = "2 mins") -> None:
+                 idle_notify: str = "2 mins", oauth2: str | None = None,
+                 oauth2_mechanisms: str = "oauthbearer xoauth2") -> None:
         self.binary = find()
         if self.binary is None:
             raise RuntimeError("dovecot is not installed (Debian: apt-get install dovecot-imapd)")
@@ -61,6 +73,7 @@ class Dovecot:
         self.root.chmod(0o755)   # Dovecot's unprivileged processes walk into it
         self.name, self.tls, self.capabilities = name, tls, capabilities
         self.idle_notify = idle_notify
+        self.oauth2, self.oauth2_mechanisms = oauth2, oauth2_mechanisms
         self.port = free_port()
         self.tls_port = free_port() if tls else None
         self.cert = self._make_cert() if tls else None
@@ -124,12 +137,20 @@ class Dovecot:
         port = self.tls_port if scheme == "imaps" else self.port
         return f"{scheme}://{user}@127.0.0.1:{port}/{folder}"
 
-    def client(self, user: str, password: str = PASSWORD) -> IMAPClient:
-        """A logged-in test client (STARTTLS on the TLS instance)."""
+    def connect(self) -> IMAPClient:
+        """A test client not yet logged in (STARTTLS done on the TLS instance)."""
         client = IMAPClient("127.0.0.1", self.port, ssl=False, timeout=10)
         if self.tls:
             client.starttls(ssl.create_default_context(cafile=str(self.cert)))
-        client.login(user, password)
+        return client
+
+    def client(self, user: str, password: str = PASSWORD) -> IMAPClient:
+        """A logged-in test client; on an oauth2 instance, as the master user."""
+        client = self.connect()
+        if self.oauth2:
+            client.plain_login(f"{user}*{MASTER}", password)
+        else:
+            client.login(user, password)
         return client
 
     def append(self, user: str, *raws: bytes, folder: str = "INBOX") -> None:
@@ -171,6 +192,8 @@ class Dovecot:
         if os.geteuid() == 0:
             os.chown(self.root / "mail", uid, gid)
         (self.root / "dovecot.conf").write_text(self._config(uid, gid))
+        if self.oauth2:
+            (self.root / "oauth2.conf.ext").write_text(self._oauth2_config())
 
     def _config(self, uid: int, gid: int) -> str:
         root = self.root
@@ -191,7 +214,7 @@ class Dovecot:
             listen = 127.0.0.1
             protocols = imap
             log_path = {root}/dovecot.log
-            auth_mechanisms = plain login
+            auth_mechanisms = plain login{" " + self.oauth2_mechanisms if self.oauth2 else ""}
             auth_failure_delay = 0
             first_valid_uid = {uid}
             mail_uid = {uid}
@@ -205,19 +228,51 @@ class Dovecot:
                 mode = 0
               }}
             }}
-            passdb {{
-              driver = static
-              args = password={PASSWORD}
-            }}
             userdb {{
               driver = static
               args = uid={uid} gid={gid} home={root}/mail/%u
             }}
-            """) + as_user + security + capability + (
+            """) + self._passdb() + as_user + security + capability + (
             "service imap-login {\n"
             f"inet_listener imap {{\naddress = 127.0.0.1\nport = {self.port}\n}}\n"
             f"inet_listener imaps {{\n{imaps}\n}}\n"
             "}\n")
+
+    def _passdb(self) -> str:
+        if not self.oauth2:
+            return f"passdb {{\n  driver = static\n  args = password={PASSWORD}\n}}\n"
+        return textwrap.dedent(f"""\
+            auth_verbose = yes
+            auth_master_user_separator = *
+            passdb {{
+              driver = static
+              args = password={PASSWORD}
+              master = yes
+              mechanisms = plain
+            }}
+            # a password (or a token sent as one) is refused, as Exchange Online refuses it
+            passdb {{
+              driver = static
+              args = nopassword=y
+              deny = yes
+              mechanisms = plain login
+            }}
+            passdb {{
+              driver = oauth2
+              args = {self.root}/oauth2.conf.ext
+              mechanisms = {self.oauth2_mechanisms}
+            }}
+            """)
+
+    def _oauth2_config(self) -> str:
+        return textwrap.dedent(f"""\
+            introspection_url = {self.oauth2}
+            introspection_mode = post
+            username_attribute = username
+            active_attribute = active
+            active_value = true
+            timeout_msecs = 5000
+            """)
 
     def _make_cert(self) -> Path:
         cert, key = self.root / "cert.pem", self.root / "cert.key"

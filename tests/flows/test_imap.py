@@ -496,6 +496,25 @@ def test_mail_arriving_during_a_pass_is_read_before_idling(dovecot, tmp_path, de
     assert ids(dovecot, login) == []
 
 
+def test_mail_arriving_just_before_idle_is_read_at_once(dovecot, tmp_path, desks, monkeypatch):
+    """Dovecot announces it right after "+ idling", in the same packet, so imaplib has it
+    buffered before the watcher waits on the socket; poll_interval is an hour."""
+    login = user()
+    desks.append(make_desk(tmp_path, imap_lines(dovecot, login, extra='poll_interval = "1h"')))
+    real_idle, arrived = imap.IMAPClient.idle, []
+
+    def idle(client):
+        if not arrived:
+            arrived.append(True)
+            dovecot.append(login, customer(1))       # after the pass, before IDLE
+        return real_idle(client)
+
+    monkeypatch.setattr(imap.IMAPClient, "idle", idle)
+    with running(desks[0].app, monkeypatch):
+        assert wait_for(lambda: Ticket.select().count() == 1, 5) < 5
+    assert arrived and ids(dovecot, login) == []
+
+
 # --------------------------------------------------------------------- server variants
 
 

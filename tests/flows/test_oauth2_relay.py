@@ -144,7 +144,7 @@ def test_oauth2_test_outgoing_failing_is_one_line_on_stderr_and_exit_1(tmp_path,
 
 @pytest.fixture
 def imap_config(tmp_path, oauth):
-    """A third mailbox read over IMAP with a client-credentials grant (its IMAP server is not needed)."""
+    """A third mailbox read over IMAP with a client-credentials grant (no IMAP server listens)."""
     oauth.add_app("app-id", "app-secret", "shared@shop.example")
     (tmp_path / "app.secret").write_text("app-secret")
     extra = ('\n[[mailboxes]]\nname = "shared"\naddress = "shared@shop.example"\n'
@@ -155,12 +155,12 @@ def imap_config(tmp_path, oauth):
     return write_config(tmp_path, extra=extra)
 
 
-def test_oauth2_test_a_mailbox_gets_a_token_for_now(imap_config, oauth, capsys):
-    assert main(["--config", str(imap_config), "oauth2", "test", "shared"]) == 0
-    [line] = capsys.readouterr().out.splitlines()
-    assert line.startswith(f"mailbox shared: got an access token for shared@shop.example from {oauth.token_url} "
-                           "(client_credentials grant); the token is valid until ")
-    assert line.endswith("UTC (the IMAP login itself is not tried yet)")
+def test_oauth2_test_a_mailbox_whose_server_is_not_there_is_one_line_and_exit_1(imap_config, oauth, capsys):
+    """The login itself is tried now (tests/flows/test_oauth2_imap.py); here nothing listens."""
+    assert main(["--config", str(imap_config), "oauth2", "test", "shared"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == ["helpdesk: mailbox shared: cannot connect to 127.0.0.1:1: connection refused"]
 
 
 @pytest.mark.parametrize(("name", "message"), [
