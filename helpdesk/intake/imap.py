@@ -245,7 +245,7 @@ def connected(mailbox: Mailbox, login: Login | None = None) -> Iterator[IMAPClie
 
 
 @contextlib.contextmanager
-def _logged_in(mailbox: Mailbox, login: Login) -> Iterator[IMAPClient]:
+def logged_in(mailbox: Mailbox, login: Login) -> Iterator[IMAPClient]:
     """Logged in, nothing else (no processed folder made)."""
     client = _open(mailbox)
     try:
@@ -327,7 +327,7 @@ def try_login(mailbox: Mailbox, login: Login | None = None) -> int:
     for ``helpdesk oauth2 test``; the number of messages in it. A failure is raised as
     the Fault the watcher would log."""
     try:
-        with _logged_in(mailbox, login or Login(mailbox)) as client:
+        with logged_in(mailbox, login or Login(mailbox)) as client:
             return _select(client, mailbox, readonly=True).get(b"EXISTS", 0)
     except Exception as exc:  # noqa: BLE001 - every fault becomes its one line
         raise describe(exc, mailbox) from None

@@ -194,21 +194,10 @@ def imap_login(mailbox: Mailbox) -> Result:
 
 @contextlib.contextmanager
 def _imap_session(mailbox: Mailbox) -> Iterator[IMAPClient]:
-    """``imap.connect`` without creating the processed folder: a check changes nothing."""
-    implicit = mailbox.source_kind == "imaps"
-    context = imap.tls_context(mailbox) if implicit or mailbox.starttls else None
-    client = IMAPClient(mailbox.imap_host, mailbox.imap_port, ssl=implicit, ssl_context=context,
-                        timeout=mailbox.timeout.total_seconds())
-    try:
-        if mailbox.starttls:
-            client.starttls(context)
-        client.login(mailbox.imap_user, mailbox.password() or "")
+    """Logged in as the watcher logs in (password, or OAuth2 tokens), without creating the
+    processed folder: a check changes nothing."""
+    with imap.logged_in(mailbox, imap.Login(mailbox)) as client:
         yield client
-    finally:
-        with contextlib.suppress(Exception):
-            client.logout()
-        with contextlib.suppress(Exception):
-            client.shutdown()
 
 
 # --- outgoing --------------------------------------------------------------------------

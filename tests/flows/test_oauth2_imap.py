@@ -374,3 +374,19 @@ def test_oauth2_test_a_mailbox_failing_is_one_line_on_stderr_and_exit_1(dovecot,
     [line] = done.stderr.splitlines()
     assert line.startswith(expected)
     assert SECRET not in done.stderr
+
+
+def test_check_logs_in_to_an_oauth2_mailbox_with_its_token_and_says_a_revoked_one_fails(
+        dovecot, oauth, tmp_path, desks):
+    from helpdesk.config.loader import load_config
+    from helpdesk.runtime import check
+
+    login = mailbox_user()
+    desks.append(make_desk(tmp_path, oauth_lines(dovecot, oauth, tmp_path, login)))
+    mailbox = load_config(desks[0].config_path).mailbox("support")
+    line = check.imap_login(mailbox).line()
+    assert line.startswith("warn  mailbox support: ") and "logged in" in line   # Processed not made yet
+    oauth.revoke((tmp_path / f"{login.split('@')[0]}.rt").read_text().strip())
+    line = check.imap_login(mailbox).line()
+    assert line.startswith("FAIL  mailbox support: ") and "revoked" in line
+    assert "\n" not in line
