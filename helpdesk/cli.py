@@ -599,7 +599,8 @@ def cmd_status(args) -> int:
 EXPLAINED = {
     "run": ("""\
 Run the service: the SMTP server, Maildir polling, IMAP (IDLE), processing, deadlines,
-the digest and delivery, until Ctrl-C or SIGTERM. One log line per message and per mail sent.""", """\
+the digest and delivery, until Ctrl-C or SIGTERM (the batch in hand is finished first);
+SIGHUP re-reads the config. One log line per message and per mail sent.""", """\
 helpdesk run
 helpdesk --config /etc/helpdesk/config.toml run
 helpdesk run --once                              # one pass, then exit (cron)
@@ -607,7 +608,8 @@ helpdesk run --once --now 2026-12-01T08:00:00Z   # as if it were that moment""")
     "ingest": ("""\
 Take raw RFC 5322 mail from files, folders of them (a saved Maildir, an export) or
 stdin, process it and deliver the mail it causes. Without --mailbox, the mailbox is
-found from the recipients. Ends with one line of counts.""", """\
+found from the recipients. Ends with one line of counts. '-' alone is pipe mode for an MTA:
+one mail, exit 0 once it is stored, 75 (try again later) when it could not be.""", """\
 helpdesk ingest mail/*.eml
 helpdesk ingest --mailbox support ~/Maildir/cur
 helpdesk ingest - < message.eml"""),

@@ -3,9 +3,8 @@
 Each check is a small function that returns ``Result`` lines and changes
 nothing: the database is read, never upgraded; IMAP folders are looked at,
 never created; the relay gets EHLO, STARTTLS and a login, never a mail. Only
-``--send-test`` acts: it queues one mail and delivers. A new kind of login
-(OAuth2, issue 13) adds its own test here, beside ``imap_login`` and
-``relay``.
+``--send-test`` acts: it queues one mail and delivers. IMAP mailboxes and the
+relay log in exactly as the service does, with a password or OAuth2 tokens.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from helpdesk.config.settings import Config, Mailbox
 from helpdesk.errors import ConfigError, DeliveryError, HelpdeskError, StoreError
 from helpdesk.intake import imap
 from helpdesk.outbound.notify import LOOP_HEADER, Renderer, new_message_id
-from helpdesk.outbound.transports import transport_from_url
 from helpdesk.runtime import app as app_module
 from helpdesk.runtime import samples
 from helpdesk.store import health
@@ -88,7 +86,8 @@ def secret_key(config: Config) -> Result:
 def templates(config: Config, templates_dir: Path) -> Iterator[Result]:
     """Every template file compiles, and renders with its event's sample context under
     StrictUndefined: a misspelt variable fails here, not in a customer's mail."""
-    env = Renderer(templates_dir).env
+    own = config.helpdesk.templates_dir       # searched first, as the service does
+    env = Renderer([own, templates_dir] if own else [templates_dir]).env
     wanted = samples.contexts(config)
     names = env.list_templates(extensions=["j2"])
     failed = 0
@@ -208,9 +207,7 @@ def relay(config: Config) -> Result:
     if out.transport.startswith("maildir:"):
         return _maildir(Path(out.transport.removeprefix("maildir:")))   # looked at, not made
     try:
-        transport = transport_from_url(out.transport, config.base_dir, username=out.username,
-                                       password=out.password(), timeout=out.timeout.total_seconds(),
-                                       ca_file=out.ca_file)
+        transport = app_module.build_transport(config)    # password or OAuth2, as delivery logs in
         with transport:
             return Result(OK, "outgoing", f"{out.transport}: {transport.probe()}")
     except (ConfigError, ValueError) as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -25,19 +25,22 @@ from helpdesk.config.settings import Config
 from helpdesk.errors import ConfigError
 from helpdesk.runtime import status
 from helpdesk.store import health
+from helpdesk.store import outbox as outbox_rows
 
 log = logging.getLogger("helpdesk.metrics")
 
 
 class Figures(Collector):
-    """One ``status.evaluate`` per scrape, as gauges."""
+    """One ``status.evaluate`` per scrape, as gauges. ``config`` is the configuration, or a
+    function giving the one in force now (a SIGHUP may change the thresholds)."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
-        self.config, self.clock = config, clock
+    def __init__(self, config: Config | Callable[[], Config], clock: Clock) -> None:
+        self.config_now = config if callable(config) else (lambda: config)
+        self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            report = status.evaluate(self.config, self.clock)
+            report = status.evaluate(self.config_now(), self.clock)
         finally:
             health.release()
         yield _gauge("helpdesk_status", "status's verdict: 0 ok, 1 warning, 2 critical", report.level)
@@ -63,7 +66,7 @@ class Figures(Collector):
 
 def _outbox(f: status.Figures) -> Iterator[GaugeMetricFamily]:
     mails = GaugeMetricFamily("helpdesk_outbox_mails", "outgoing mail by status", labels=["status"])
-    for name in sorted({"queued", "sent", "failed", *f.outbox}):
+    for name in sorted({*outbox_rows.STATUSES, *f.outbox}):
         mails.add_metric([name], f.outbox.get(name, 0))
     yield mails
     age = f.age(f.oldest_queued)
@@ -96,11 +99,12 @@ def _epoch(naive_utc: dt.datetime) -> float:
     return calendar.timegm(naive_utc.timetuple()) + naive_utc.microsecond / 1e6
 
 
-def serve(config: Config, clock: Clock):
+def serve(config: Config, clock: Clock, config_now: Callable[[], Config] | None = None):
     """Start the listener of ``[metrics] listen``; the server, to ``shutdown()`` at the end.
-    A port that cannot be had is a ConfigError: one line, before anything else starts."""
+    A port that cannot be had is a ConfigError: one line, before anything else starts.
+    ``config_now`` gives the configuration in force at each scrape (after a SIGHUP)."""
     registry = CollectorRegistry()
-    registry.register(Figures(config, clock))
+    registry.register(Figures(config_now or config, clock))
     ProcessCollector(registry=registry)    # memory, CPU and open files of the service
     host, port = config.metrics.host, config.metrics.port
     try:

@@ -10,7 +10,7 @@ Fixed until a restart, because something was built from them at start: the
 database connection (``[database] url``), the sources and their threads, the
 routing of addresses and the key that signs reply addresses (``[[mailboxes]]``,
 ``[helpdesk] secret_key_file``), the listening socket (``[smtp_server]``), the
-folders (``data_dir``, ``attachments_dir``), the relay connection (``[outgoing]``
+folders (``data_dir``, ``attachments_dir``, ``templates_dir``), the relay connection (``[outgoing]``
 transport and its credentials, password or OAuth2), the parse workers, the
 metrics listener. A changed fixed key is said
 in one log line each and keeps its old value; the rest of the file still applies.
@@ -36,7 +36,7 @@ log = logging.getLogger("helpdesk.reload")
 # section -> key as written in config.toml -> the settings' fields it fills
 FIXED: dict[str, dict[str, tuple[str, ...]]] = {
     "helpdesk": {"secret_key_file": ("secret_key_file",), "data_dir": ("data_dir",),
-                 "attachments_dir": ("attachments_dir",)},
+                 "attachments_dir": ("attachments_dir",), "templates_dir": ("templates_dir",)},
     "database": {"url": ("url",)},
     "smtp_server": {"enabled": ("enabled",), "listen": ("host", "port")},
     "outgoing": {key: (key,) for key in ("transport", "username", "password_env", "password_file",

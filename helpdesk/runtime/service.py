@@ -82,10 +82,11 @@ def run(app: App, once: bool) -> int:
         polled = poll_imap(app, meanwhile=app.process)
         loop.run_once()
         return 1 if polled.failed else 0
-    scraped = metrics.serve(app.config, app.clock) if app.config.metrics.host else None
     app.pipeline.stopping = loop.stopping       # SIGTERM: the batch in hand is finished, no more
     reload_wanted = threading.Event()
     _reload_on_hang_up(loop, reload_wanted)      # before anything starts: SIGHUP must never kill it
+    scraped = (metrics.serve(app.config, app.clock, lambda: app.config)
+               if app.config.metrics.host else None)
     smtp = None
     if app.config.smtp_server.enabled:
         smtp = SmtpIntake(app.config, app.store, on_stored=loop.wake.set)

@@ -75,8 +75,10 @@ def outbox_counts() -> dict[str, int]:
 
 
 def oldest_queued() -> dt.datetime | None:
-    """When the oldest mail still waiting to leave was queued (naive UTC), or None."""
-    value = Outbox.select(pw.fn.MIN(Outbox.created_at)).where(Outbox.status == "queued").scalar()
+    """When the oldest mail still waiting to leave was queued (naive UTC), or None: a mail put
+    back in line by ``outbox retry`` counts from then (``queued_at``), not from its creation."""
+    value = (Outbox.select(pw.fn.MIN(pw.fn.COALESCE(Outbox.queued_at, Outbox.created_at)))
+             .where(Outbox.status == "queued").scalar())
     return Outbox.created_at.python_value(value) if value is not None else None
 
 

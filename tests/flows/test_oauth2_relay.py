@@ -172,3 +172,13 @@ def test_oauth2_test_what_cannot_be_tested(imap_config, capsys, name, message):
     assert main(["--config", str(imap_config), "oauth2", "test", name]) == 1
     out, err = capsys.readouterr()
     assert (out, err.splitlines()) == ("", [message])
+
+
+def test_check_logs_in_to_the_relay_with_a_token_as_delivery_does(config, relay):
+    from helpdesk.config.loader import load_config
+    from helpdesk.runtime import check
+
+    handler, _port = relay
+    result = check.relay(load_config(config))
+    assert result.level == "ok", result.line()
+    assert [login.accepted for login in handler.logins] == [True] and handler.received == []

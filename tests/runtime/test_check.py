@@ -62,6 +62,15 @@ def test_a_misspelt_variable_names_the_file_and_line(config, templates):
         f"FAIL  templates: customer/ack.txt.j2 line {line}: 'tiket' is undefined"]
 
 
+def test_a_deployments_own_template_is_checked_as_the_service_would_use_it(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('data_dir = "var"\n', 'data_dir = "var"\ntemplates_dir = "own"\n', 1))
+    (tmp_path / "own" / "customer").mkdir(parents=True)
+    (tmp_path / "own" / "customer" / "ack.txt.j2").write_text("Hello {{ nobody }}\n")
+    assert lines(check.templates(load_config(path), TEMPLATES)) == [
+        "FAIL  templates: customer/ack.txt.j2 line 1: 'nobody' is undefined"]
+
+
 def test_a_syntax_error_names_the_file_and_line(config, templates):
     (templates / "staff" / "help.subject.j2").write_text("Help for {{ ticket.id }\n")
     assert lines(check.templates(config, templates)) == [

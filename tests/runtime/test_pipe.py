@@ -185,8 +185,8 @@ class _write_lock:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("UPDATE meta SET value = value")
         else:
-            import psycopg2
-            self.conn = psycopg2.connect(self.db_url)
+            import psycopg
+            self.conn = psycopg.connect(self.db_url)
             self.conn.cursor().execute("LOCK TABLE raw_message IN EXCLUSIVE MODE")
         return self
 
