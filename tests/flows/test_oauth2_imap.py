@@ -8,7 +8,7 @@ token endpoint (refresh-token and client-credentials grants) or from a
 ``token_command``. Dovecot checks a token at login only (a session outlives it), so
 "a token that expires mid-run" bites at the next reconnect: the tests restart
 Dovecot to force one, as the password tests do. How Dovecot itself answers is
-pinned down in ``test_imap_oauth2.py``.
+pinned down in ``test_dovecot_oauth2.py``.
 """
 
 from __future__ import annotations
