@@ -39,6 +39,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from imapclient import IMAPClient
 
 PASSWORD = "secret"
@@ -54,6 +55,17 @@ def find() -> str | None:
     """The dovecot binary, or None."""
     return shutil.which("dovecot") or next(
         (p for p in ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot") if os.access(p, os.X_OK)), None)
+
+
+def started(name: str, **options) -> Dovecot:
+    """A private Dovecot, started; without Dovecot on the machine the test is skipped, or
+    fails when ``HELPDESK_TEST_REQUIRE_DOVECOT=1`` (CI installs it, so there it must run)."""
+    if find() is None:
+        message = "Dovecot is not installed (apt-get install dovecot-imapd)"
+        if os.environ.get("HELPDESK_TEST_REQUIRE_DOVECOT") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return Dovecot(name, **options).start()
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ temporary failure, told apart from a refused token by the response code.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -47,12 +46,7 @@ def answering(oauth):
 
 
 def _dovecot(name: str, oauth: OAuthServer, **options) -> dc.Dovecot:
-    if dc.find() is None:
-        message = "Dovecot is not installed (apt-get install dovecot-imapd)"
-        if os.environ.get("HELPDESK_TEST_REQUIRE_DOVECOT") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return dc.Dovecot(name, oauth2=oauth.introspection_url, **options).start()
+    return dc.started(name, oauth2=oauth.introspection_url, **options)
 
 
 @pytest.fixture(scope="module")

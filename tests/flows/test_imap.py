@@ -45,12 +45,7 @@ SEEN = b"\\Seen"
 
 
 def _server(name: str, **options) -> dc.Dovecot:
-    if dc.find() is None:
-        message = "Dovecot is not installed (apt-get install dovecot-imapd)"
-        if os.environ.get("HELPDESK_TEST_REQUIRE_DOVECOT") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return dc.Dovecot(name, **options).start()
+    return dc.started(name, **options)
 
 
 @pytest.fixture(scope="module")

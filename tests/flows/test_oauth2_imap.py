@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -59,12 +58,7 @@ def steady(oauth, monkeypatch):
 
 
 def _dovecot(name: str, oauth: OAuthServer, **options) -> dc.Dovecot:
-    if dc.find() is None:
-        message = "Dovecot is not installed (apt-get install dovecot-imapd)"
-        if os.environ.get("HELPDESK_TEST_REQUIRE_DOVECOT") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return dc.Dovecot(name, oauth2=oauth.introspection_url, **options).start()
+    return dc.started(name, oauth2=oauth.introspection_url, **options)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 
 import pytest
@@ -226,11 +225,7 @@ def test_the_command_line_exit_codes_and_output(desk, db_url, capsys):
 @pytest.fixture
 def dovecot():
     """A server of the test's own: the test stops it."""
-    if dc.find() is None:
-        if os.environ.get("HELPDESK_TEST_REQUIRE_DOVECOT") == "1":
-            pytest.fail("Dovecot is not installed (apt-get install dovecot-imapd)")
-        pytest.skip("Dovecot is not installed")
-    server = dc.Dovecot("status").start()
+    server = dc.started("status")
     yield server
     server.close()
 
