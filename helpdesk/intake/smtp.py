@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from aiosmtpd.controller import Controller
 
 from helpdesk.config.settings import Config
-from helpdesk.errors import ConfigError
+from helpdesk.errors import ConfigError, StorageFull, StoreUnavailable
 from helpdesk.intake.spool import Incoming, Stored
+from helpdesk.store import recovery
 
 log = logging.getLogger("helpdesk.smtp")
 
@@ -50,8 +51,7 @@ class IntakeHandler:
             loop = asyncio.get_running_loop()
             stored = (await loop.run_in_executor(self.executor, self.store, [item]))[0]
         except Exception as exc:  # noqa: BLE001 - the sender must retry, we must not crash
-            log.error("could not store mail from %s: %s", envelope.mail_from, exc)
-            return "451 4.3.0 Could not store the message; please try again later"
+            return _refusal(exc, envelope.mail_from)
         log.info("accepted mail from %s for %s (%d bytes%s)", envelope.mail_from,
                  ", ".join(envelope.rcpt_tos), len(raw), ", duplicate" if stored.duplicate else "")
         self.on_stored()
@@ -59,6 +59,21 @@ class IntakeHandler:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+
+
+def _refusal(exc: BaseException, sender: str | None) -> str:
+    """The temporary reply for a mail that could not be stored. A lost database or a full
+    disk is logged by the store once per outage, so here only at debug level; anything
+    else is logged here."""
+    kind = recovery.classify(exc)
+    if kind is StorageFull:
+        log.debug("storage full, mail from %s refused for now: %s", sender, exc)
+        return "452 4.3.1 Insufficient system storage; please try again later"
+    if kind is StoreUnavailable:
+        log.debug("database unavailable, mail from %s refused for now: %s", sender, exc)
+    else:
+        log.error("could not store mail from %s: %s", sender, exc)
+    return "451 4.3.0 Could not store the message; please try again later"
 
 
 class SmtpIntake:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from helpdesk import routing
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config
+from helpdesk.errors import TemporaryStoreError
 from helpdesk.pipeline.parse_stage import Job, Parsed, ParseStage, Prepared, failure
 from helpdesk.routing import Domain
 from helpdesk.store import raw
@@ -119,6 +120,8 @@ class Pipeline:
             outcome = self._outcome(row, mail)
             if self._finish(row.id, outcome):
                 return outcome
+        except TemporaryStoreError:
+            raise                # the batch stays pending whole: no careful pass on a dead store
         except Exception as exc:
             raise _Redo() from exc
         raise _Redo()    # taken by another worker: the careful pass rolls back just that one
@@ -133,6 +136,8 @@ class Pipeline:
                 return outcome
         except _TakenElsewhere:
             return Outcome(row.id, "skipped", None, "already processed elsewhere")
+        except TemporaryStoreError:
+            raise                # a lost connection or a full disk is no fault of the message
         except Exception as exc:
             log.debug("message %s crashed the pipeline", row.id, exc_info=True)
             outcome = Outcome(row.id, "quarantined", None, failure("apply", exc))

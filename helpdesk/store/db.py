@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 
 import peewee as pw
-from playhouse.db_url import connect as url_connect
+from playhouse.db_url import parse as url_parse
 
-from helpdesk.errors import ConfigError, StoreError
-from helpdesk.store import sql
+from helpdesk.errors import ConfigError, StorageFull, StoreError
+from helpdesk.store import recovery, sql
 from helpdesk.store.schema import MIGRATIONS, Meta, db
 
 # WAL lets the SMTP thread write while the loop reads; FULL makes a commit
@@ -39,10 +39,8 @@ def connect(url: str, wait: float | None = None) -> None:
     sql.reset()     # its SQL depends on the engine's placeholder style
     try:
         database.connect(reuse_if_open=True)
-        if wait is not None and isinstance(database, pw.PostgresqlDatabase):
-            database.execute_sql(f"SET lock_timeout = {max(1, round(wait * 1000))}")
         migrate(database)
-    except pw.OperationalError as exc:
+    except (pw.OperationalError, StoreError) as exc:
         raise StoreError(f"database {redact(url)}: {exc}".splitlines()[0]) from exc
 
 
@@ -57,9 +55,14 @@ def _open(url: str, wait: float | None = None) -> pw.Database:
         except ImportError as exc:
             raise ConfigError(f"database {redact(url)}: PostgreSQL needs the psycopg driver, "
                               f"the postgres extra: pip install 'helpdesk[postgres]' ({exc})") from None
-        if wait is None:   # psycopg 3 even where psycopg2 is installed too
-            return url_connect(url, prefer_psycopg3=True)
-        return url_connect(url, prefer_psycopg3=True, connect_timeout=max(1, round(wait)))
+        params = url_parse(url)
+        if not params.get("database"):
+            raise ConfigError(f"database url {redact(url)}: no database name (postgresql://host/name)")
+        if wait is not None:   # options, not a SET: a reconnected connection has them too
+            params["connect_timeout"] = max(1, round(wait))
+            params["options"] = f"{params.get('options', '')} -c lock_timeout={max(1, round(wait * 1000))}".strip()
+        # psycopg 3 even where psycopg2 is installed too; lost connections are reopened
+        return recovery.ReconnectingPostgres(**params, prefer_psycopg3=True)
     raise ConfigError(f"database url {redact(url)}: expected sqlite:/// or postgresql://")
 
 
@@ -91,12 +94,38 @@ def _schema_version(database: pw.Database) -> int:
     return int(row.value) if row else 0
 
 
+@contextlib.contextmanager
+def temporary_faults(writes: bool = True):
+    """Turn a lost connection or a full disk inside the block into ``StoreUnavailable`` or
+    ``StorageFull`` (``store.recovery``), naming the real cause; the transaction it broke
+    is rolled back whole, never retried here: its caller tries it again or leaves the
+    work pending. A full disk is logged once, and once more when a write succeeds again."""
+    try:
+        yield
+    except StoreError as exc:
+        if isinstance(exc, StorageFull):
+            recovery.DISK.failed(str(exc))
+        raise
+    except Exception as exc:
+        mapped = recovery.temporary(exc)
+        if mapped is None:
+            raise
+        if isinstance(mapped, StorageFull):
+            recovery.DISK.failed(str(mapped))
+        raise mapped from exc
+    if writes:
+        recovery.DISK.ok()
+
+
+@contextlib.contextmanager
 def read_snapshot():
     """A read transaction, so every figure read inside it sees the same data (nothing is
     locked): the digest's numbers must add up."""
-    return db.atomic()
+    with temporary_faults(writes=False), db.atomic():
+        yield
 
 
+@contextlib.contextmanager
 def write_transaction():
     """A transaction that takes the write lock up front.
 
@@ -104,13 +133,19 @@ def write_transaction():
     another process wrote meanwhile; IMMEDIATE waits for the lock instead.
     PostgreSQL locks rows as they are written, so a plain transaction is right.
     """
-    if isinstance(db.obj, pw.SqliteDatabase):
-        return db.atomic("IMMEDIATE")
-    return db.atomic()
+    with temporary_faults(), (db.atomic("IMMEDIATE") if isinstance(db.obj, pw.SqliteDatabase) else db.atomic()):
+        yield
 
 
 @contextlib.contextmanager
 def rebuildable_transaction():
+    """A write transaction whose commit does not wait for the disk (see ``_rebuildable``)."""
+    with temporary_faults(), _rebuildable():
+        yield
+
+
+@contextlib.contextmanager
+def _rebuildable():
     """A write transaction whose commit does not wait for the disk.
 
     For state that can be rebuilt from what is already durable: the pipeline's
