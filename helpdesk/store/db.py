@@ -104,14 +104,14 @@ def temporary_faults(writes: bool = True):
         yield
     except StoreError as exc:
         if isinstance(exc, StorageFull):
-            recovery.DISK.failed(str(exc))
+            recovery.DISK.failed(str(exc).removeprefix("storage full: "))
         raise
     except Exception as exc:
         mapped = recovery.temporary(exc)
         if mapped is None:
             raise
         if isinstance(mapped, StorageFull):
-            recovery.DISK.failed(str(mapped))
+            recovery.DISK.failed(str(mapped).removeprefix("storage full: "))
         raise mapped from exc
     if writes:
         recovery.DISK.ok()

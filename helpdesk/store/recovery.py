@@ -155,7 +155,8 @@ class Shortage:
     """A full disk, seen by any number of writers: logged once when a write fails for lack
     of space, once when a write succeeds again."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str) -> None:
+        self.what = what
         self.lock = threading.Lock()
         self.full_since: float | None = None
 
@@ -163,19 +164,21 @@ class Shortage:
         with self.lock:
             if self.full_since is None:
                 self.full_since = time.monotonic()
-                log.warning("storage full (%s); mail stays pending and is retried, "
-                            "SMTP answers 452 until space is freed", why)
+                log.warning("storage full for the %s (%s); mail stays pending and is retried "
+                            "until space is freed", self.what, why)
 
     def ok(self) -> None:
         if self.full_since is None:      # the usual case: no lock taken
             return
         with self.lock:
             if self.full_since is not None:
-                log.warning("storage writable again after %.1f s", time.monotonic() - self.full_since)
+                log.warning("storage for the %s writable again after %.1f s", self.what,
+                            time.monotonic() - self.full_since)
                 self.full_since = None
 
 
-DISK = Shortage()
+DISK = Shortage("database")        # told by the store's write transactions
+FILES = Shortage("attachments")    # told by the pipeline, whose parse stage writes the files
 
 
 class ReconnectingPostgres(pw.PostgresqlDatabase):
