@@ -8,6 +8,7 @@ store's functions and the transactions defined here.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import peewee as pw
 from playhouse.db_url import parse as url_parse
@@ -47,8 +48,9 @@ def connect(url: str, wait: float | None = None) -> None:
 def _open(url: str, wait: float | None = None) -> pw.Database:
     if url.startswith("sqlite:"):
         pragmas = SQLITE_PRAGMAS if wait is None else {**SQLITE_PRAGMAS, "busy_timeout": round(wait * 1000)}
-        return pw.SqliteDatabase(url.removeprefix("sqlite:///"), pragmas=pragmas,
-                                 check_same_thread=False)
+        path = url.removeprefix("sqlite:///")
+        _create_private(path)
+        return pw.SqliteDatabase(path, pragmas=pragmas, check_same_thread=False)
     if url.startswith(("postgresql:", "postgres:")):
         try:
             import psycopg  # noqa: F401 - peewee's driver: missing, it would fail later with a traceback
@@ -64,6 +66,17 @@ def _open(url: str, wait: float | None = None) -> pw.Database:
         # psycopg 3 even where psycopg2 is installed too; lost connections are reopened
         return recovery.ReconnectingPostgres(**params, prefer_psycopg3=True)
     raise ConfigError(f"database url {redact(url)}: expected sqlite:/// or postgresql://")
+
+
+def _create_private(path: str) -> None:
+    """A new SQLite file is made 0600, like the secret key: it holds every customer's mail.
+    SQLite gives its -wal and -shm files the database file's mode. An existing file keeps
+    the mode its owner chose."""
+    if not path or path.startswith((":memory:", "file:")):
+        return
+    # Already there, or no folder or no right to it: SQLite's own open says so, in its words.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def migrate(database: pw.Database) -> None:

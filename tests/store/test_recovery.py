@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 import logging
 import sqlite3
 
@@ -104,3 +106,26 @@ def test_a_locked_sqlite_file_is_unavailable_not_a_crash(tmp_path):
     with store_db.write_transaction():        # and usable again at once
         db.execute_sql("SELECT 1")
     db.close()
+
+
+def test_a_new_sqlite_database_is_private(tmp_path):
+    """Like the secret key: 0600 whatever the umask, its WAL and shared memory too."""
+    old = os.umask(0o022)
+    try:
+        store_db.connect(f"sqlite:///{tmp_path / 'new.db'}")
+        with store_db.write_transaction():
+            db.execute_sql("SELECT 1")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    finally:
+        os.umask(old)
+        db.close()
+    assert modes == {"new.db": 0o600, "new.db-wal": 0o600, "new.db-shm": 0o600}
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "old.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+    store_db.connect(f"sqlite:///{path}")
+    db.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
