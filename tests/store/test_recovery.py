@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import errno
-import os
-import stat
 import logging
+import os
 import sqlite3
+import stat
 
 import peewee as pw
 import pytest
