@@ -10,6 +10,8 @@ was lost or doubled, and the log has one line for the outage and one for the end
 
 from __future__ import annotations
 
+import email
+import email.policy
 import itertools
 import logging
 import time
@@ -149,3 +151,75 @@ def test_backoff_spaces_the_attempts(pg, tmp_path, smtp_desk):
     assert 3 <= len(attempts) <= 6, attempts        # not one attempt per call (some 150 calls)
     assert all(g >= 0.19 for g in gaps), gaps
     assert gaps == sorted(gaps), gaps
+
+
+def count(admin, schema: str, sql: str) -> int:
+    return admin.execute(sql.format(s=schema)).fetchone()[0]
+
+
+def until(check, timeout: float = 20, message=lambda: "timed out") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, message()
+        time.sleep(0.1)
+
+
+def send_until_accepted(port: int, raw: bytes, timeout: float = 20) -> list[int]:
+    """What a sending MTA does: retry on 4xx until 250; the codes it got."""
+    codes = []
+    deadline = time.monotonic() + timeout
+    while True:
+        codes.append(send(port, raw)[0])
+        if codes[-1] == 250 or time.monotonic() > deadline:
+            return codes
+        time.sleep(0.3)
+
+
+def acks(folder) -> list[str]:
+    """The subjects answered in the acknowledgements to bob, one entry per mail written."""
+    outgoing = folder / "mailboxes" / "outgoing" / "new"
+    found = []
+    for path in outgoing.iterdir() if outgoing.exists() else ():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if "bob@example.com" in str(message["To"]) and message["Auto-Submitted"] == "auto-replied":
+            found += [s for s in ("one", "two", "three") if s in str(message["Subject"]).split()]
+    return found
+
+
+def test_the_running_service_survives_killed_connections_and_an_outage(pg, tmp_path):
+    """``helpdesk run`` as a process: its connections killed once, the server away once;
+    every mail accepted becomes one ticket with one acknowledgement, nobody restarts it,
+    and the log tells each outage in two lines, without a traceback or a failed job."""
+    from tests.runtime.test_signals import Service
+    admin, schema, app_name = pg
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy.up()
+    port = free_port()
+    service = Service(write_config(tmp_path, db_url=url(schema, app_name, proxy.port), smtp_port=port))
+    try:
+        service.wait_for("SMTP intake listening")
+        tickets = lambda: count(admin, schema, "SELECT count(*) FROM {s}.ticket")
+        assert send(port, mail(subject="one"))[0] == 250
+        until(lambda: tickets() == 1)
+
+        assert kill_connections(admin, app_name) >= 1
+        assert send_until_accepted(port, mail(subject="two")) == [250]
+        until(lambda: tickets() == 2)
+
+        proxy.down()
+        assert send(port, mail(subject="three"))[0] == 451
+        proxy.up()
+        assert send_until_accepted(port, mail(subject="three"))[-1] == 250
+        until(lambda: tickets() == 3)
+        until(lambda: len(acks(tmp_path)) == 3, message=lambda: f"{acks(tmp_path)}\n" + "\n".join(service.lines))
+        time.sleep(1)
+        assert sorted(acks(tmp_path)) == ["one", "three", "two"]      # once each
+    finally:
+        service.stop()
+        proxy.down()
+    assert count(admin, schema, "SELECT count(*) FROM {s}.raw_message WHERE status <> 'done'") == 0
+    lines = service.lines
+    outages = [x for x in lines if "connection lost" in x or "database unreachable" in x]
+    backs = [x for x in lines if "connection back after" in x]
+    assert len(outages) == 2 and len(backs) == 2, "\n".join(lines)
+    assert not [x for x in lines if "Traceback" in x or " ERROR " in x or "job " in x], "\n".join(lines)
