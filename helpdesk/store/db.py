@@ -13,7 +13,7 @@ import os
 import peewee as pw
 from playhouse.db_url import parse as url_parse
 
-from helpdesk.errors import ConfigError, StorageFull, StoreError
+from helpdesk.errors import ConfigError, StorageFull, StoreError, StoreUnavailable
 from helpdesk.store import recovery, sql
 from helpdesk.store.schema import MIGRATIONS, Meta, db
 
@@ -116,18 +116,25 @@ def temporary_faults(writes: bool = True):
     try:
         yield
     except StoreError as exc:
-        if isinstance(exc, StorageFull):
-            recovery.DISK.failed(str(exc).removeprefix("storage full: "))
+        _report(exc)
         raise
     except Exception as exc:
         mapped = recovery.temporary(exc)
         if mapped is None:
             raise
-        if isinstance(mapped, StorageFull):
-            recovery.DISK.failed(str(mapped).removeprefix("storage full: "))
+        _report(mapped)
         raise mapped from exc
     if writes:
         recovery.DISK.ok()
+    recovery.BUSY.ok()
+
+
+def _report(exc: StoreError) -> None:
+    """Once per streak (PostgreSQL's lost connections are told by its reconnection)."""
+    if isinstance(exc, StorageFull):
+        recovery.DISK.failed(str(exc).removeprefix("storage full: "))
+    elif isinstance(exc, StoreUnavailable) and not isinstance(db.obj, recovery.ReconnectingPostgres):
+        recovery.BUSY.failed(str(exc).removeprefix("database unavailable: "))
 
 
 @contextlib.contextmanager

@@ -151,34 +151,38 @@ class Outage:
             return self.generation
 
 
-class Shortage:
-    """A full disk, seen by any number of writers: logged once when a write fails for lack
-    of space, once when a write succeeds again."""
+class Streak:
+    """A fault seen by any number of callers that has no connection to reopen (a full
+    disk, a locked SQLite file): logged once when a call fails for it, once when a call
+    succeeds again. ``found`` takes the reason; ``over`` the seconds it lasted."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    def __init__(self, found: str, over: str) -> None:
+        self.found, self.over = found, over
         self.lock = threading.Lock()
-        self.full_since: float | None = None
+        self.since: float | None = None
 
     def failed(self, why: str) -> None:
         with self.lock:
-            if self.full_since is None:
-                self.full_since = time.monotonic()
-                log.warning("storage full for the %s (%s); mail stays pending and is retried "
-                            "until space is freed", self.what, why)
+            if self.since is None:
+                self.since = time.monotonic()
+                log.warning(self.found, why)
 
     def ok(self) -> None:
-        if self.full_since is None:      # the usual case: no lock taken
+        if self.since is None:      # the usual case: no lock taken
             return
         with self.lock:
-            if self.full_since is not None:
-                log.warning("storage for the %s writable again after %.1f s", self.what,
-                            time.monotonic() - self.full_since)
-                self.full_since = None
+            if self.since is not None:
+                log.warning(self.over, time.monotonic() - self.since)
+                self.since = None
 
 
-DISK = Shortage("database")        # told by the store's write transactions
-FILES = Shortage("attachments")    # told by the pipeline, whose parse stage writes the files
+_PENDING = "; mail stays pending and is retried until space is freed"
+DISK = Streak("storage full for the database (%s)" + _PENDING,      # told by write transactions
+              "storage for the database writable again after %.1f s")
+FILES = Streak("storage full for the attachments (%s)" + _PENDING,  # told by the pipeline
+               "storage for the attachments writable again after %.1f s")
+BUSY = Streak("database unavailable (%s); SMTP answers 451 and work waits",   # SQLite: locked,
+              "database available again after %.1f s")                       # cannot be opened
 
 
 class ReconnectingPostgres(pw.PostgresqlDatabase):

@@ -92,20 +92,26 @@ def test_backoff_doubles_up_to_five_seconds():
     assert round(outage.next_try - now.t, 3) == 0.2
 
 
-def test_a_locked_sqlite_file_is_unavailable_not_a_crash(tmp_path):
+def test_a_locked_sqlite_file_is_unavailable_not_a_crash(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, "helpdesk.store")
     path = tmp_path / "h.db"
     store_db.connect(f"sqlite:///{path}", wait=0.2)
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(StoreUnavailable, match="database is locked"), store_db.write_transaction():
-            db.execute_sql("SELECT 1")
+        for _ in range(3):
+            with pytest.raises(StoreUnavailable, match="database is locked"), store_db.write_transaction():
+                db.execute_sql("SELECT 1")
     finally:
         holder.rollback()
         holder.close()
     with store_db.write_transaction():        # and usable again at once
         db.execute_sql("SELECT 1")
     db.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages       # once when found, once when over
+    assert "database is locked" in messages[0]
+    assert messages[1].startswith("database available again after")
 
 
 def test_a_new_sqlite_database_is_private(tmp_path):
