@@ -156,24 +156,26 @@ class Streak:
     disk, a locked SQLite file): logged once when a call fails for it, once when a call
     succeeds again. ``found`` takes the reason; ``over`` the seconds it lasted."""
 
-    def __init__(self, found: str, over: str) -> None:
-        self.found, self.over = found, over
+    def __init__(self, found: str, over: str, confirm: int = 1) -> None:
+        self.found, self.over, self.confirm = found, over, confirm
         self.lock = threading.Lock()
         self.since: float | None = None
+        self.failures = 0
 
     def failed(self, why: str) -> None:
         with self.lock:
-            if self.since is None:
+            self.failures += 1
+            if self.since is None and self.failures >= self.confirm:
                 self.since = time.monotonic()
                 log.warning(self.found, why)
 
     def ok(self) -> None:
-        if self.since is None:      # the usual case: no lock taken
+        if not self.failures:       # the usual case: no lock taken
             return
         with self.lock:
             if self.since is not None:
                 log.warning(self.over, time.monotonic() - self.since)
-                self.since = None
+            self.since, self.failures = None, 0
 
 
 _PENDING = "; mail stays pending and is retried until space is freed"
@@ -181,8 +183,10 @@ DISK = Streak("storage full for the database (%s)" + _PENDING,      # told by wr
               "storage for the database writable again after %.1f s")
 FILES = Streak("storage full for the attachments (%s)" + _PENDING,  # told by the pipeline
                "storage for the attachments writable again after %.1f s")
-BUSY = Streak("database unavailable (%s); SMTP answers 451 and work waits",   # SQLite: locked,
-              "database available again after %.1f s")                       # cannot be opened
+# SQLite locked past its busy timeout, or not to be opened. Told from the second failure
+# in a row: one is contention, and a one-shot caller (pipe mode) says it in its own line.
+BUSY = Streak("database unavailable (%s); SMTP answers 451 and work waits",
+              "database available again after %.1f s", confirm=2)
 
 
 class ReconnectingPostgres(pw.PostgresqlDatabase):
