@@ -19,9 +19,7 @@ import re
 from dataclasses import dataclass
 from email import policy
 
-import lxml.html
-from inscriptis import get_text
-
+from helpdesk.mail.htmltext import html_to_text
 from helpdesk.mail.quotes import strip_reply
 
 _MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
@@ -377,34 +375,6 @@ def _body_text(texts: list[str], htmls: list[str]) -> str:
     if htmls:
         return "\n\n".join(html_to_text(h) for h in htmls).strip()
     return ""
-
-
-def html_to_text(html: str) -> str:
-    """Readable text from HTML-only mail (inscriptis keeps lists and tables legible).
-
-    Quoted history in ``<blockquote>`` comes out with "> " on each line, as a
-    plain-text client would write it, so quote stripping finds it: an agent's
-    HTML reply must not relay the quoted notice to the customer.
-    """
-    try:
-        text = get_text(_quotes_marked(html) if "<blockquote" in html.lower() else html)
-    except Exception:  # noqa: BLE001 - unparseable HTML still yields its text
-        text = re.sub(r"<[^>]*>", " ", html)
-    lines = [line.rstrip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _quotes_marked(html: str):
-    """The document with each outermost blockquote replaced by its text, "> "-quoted."""
-    document = lxml.html.document_fromstring(html)
-    for quote in document.xpath("//blockquote[not(ancestor::blockquote)]"):
-        quote.tag = "div"   # its contents, converted (nested quotes get their own "> ")
-        inner = html_to_text(lxml.html.tostring(quote, encoding="unicode", with_tail=False))
-        marked = lxml.html.Element("pre")
-        marked.text = "\n".join(f"> {line}".rstrip() for line in inner.splitlines())
-        marked.tail = quote.tail
-        quote.getparent().replace(quote, marked)
-    return lxml.html.tostring(document, encoding="unicode")
 
 
 # --- bounces ---------------------------------------------------------------
