@@ -59,7 +59,7 @@ def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: Atta
         return f"too large: {len(raw)} bytes is larger than the {max_size} byte limit"
     try:
         mail = parse(raw, envelope)
-        planned = store.plan(mail.attachments)
+        planned = store.plan(mail.attachments, mail.parts_skipped)
     except Exception as exc:  # noqa: BLE001 - quarantined by the caller, with the reason
         return failure("parse", exc)
     for stored, data in planned:
