@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
@@ -150,10 +150,14 @@ class ParseStage:
         share = -(-len(jobs) // self.workers)     # with several workers, each parses a share
         shares = [jobs[i:i + share] for i in range(0, len(jobs), share)]
         try:
-            pool = self.start()
-            futures: list[Future] = [pool.submit(parse_jobs, part, self.max_size, self.store,
-                                                 self.limits.max_parts) for part in shares]
-        except (BrokenProcessPool, OSError, RuntimeError) as exc:
+            futures = self._submit(shares)
+        except BrokenProcessPool:           # its workers died since (their forkserver went)
+            self._restart()
+            try:
+                futures = self._submit(shares)
+            except (BrokenProcessPool, OSError, RuntimeError) as exc:
+                return self._degrade(exc, lambda: self._inline(jobs))
+        except (OSError, RuntimeError) as exc:
             return self._degrade(exc, lambda: self._inline(jobs))
 
         def result() -> list[Parsed]:
@@ -162,7 +166,7 @@ class ParseStage:
             for part, future in zip(shares, futures):
                 try:
                     found.extend(future.result(timeout=deadline_left(deadline)))
-                except (TimeoutError, BrokenProcessPool) as exc:
+                except (TimeoutError, BrokenProcessPool, CancelledError) as exc:
                     log.warning("a parse worker %s; parsing its %d messages one by one",
                                 "ran over its time" if isinstance(exc, TimeoutError) else "died",
                                 len(part))
@@ -170,6 +174,11 @@ class ParseStage:
                     found.extend(self._alone(job) for job in part)
             return found
         return result
+
+    def _submit(self, shares: list[list[Job]]) -> list[Future]:
+        pool = self.start()
+        return [pool.submit(parse_jobs, part, self.max_size, self.store, self.limits.max_parts)
+                for part in shares]
 
     def _alone(self, job: Job) -> Parsed:
         """One message in a process of its own, killed past the time limit."""
@@ -193,10 +202,10 @@ class ParseStage:
         imported only the parser, never from this one, so the SMTP thread, open
         database connections and locks held by other threads are not copied.
         Each worker dies with the forkserver, and it with the thread of this
-        process that started it (``workers.die_with_parent``).
+        process that started it (``workers._serve``).
         """
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context(),
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context(__name__),
                                              initializer=prepare_worker,
                                              initargs=(self.limits.memory,))
             self._pool.submit(int).result()

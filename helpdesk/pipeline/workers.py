@@ -45,38 +45,51 @@ class ParseLimits:
                    memory=limits.parse_memory)
 
 
-def context():
-    """The forkserver context, preloading the parser and this module (see ``_in_forkserver``)."""
+def context(module: str):
+    """The forkserver context, preloading ``module`` (what the workers run: the parser)
+    and this one (see ``_in_forkserver``), each by its real name."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["helpdesk.pipeline.parse_stage", __name__])
+    ctx.set_forkserver_preload([module, __name__])
     return ctx
 
 
 def prepare_worker(memory: int) -> None:
-    """First thing in every worker: die with the parent, then cap the address space."""
-    die_with_parent()
+    """First thing in every worker: cap the address space (it already dies with its
+    parent: see ``_serve``)."""
     if memory > 0:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent goes (elsewhere: nothing).
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when ``parent`` goes (elsewhere: nothing).
 
     Set after the fork, so the parent may already be gone: then the process
     was handed to init (or a subreaper) and exits at once.
     """
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):   # no prctl: the old behaviour, nothing worse
         return
-    if parent == 1 or not _alive(parent):
+    if os.getppid() != parent or not _alive(parent):
         os._exit(1)
+
+
+def _serve() -> None:
+    """In the forkserver: die with the service, and make every child die with the forkserver.
+
+    The death signal is not inherited across fork, so it is set in each child
+    right after the fork (``register_at_fork``), before it unpickles or runs
+    anything: set later (in a pool's initializer) a worker that was still
+    starting when the service died would outlive it.
+    """
+    die_with_parent(os.getppid())
+    server = os.getpid()
+    os.register_at_fork(after_in_child=lambda: die_with_parent(server))
 
 
 def _alive(pid: int) -> bool:
@@ -93,7 +106,7 @@ def run_alone(target: Callable[..., Any], args: tuple, limits: ParseLimits) -> t
     """``target(*args)`` in a process of its own: ("ok", result), ("timeout", None) or
     ("died", exit code). A process of its own can be killed without touching any other
     message, which a pool cannot do to one task."""
-    ctx = context()
+    ctx = context(target.__module__)
     receiver, sender = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_alone, args=(sender, target, args, limits.memory), daemon=True)
     process.start()
@@ -116,6 +129,7 @@ def run_alone(target: Callable[..., Any], args: tuple, limits: ParseLimits) -> t
 
 
 def _alone(sender: Connection, target: Callable[..., Any], args: tuple, memory: int) -> None:
+    """A process of ``run_alone``: limited, it runs ``target`` and sends back the result."""
     prepare_worker(memory)
     sender.send(target(*args))
     sender.close()
@@ -150,4 +164,4 @@ def _in_forkserver() -> bool:
 
 
 if _in_forkserver():
-    die_with_parent()
+    _serve()

@@ -69,3 +69,20 @@ def test_a_huge_subject_of_encoded_words_is_cut_before_decoding():
     assert subject.startswith("cafécafé")
     assert len(subject) <= MAX_HEADER
     assert "=?" not in subject                  # cut between words, not inside one
+
+
+def test_the_stdlib_parser_stops_making_parts_past_the_cap(monkeypatch):
+    """200,000 tiny parts: 4 s and a Message object each in the stdlib before the cap
+    applied; now it is fed no more once it has made about twice the cap."""
+    made = []
+    original = email.message.Message.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(email.message.Message, "__init__", counting)
+    mail = parse(many_parts(200_000))
+    assert len(made) < 3 * MAX_PARTS
+    assert mail.parts_skipped == 200_001 - MAX_PARTS      # the unread rest is counted too
+    assert mail.text == "see the files"

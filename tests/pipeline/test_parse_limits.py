@@ -139,3 +139,23 @@ def test_kill_9_of_the_service_leaves_no_parse_process_behind(tmp_path):
     for pid in left:                    # do not leave them to the next test either
         os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+def test_a_pool_whose_workers_died_since_is_started_again_not_given_up(tmp_path):
+    """The forkserver goes with the thread that started it: the next batch gets new workers."""
+    from helpdesk.store.attachments import AttachmentStore
+    stage = ParseStage(2, 1 << 20, AttachmentStore(tmp_path / "files", 1 << 20, 1 << 20))
+    jobs = [(mail(subject=f"m{i}"), ()) for i in range(MIN_FOR_WORKER)]
+    try:
+        stage.submit(jobs)()
+        for process in list(stage._pool._processes.values()):
+            os.kill(process.pid, signal.SIGKILL)
+            process.join()
+        deadline = time.monotonic() + 5
+        while not stage._pool._broken and time.monotonic() < deadline:   # as the executor sees it
+            time.sleep(0.01)
+        parsed = stage.submit(jobs)()
+        assert [p.mail.subject for p in parsed] == [f"m{i}" for i in range(MIN_FOR_WORKER)]
+        assert stage.workers == 2 and stage._pool is not None
+    finally:
+        stage.close()
