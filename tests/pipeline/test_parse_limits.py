@@ -159,3 +159,16 @@ def test_a_pool_whose_workers_died_since_is_started_again_not_given_up(tmp_path)
         assert stage.workers == 2 and stage._pool is not None
     finally:
         stage.close()
+
+
+def test_new_limits_on_sighup_replace_workers_started_under_another_memory_limit(tmp_path):
+    from helpdesk.store.attachments import AttachmentStore
+    stage = ParseStage(2, 1 << 20, AttachmentStore(tmp_path / "files", 1 << 20, 1 << 20))
+    try:
+        first = stage.start()
+        stage.reconfigure(ParseLimits(timeout=5))               # same memory: same workers
+        assert stage.start() is first and stage.limits.timeout == 5
+        stage.reconfigure(ParseLimits(memory=512 << 20))
+        assert stage.start() is not first
+    finally:
+        stage.close()
