@@ -376,6 +376,17 @@ def _duration_or_off(value: Any, ctx: Context) -> dt.timedelta:
         raise Invalid(f'{exc.message}, or "off"') from None
 
 
+_MIN_PARSE_MEMORY = 64 << 20
+
+
+def _parse_memory(value: Any, ctx: Context) -> int:
+    """A worker with less than this cannot even load the parser: every mail would fail."""
+    size = schema.size(value, ctx)
+    if size < _MIN_PARSE_MEMORY:
+        raise Invalid(f"{schema.show(value)} is too small: a parse worker needs at least 64MB")
+    return size
+
+
 def _build_smtp_server(
     values: dict[str, Any], ctx: Context, where: str
 ) -> SmtpServerSettings:
@@ -528,6 +539,10 @@ LIMIT_KEYS = {
     "ack_rate_limit": Key(schema.int_range(0), 5),
     "ack_rate_window": Key(schema.duration, "1h"),
     "bounce_suppression": Key(_duration_or_off, "7d"),
+    "max_parts": Key(schema.int_range(10, 1_000_000), 1000),
+    "max_attachments": Key(schema.int_range(1, 100_000), 100),
+    "parse_timeout": Key(schema.duration, "30s"),
+    "parse_memory": Key(_parse_memory, "1GB"),
 }
 
 INTAKE_KEYS = {

@@ -185,6 +185,11 @@ class LimitSettings:
     ack_rate_limit: int
     ack_rate_window: dt.timedelta
     bounce_suppression: dt.timedelta = dt.timedelta(days=7)   # zero: off
+    # hostile mail: what one message may cost (docs/known-limits.md)
+    max_parts: int = 1000                     # MIME parts read; the rest counted, kept in the raw mail
+    max_attachments: int = 100                # attachments stored; the rest refused, told
+    parse_timeout: dt.timedelta = dt.timedelta(seconds=30)   # per message parsed alone in a worker
+    parse_memory: int = 1 << 30               # address space of a parse worker (bytes)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
                  for m in config.mailboxes}
     desk = Desk(config, clock, secret,
                 AttachmentStore(config.helpdesk.attachments_dir, config.limits.max_attachment_size,
-                                config.limits.max_attachments_total),
+                                config.limits.max_attachments_total, config.limits.max_attachments),
                 notifiers)
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
     domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": DisputeInbox(disputes)}

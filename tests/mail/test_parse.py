@@ -567,7 +567,7 @@ def test_html_only_reply_quotes_come_out_marked_and_strip_away():
     raw = ("From: Alice <alice@shop.example>\nTo: support@shop.example\nSubject: Re: x\n"
            "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n\n" + html).encode()
     mail = parse(raw)
-    assert "> New ticket T-1 from Bob" in mail.text and ">   > an older quote" in mail.text
+    assert "> New ticket T-1 from Bob" in mail.text and "> > an older quote" in mail.text
     assert mail.reply_text == "Thanks, the new key is ABC-123."
 
 
