@@ -43,6 +43,7 @@ from helpdesk.config.settings import (
     StaffMember,
     StatusSettings,
     TicketSettings,
+    TrustSettings,
     untagged,
 )
 from helpdesk.errors import ConfigError
@@ -552,6 +553,18 @@ STATUS_KEYS = {
     "overdue_critical": Key(schema.int_range(0), 0),
 }
 
+def _addresses(value: Any, ctx: Context) -> tuple[str, ...]:
+    """A list of bare addresses, lower case."""
+    if not isinstance(value, list):
+        raise Invalid(f'expected a list of addresses like ["form@shop.example"], got {schema.show(value)}')
+    one = schema.address(allow_plus=True)
+    return tuple(dict.fromkeys(one(item, ctx) for item in value))
+
+
+TRUST_KEYS = {
+    "form_senders": Key(_addresses, []),
+}
+
 METRICS_KEYS = {
     "listen": Key(schema.host_port),
 }
@@ -590,4 +603,5 @@ SECTIONS = {
     "disputes": Section(DisputeSettings, DISPUTE_KEYS),
     "status": Section(StatusSettings, STATUS_KEYS, build=_build_status),
     "metrics": Section(MetricsSettings, METRICS_KEYS, build=_build_metrics),
+    "trust": Section(TrustSettings, TRUST_KEYS),
 }

@@ -178,6 +178,14 @@ class DisputeSettings:
 
 
 @dataclass(frozen=True)
+class TrustSettings:
+    """Whose word the helpdesk takes for what a mail claims."""
+
+    # a contact form's sender address: its Reply-To is the customer who filled it in
+    form_senders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     max_message_size: int
     max_attachment_size: int
@@ -237,6 +245,7 @@ class Config:
     disputes: DisputeSettings
     status: StatusSettings
     metrics: MetricsSettings
+    trust: TrustSettings = TrustSettings()
 
     def mailbox(self, name: str) -> Mailbox:
         """The mailbox called ``name``; UnknownMailbox (a LookupError) if there is none."""

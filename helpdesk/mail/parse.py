@@ -83,11 +83,6 @@ class InboundMail:
     bounce: BounceReport | None
 
     @property
-    def requester(self) -> str:
-        """Where answers go: Reply-To when the sender asked for it."""
-        return self.reply_to or self.from_addr
-
-    @property
     def thread_ids(self) -> tuple[str, ...]:
         """Every Message-ID that ties this mail to a conversation."""
         own = (self.message_id,) if self.message_id else ()

@@ -70,7 +70,8 @@ def _staff_mail() -> dict:
     listed = {"helpdesk_name": NAME, "recipient_name": "Alice", "total": 53, "more": 51}
     return {
         ("staff", "new_ticket"): {**staff, "text": "Hello,\nmy key is rejected.", "attachments": FILES,
-                                  "requester": "bob@example.com", "requester_name": "Bob Buyer"},
+                                  "requester": "bob@example.com", "requester_name": "Bob Buyer",
+                                  "reply_to": "bob.private@example.org"},
         ("staff", "command_error"): {**staff, "error": "#priority: expected one of low, normal, high, urgent",
                                      "help": HELP},
         ("staff", "help"): {**staff, **summary},

@@ -49,12 +49,13 @@ _TICKET_COLUMNS = ("id", "subject", "status", "requester", "priority", "assignee
 # --- ticket rows ---------------------------------------------------------------
 
 def create(mailbox: str, subject: str, requester: str, requester_name: str, now: dt.datetime,
-           follow_up_of: int | None) -> int:
-    """A new ticket, status "new"; returns its number."""
+           follow_up_of: int | None, reply_to: str | None = None) -> int:
+    """A new ticket, status "new"; returns its number. ``reply_to``: the mail's differing,
+    unverified Reply-To, kept to show staff."""
     return sql.insert(
         Ticket, mailbox=mailbox, subject=subject, requester=requester,
         requester_name=requester_name, status="new", priority="normal",
-        created_at=now, updated_at=now, follow_up_of=follow_up_of)
+        created_at=now, updated_at=now, follow_up_of=follow_up_of, reply_to=reply_to)
 
 
 def read(ticket_id: int) -> TicketRow | None:

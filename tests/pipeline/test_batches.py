@@ -36,10 +36,11 @@ def test_new_mail_becomes_a_ticket_with_ack_and_staff_notice(desk):
     assert desk.to("carol@shop.example") == []  # admins do not get new-ticket notices
 
 
-def test_reply_to_wins_over_from_for_the_requester(desk):
+def test_reply_to_is_not_the_requester_but_is_recorded(desk):
     desk.ingest(mail(frm="Shop Bot <noreply@forms.example>", headers={"Reply-To": "Real Person <real@example.com>"}))
-    assert Ticket.get().requester == "real@example.com"
-    assert len(acks(desk, "real@example.com")) == 1
+    assert (Ticket.get().requester, Ticket.get().reply_to) == ("noreply@forms.example", "real@example.com")
+    assert acks(desk, "real@example.com") == []
+    assert len(acks(desk, "noreply@forms.example")) == 1
 
 
 def test_reply_through_signed_address_threads_and_reopens_resolved(desk):

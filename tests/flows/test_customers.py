@@ -1,0 +1,75 @@
+"""Customers and backscatter (issue 11): whose ticket a mail opens, where answers go,
+what the helpdesk echoes back, and what a dispute relays between the parties."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from helpdesk.clock import Clock
+from helpdesk.config.loader import load_config
+from helpdesk.errors import ConfigError
+from helpdesk.store.schema import Ticket
+from tests.conftest import START, Desk, mail, write_config
+
+pytestmark = pytest.mark.usefixtures("db_url")
+
+
+def reply_address(message) -> str:
+    return re.search(r"<([^>]+)>", str(message["Reply-To"])).group(1)
+
+
+def text_of(message) -> str:
+    return message.get_body(("plain",)).get_content()
+
+
+# --- attack 6: Reply-To names a victim ---------------------------------------------
+
+def test_a_reply_to_does_not_make_its_address_the_requester(desk):
+    desk.ingest(mail(frm="Mallory <mallory@evil.example>", message_id="m1",
+                     headers={"Reply-To": "Victor <victim@buyers.example>"}))
+    ticket = Ticket.get()
+    assert (ticket.requester, ticket.reply_to) == ("mallory@evil.example", "victim@buyers.example")
+    assert desk.to("victim@buyers.example") == []                 # no acknowledgement to the victim
+    assert len(desk.to("mallory@evil.example")) == 1
+    [notice] = desk.to("alice@shop.example")
+    shown = text_of(notice)
+    assert "from Mallory <mallory@evil.example>" in shown
+    assert "Reply-To (unverified): victim@buyers.example" in shown
+    assert "<victim@buyers.example>" not in shown
+
+    # Mallory threads in with her own Message-ID, then the agent answers from the notice.
+    desk.ingest(mail(frm="Mallory <mallory@evil.example>", subject="Re: Key does not work",
+                     headers={"In-Reply-To": "<m1@example.com>", "Reply-To": "victim@buyers.example"}))
+    desk.ingest(mail(frm="Alice <alice@shop.example>", to=reply_address(notice),
+                     subject="Re: " + str(notice["Subject"]), body="Here is your new key: QQQQ.\n",
+                     headers={"In-Reply-To": notice["Message-ID"]}))
+    assert desk.to("victim@buyers.example") == []
+    answers = [m for m in desk.to("mallory@evil.example") if "QQQQ" in text_of(m)]
+    assert len(answers) == 1                                      # to From, once: not a second time as cc
+    assert [str(a["To"]) for a in answers] == ["Mallory <mallory@evil.example>"]
+    assert answers[0]["Cc"] is None
+
+
+def test_a_trusted_form_sender_speaks_for_its_reply_to(tmp_path, request):
+    url = request.getfixturevalue("db_url")
+    config = write_config(tmp_path, db_url=url, extra='\n[trust]\nform_senders = ["noreply@forms.example"]\n')
+    desk = Desk(tmp_path, config, Clock(START))
+    try:
+        desk.ingest(mail(frm="Shop form <noreply@forms.example>",
+                         headers={"Reply-To": "Clara <clara@example.org>"}))
+        assert (Ticket.get().requester, Ticket.get().reply_to) == ("clara@example.org", None)
+        assert len(desk.to("clara@example.org")) == 1
+        assert desk.to("noreply@forms.example") == []
+        assert "unverified" not in text_of(desk.to("alice@shop.example")[0])
+    finally:
+        desk.app.close()
+
+
+def test_a_bad_form_senders_value_is_one_line(tmp_path):
+    config = write_config(tmp_path, extra='\n[trust]\nform_senders = "form@shop.example"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert str(info.value).endswith('[trust] form_senders: expected a list of addresses like '
+                                    '["form@shop.example"], got "form@shop.example"')
