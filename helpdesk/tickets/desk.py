@@ -15,6 +15,7 @@ from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config, Mailbox
 from helpdesk.disputes import rules as dispute_rules
 from helpdesk.mail import replyaddr
+from helpdesk.mail.compose import clip
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.routing import RecordBounce
@@ -74,7 +75,7 @@ class Desk:
         subject = clean_subject(mail.subject)
         address = requester_of(mail, self.config.trust.form_senders)
         unverified = mail.reply_to if mail.reply_to != address else None
-        number = tickets.create(mailbox.name, subject, address, mail.from_name, now,
+        number = tickets.create(mailbox.name, subject, address, clip(mail.from_name), now,
                                 route.follow_up_of, reply_to=unverified)
         ticket = TicketView(number, subject, "new", address)
         requester = self._add_person(number, address, mail.from_name, "requester")
@@ -235,8 +236,9 @@ def open_disputes_of(address: str) -> list[dict]:
 
 
 def clean_subject(subject: str) -> str:
-    """A ticket's title: the subject without "Re:", "Fwd:", "AW:"... prefixes."""
-    return _REPLY_PREFIX.sub("", subject).strip() or "(no subject)"
+    """A ticket's title: the subject without "Re:", "Fwd:", "AW:"... prefixes, clipped
+    (``compose.clip``): a title is shown and echoed, never a 20 MB subject."""
+    return clip(_REPLY_PREFIX.sub("", subject[:1000]).strip()) or "(no subject)"
 
 
 def _attachment_list(stored: list[StoredAttachment]) -> list[dict]:

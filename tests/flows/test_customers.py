@@ -73,3 +73,24 @@ def test_a_bad_form_senders_value_is_one_line(tmp_path):
         load_config(config)
     assert str(info.value).endswith('[trust] form_senders: expected a list of addresses like '
                                     '["form@shop.example"], got "form@shop.example"')
+
+
+# --- attack 7: backscatter -----------------------------------------------------------
+
+def test_a_huge_subject_and_name_are_not_echoed_at_length(desk):
+    subject, name = "Refund " * 300_000, "Mallory " * 25_000          # 2.1 MB and 200 kB
+    desk.ingest(mail(frm=f'"{name}" <mallory@evil.example>', subject=subject,
+                     headers={"Reply-To": "victim@buyers.example"}))
+    assert desk.to("victim@buyers.example") == []
+    [ack] = desk.to("mallory@evil.example")
+    [notice] = desk.to("alice@shop.example")
+    assert len(ack.as_bytes()) < 10_000 and len(notice.as_bytes()) < 10_000
+    assert "Refund Refund" in str(ack["Subject"]) and "…" in str(ack["Subject"])
+    assert len(Ticket.get().subject) == 200 and len(Ticket.get().requester_name) == 200
+
+
+def test_clip_marks_the_cut():
+    from helpdesk.mail.compose import ECHO_LIMIT, clip
+    assert clip("short") == "short"
+    assert clip("x" * ECHO_LIMIT) == "x" * ECHO_LIMIT
+    assert clip("x" * 5000) == "x" * (ECHO_LIMIT - 1) + "…"
