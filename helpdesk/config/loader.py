@@ -241,6 +241,23 @@ def _reasons(value: Any, ctx: Context) -> tuple[str, ...]:
     return reasons
 
 
+_FILE_TYPE = re.compile(r"([a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*)((?:\s+\.[a-z0-9]+)+)")
+
+
+def _file_types(value: Any, ctx: Context) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """ "image/jpeg .jpg .jpeg": a MIME type and the file name endings a file of it may have."""
+    if not isinstance(value, list):
+        raise Invalid(f'expected a list like ["image/png .png", "application/pdf .pdf"], got {schema.show(value)}')
+    types = []
+    for item in value:
+        match = _FILE_TYPE.fullmatch(schema.string(item, ctx).strip().lower())
+        if not match:
+            raise Invalid(f'{quote(item)} is not a MIME type followed by its file name endings, '
+                          'like "image/jpeg .jpg .jpeg"')
+        types.append((match.group(1), tuple(match.group(2).split())))
+    return tuple(types)
+
+
 # --------------------------------------------------------------- section builders
 
 
@@ -520,6 +537,8 @@ DISPUTE_KEYS = {
     "negotiation": Key(schema.duration, "3d"),
     "admin_after": Key(schema.duration, "72h"),
     "reasons": Key(_reasons, ["not received", "key does not work", "not as described", "other"]),
+    "relay_file_types": Key(_file_types, ["image/png .png", "image/jpeg .jpg .jpeg", "image/gif .gif",
+                                          "image/webp .webp", "application/pdf .pdf", "text/plain .txt"]),
 }
 
 LIMIT_KEYS = {

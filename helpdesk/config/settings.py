@@ -175,6 +175,8 @@ class DisputeSettings:
     negotiation: dt.timedelta
     admin_after: dt.timedelta
     reasons: tuple[str, ...]
+    # the files passed on between the parties: (MIME type, the file name endings it may have)
+    relay_file_types: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from email.policy import Compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
+from helpdesk.mail.filenames import neutralised
+
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
 _ADDRESS_HEADERS = ("From", "To", "Reply-To")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$", re.ASCII)
@@ -104,7 +106,7 @@ def _with_files(body, files: list):
         part = MIMENonMultipart(*kind.lower().split("/", 1))
         part.set_payload(Path(path).read_bytes())
         encode_base64(part)
-        name = one_line(filename) or "attachment"
+        name = neutralised(filename) or "attachment"
         part.add_header("Content-Disposition", "attachment",
                         filename=name if name.isascii() else ("utf-8", "", name))
         mixed.attach(part)

@@ -22,6 +22,7 @@ from email import policy
 import lxml.html
 from inscriptis import get_text
 
+from helpdesk.mail.filenames import neutralised
 from helpdesk.mail.quotes import strip_reply
 
 _MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
@@ -327,8 +328,7 @@ def _filename(part: email.message.Message) -> str:
         return ""
     if isinstance(name, tuple):
         name = email.utils.collapse_rfc2231_value(name)
-    name = decode_header(name) if "=?" in name else _CONTROL.sub("", name)
-    return name.replace("/", "_").replace("\\", "_").strip()[:255]
+    return neutralised(decode_header(name) if "=?" in name else _CONTROL.sub("", name))
 
 
 def _default_name(ctype: str) -> str:

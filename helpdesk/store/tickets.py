@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from helpdesk.mail.filenames import neutralised
 from helpdesk.store import sql
 from helpdesk.store.attachments import StoredAttachment
 from helpdesk.store.schema import (
@@ -139,7 +140,7 @@ def add_message(ticket_id: int, now: dt.datetime, *, raw_id: int | None, directi
         recipients=recipients, subject=subject, body=body, full_text=full_text,
         message_id=message_id, auto=auto, created_at=now)
     sql.insert_rows(Attachment, [
-        {"message": message, "filename": a.filename, "content_type": a.content_type,
+        {"message": message, "filename": neutralised(a.filename), "content_type": a.content_type,
          "size": a.size, "sha256": a.sha256, "inline": a.inline, "refused": a.refused}
         for a in attachments])
     sql.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in thread_ids],

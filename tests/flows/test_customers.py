@@ -94,3 +94,71 @@ def test_clip_marks_the_cut():
     assert clip("short") == "short"
     assert clip("x" * ECHO_LIMIT) == "x" * ECHO_LIMIT
     assert clip("x" * 5000) == "x" * (ECHO_LIMIT - 1) + "…"
+
+
+# --- dispute files: an allowlist -----------------------------------------------------
+
+CALENDAR = (b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nORGANIZER:mailto:sam@seller.example\r\n"
+            b"SUMMARY:call\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+HEADERS = b"From: Sam <sam@seller.example>\r\nTo: bob@example.com\r\nSubject: key\r\n"
+
+
+def test_dispute_files_outside_the_allowlist_are_kept_and_listed_with_the_reason(tmp_path, db_url):
+    from tests.flows.test_disputes_smtp import (
+        BUYER,
+        SELLER,
+        assert_private,
+        attached,
+        body,
+        make_market,
+    )
+    desk, smtp, market = make_market(tmp_path, db_url)
+    try:
+        market.open()
+        [notice] = [m for m in market.new() if SELLER in str(m["To"])]
+        market.reply(notice, SELLER, "Here is what I have.", files=(
+            ("image/png", "photo.png", b"\x89PNG\r\n\x1a\nbytes"),
+            ("text/calendar", "call.ics", CALENDAR),
+            ("application/ms-tnef", "winmail.dat", b"\x78\x9f\x3e\x22" + SELLER.encode()),
+            ("application/vnd.ms-outlook", "earlier.msg", b"\xd0\xcf\x11\xe0" + SELLER.encode()),
+            ("text/rfc822-headers", "headers.txt", HEADERS),
+            ("image/jpeg", "invoice\u202egpj.exe", b"MZ\x90\x00 not a picture")))
+        relayed = market.last_to(BUYER)
+        assert attached(relayed) == [("photo.png", "image/png")]
+        listing = body(relayed).split("Not passed on")[1]
+        for line in ("- call.ics", "files of type text/calendar are not passed on",
+                     "- winmail.dat", "files of type application/ms-tnef are not passed on",
+                     "- earlier.msg", "files of type application/vnd.ms-outlook are not passed on",
+                     "- headers.txt", "files of type text/rfc822-headers are not passed on",
+                     "- invoice_gpj.exe", "its name does not end in .jpg or .jpeg, as a image/jpeg file's does"):
+            assert line in listing, line
+        assert "\u202e" not in relayed.as_string()
+        assert_private(market)
+    finally:
+        smtp.stop()
+        desk.app.close()
+
+
+def test_the_allowlist_is_configurable(tmp_path, db_url):
+    from tests.flows.test_disputes_smtp import BUYER, SELLER, attached, make_market
+    desk, smtp, market = make_market(tmp_path, db_url, extra='\n[disputes]\nrelay_file_types = ["text/csv .csv"]\n')
+    try:
+        market.open()
+        [notice] = [m for m in market.new() if SELLER in str(m["To"])]
+        market.reply(notice, SELLER, "Both files.", files=(
+            ("image/png", "photo.png", b"\x89PNG\r\n\x1a\nbytes"), ("text/csv", "keys.csv", b"a,b\n")))
+        assert attached(market.last_to(BUYER)) == [("keys.csv", "text/csv")]
+    finally:
+        smtp.stop()
+        desk.app.close()
+
+
+@pytest.mark.parametrize("value, error", [
+    ('"image/png .png"', 'expected a list like ["image/png .png", "application/pdf .pdf"], got "image/png .png"'),
+    ('["image/png"]', '"image/png" is not a MIME type followed by its file name endings, like "image/jpeg .jpg .jpeg"'),
+])
+def test_a_bad_relay_file_types_value_is_one_line(tmp_path, value, error):
+    config = write_config(tmp_path, extra=f"\n[disputes]\nrelay_file_types = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert str(info.value).endswith("[disputes] relay_file_types: " + error)
