@@ -162,3 +162,24 @@ def test_a_bad_relay_file_types_value_is_one_line(tmp_path, value, error):
     with pytest.raises(ConfigError) as info:
         load_config(config)
     assert str(info.value).endswith("[disputes] relay_file_types: " + error)
+
+
+# --- no oracle for order ids -------------------------------------------------------------
+
+def test_no_such_order_and_not_your_order_get_the_same_answer(tmp_path, db_url):
+    from helpdesk.store.schema import RawMessage
+    from tests.flows.test_disputes_smtp import STRANGER, make_market
+    desk, smtp, market = make_market(tmp_path, db_url)
+    try:
+        answers = []
+        for order in ("100235", "999995"):                   # the first exists (bought by Bob)
+            market.open(subject=f"Order {order}", body="Reason: not received\n\nNothing came.\n",
+                        frm=f"Mallory <{STRANGER}>")
+            [answer] = market.new()
+            answers.append((str(answer["Subject"]).replace(order, "N"),
+                            answer.get_body(("plain",)).get_content().replace(order, "N")))
+        assert answers[0] == answers[1]
+        assert [r.outcome for r in RawMessage.select().order_by(RawMessage.id)] == ["dispute_refused"] * 2
+    finally:
+        smtp.stop()
+        desk.app.close()
