@@ -80,7 +80,7 @@ class InboundMail:
     attachments: tuple[InboundAttachment, ...]
     auto_submitted: bool
     bulk: bool
-    loop: bool
+    loop_ids: tuple[str, ...]       # the X-Helpdesk-Loop values: the helpdesks it went through
     bounce: BounceReport | None
 
     @property
@@ -145,7 +145,7 @@ def parse(raw: bytes, envelope_to: tuple[str, ...] = ()) -> InboundMail:
         attachments=tuple(attachments),
         auto_submitted=_is_auto(head) or _AUTO_SUBJECT.match(subject) is not None,
         bulk=_is_bulk(head),
-        loop=head.first("X-Helpdesk-Loop") is not None,
+        loop_ids=_loop_ids(head.all("X-Helpdesk-Loop")),
         bounce=bounce,
     )
 
@@ -280,6 +280,10 @@ def _is_auto(head: _Headers) -> bool:
     if str(head.first("Precedence", "")).strip().lower() == "auto_reply":
         return True
     return any(head.first(h) is not None for h in _AUTO_HEADERS)
+
+
+def _loop_ids(values: list) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_CONTROL.sub("", str(v)).strip().lower()[:64] for v in values[:20]))
 
 
 def _is_bulk(head: _Headers) -> bool:

@@ -19,11 +19,12 @@ from pathlib import Path
 import jinja2
 
 from helpdesk.clock import Clock, naive_utc
+from helpdesk.mail import loop
 from helpdesk.mail.compose import ATTACHMENTS, clip
 from helpdesk.store import outbox as outbox_rows
 
 _BLANKS = re.compile(r"\s+")
-LOOP_HEADER = "X-Helpdesk-Loop"
+LOOP_HEADER = loop.HEADER
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Notifier:
     clock: Clock
     sender_address: str
     sender_name: str
+    loop_id: str                      # this installation's X-Helpdesk-Loop value (``mail.loop``)
 
     def queue(self, notice: Notice) -> str:
         """Render and insert into the outbox; returns the new Message-ID."""
@@ -152,7 +154,7 @@ class Notifier:
         headers = {
             "From": [notice.sender_name or self.sender_name, self.sender_address],
             "To": [clip(notice.recipient_name), notice.recipient],
-            LOOP_HEADER: self.sender_address,
+            LOOP_HEADER: self.loop_id,
         }
         if notice.reply_to:
             headers["Reply-To"] = [notice.sender_name or self.sender_name, notice.reply_to]

@@ -183,3 +183,42 @@ def test_no_such_order_and_not_your_order_get_the_same_answer(tmp_path, db_url):
     finally:
         smtp.stop()
         desk.app.close()
+
+
+# --- X-Helpdesk-Loop by value --------------------------------------------------------------
+
+def test_two_helpdesks_answering_each_others_humans_do_not_drop_each_others_mail(tmp_path, db_url):
+    """Two installations, each with its own secret key (one at a time: the store is per process)."""
+    from helpdesk.mail.loop import loop_id
+    from helpdesk.store.schema import RawMessage
+    (tmp_path / "other").mkdir()
+    (tmp_path / "ours").mkdir()
+    path = write_config(tmp_path / "other")
+    path.write_text(path.read_text().replace("shop.example", "other.example"))
+    other = Desk(tmp_path / "other", path, Clock(START))
+    try:
+        # Their agent answers a question from one of our agents: a human's mail, with their id.
+        other.ingest(mail(frm="Alice <alice@shop.example>", to="support@other.example"))
+        [notice] = other.to("alice@other.example")
+        other.ingest(mail(frm="Alice <alice@other.example>", to=reply_address(notice),
+                          subject="Re: " + str(notice["Subject"]), body="Yes, it is in stock.\n",
+                          headers={"In-Reply-To": notice["Message-ID"]}))
+        [answer] = [m for m in other.to("alice@shop.example") if "in stock" in text_of(m)]
+        theirs = loop_id(other.app.desk.secret)
+    finally:
+        other.app.close()
+    desk = Desk(tmp_path / "ours", write_config(tmp_path / "ours", db_url=db_url), Clock(START))
+    try:
+        ours = loop_id(desk.app.desk.secret)
+        assert ours != theirs and len(ours) == 16 and answer["X-Helpdesk-Loop"] == theirs
+        raw = answer.as_bytes().replace(b"To: Alice <alice@shop.example>", b"To: support@shop.example")
+        assert desk.ingest(raw).counts["new_ticket"] == 1      # theirs is not ours: it gets in
+        # Our own id coming back is a loop, whoever it seems to be from.
+        [ack] = desk.to("support@other.example")
+        assert ack["X-Helpdesk-Loop"] == ours
+        tally = desk.ingest(ack.as_bytes().replace(b"support@shop.example", b"someone@example.com"))
+        assert tally.counts["dropped"] == 1
+        assert RawMessage.select().order_by(RawMessage.id.desc()).get().reason == \
+            "loop: carries our X-Helpdesk-Loop id"
+    finally:
+        desk.app.close()

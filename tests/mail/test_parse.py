@@ -92,7 +92,7 @@ def test_gmail_reply_quoted_printable_alternative():
         "Hi,\n\nI tried the new key from *order 1234* but the activation still fails with "
         "“invalid licence”. The download itself works – it is only the key.\n\nThanks,\nZoë")
     assert parsed.attachments == ()
-    assert not parsed.auto_submitted and not parsed.bulk and not parsed.loop
+    assert not parsed.auto_submitted and not parsed.bulk and parsed.loop_ids == ()
     assert parsed.bounce is None
 
 
