@@ -10,6 +10,7 @@ import pytest
 from helpdesk.clock import Clock
 from helpdesk.config.loader import load_config
 from helpdesk.errors import ConfigError
+from helpdesk.reports.listings import ticket_detail
 from helpdesk.store.schema import Ticket
 from tests.conftest import START, Desk, mail, write_config
 
@@ -31,6 +32,7 @@ def test_a_reply_to_does_not_make_its_address_the_requester(desk):
                      headers={"Reply-To": "Victor <victim@buyers.example>"}))
     ticket = Ticket.get()
     assert (ticket.requester, ticket.reply_to) == ("mallory@evil.example", "victim@buyers.example")
+    assert ticket_detail("T-1")["reply_to_unverified"] == "victim@buyers.example"
     assert desk.to("victim@buyers.example") == []                 # no acknowledgement to the victim
     assert len(desk.to("mallory@evil.example")) == 1
     [notice] = desk.to("alice@shop.example")
