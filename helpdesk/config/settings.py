@@ -175,6 +175,16 @@ class DisputeSettings:
     negotiation: dt.timedelta
     admin_after: dt.timedelta
     reasons: tuple[str, ...]
+    # the files passed on between the parties: (MIME type, the file name endings it may have)
+    relay_file_types: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Whose word the helpdesk takes for what a mail claims."""
+
+    # a contact form's sender address: its Reply-To is the customer who filled it in
+    form_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,6 +252,7 @@ class Config:
     disputes: DisputeSettings
     status: StatusSettings
     metrics: MetricsSettings
+    trust: TrustSettings = TrustSettings()
 
     def mailbox(self, name: str) -> Mailbox:
         """The mailbox called ``name``; UnknownMailbox (a LookupError) if there is none."""

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from email import policy
 
+from helpdesk.mail.filenames import neutralised
 from helpdesk.mail.htmltext import html_to_text
 from helpdesk.mail.quotes import strip_reply
 
@@ -81,14 +82,9 @@ class InboundMail:
     attachments: tuple[InboundAttachment, ...]
     auto_submitted: bool
     bulk: bool
-    loop: bool
+    loop_ids: tuple[str, ...]       # the X-Helpdesk-Loop values: the helpdesks it went through
     bounce: BounceReport | None
     parts_skipped: int = 0      # MIME parts over the cap: not read, kept in the raw mail
-
-    @property
-    def requester(self) -> str:
-        """Where answers go: Reply-To when the sender asked for it."""
-        return self.reply_to or self.from_addr
 
     @property
     def thread_ids(self) -> tuple[str, ...]:
@@ -155,7 +151,7 @@ def parse(raw: bytes, envelope_to: tuple[str, ...] = (), max_parts: int = MAX_PA
         attachments=tuple(attachments),
         auto_submitted=_is_auto(head) or _AUTO_SUBJECT.match(subject) is not None,
         bulk=_is_bulk(head),
-        loop=head.first("X-Helpdesk-Loop") is not None,
+        loop_ids=_loop_ids(head.all("X-Helpdesk-Loop")),
         bounce=bounce,
         parts_skipped=skipped,
     )
@@ -329,6 +325,10 @@ def _is_auto(head: _Headers) -> bool:
     return any(head.first(h) is not None for h in _AUTO_HEADERS)
 
 
+def _loop_ids(values: list) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_CONTROL.sub("", str(v)).strip().lower()[:64] for v in values[:20]))
+
+
 def _is_bulk(head: _Headers) -> bool:
     precedence = str(head.first("Precedence", "")).strip().lower()
     return precedence in _BULK_PRECEDENCE or head.first("List-Id") is not None
@@ -394,8 +394,7 @@ def _filename(part: email.message.Message) -> str:
         return ""
     if isinstance(name, tuple):
         name = email.utils.collapse_rfc2231_value(name)
-    name = decode_header(name) if "=?" in name else _CONTROL.sub("", name)
-    return name.replace("/", "_").replace("\\", "_").strip()[:255]
+    return neutralised(decode_header(name) if "=?" in name else _CONTROL.sub("", name))
 
 
 def _default_name(ctype: str) -> str:
