@@ -409,7 +409,10 @@ def _build_smtp_server(
     values: dict[str, Any], ctx: Context, where: str
 ) -> SmtpServerSettings:
     host, port = values["listen"]
-    return SmtpServerSettings(enabled=values["enabled"], host=host, port=port)
+    return SmtpServerSettings(enabled=values["enabled"], host=host, port=port,
+                              max_line_length=values["max_line_length"],
+                              max_connections_per_client=values["max_connections_per_client"],
+                              idle_timeout=values["idle_timeout"])
 
 
 # --------------------------------------------------------------- checks across items
@@ -501,9 +504,21 @@ MAILBOX_KEYS = {
     "oauth2": Key(_OAUTH2),
 }
 
+
+def _line_length(value: Any, ctx: schema.Context) -> int:
+    """RFC 5321 lets a line hold 1,000 bytes with its CRLF; real mail has longer ones."""
+    length = schema.size(value, ctx)
+    if length < 1000:
+        raise schema.Invalid(f"must be at least 1000 bytes (RFC 5321's line), got {length}")
+    return length
+
+
 SMTP_SERVER_KEYS = {
     "enabled": Key(schema.boolean, True),
     "listen": Key(schema.host_port, "127.0.0.1:2525"),
+    "max_line_length": Key(_line_length, "64KB"),
+    "max_connections_per_client": Key(schema.int_range(1), 20),
+    "idle_timeout": Key(schema.duration, "5m"),
 }
 
 OUTGOING_KEYS = {

@@ -121,6 +121,9 @@ class SmtpServerSettings:
     enabled: bool
     host: str
     port: int
+    max_line_length: int = 64 * 1024            # bytes per line, CRLF included
+    max_connections_per_client: int = 20        # at once, per client IP address
+    idle_timeout: dt.timedelta = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)

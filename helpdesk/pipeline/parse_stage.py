@@ -12,6 +12,7 @@ the database or a socket.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -39,9 +40,18 @@ class Prepared:
     attachments: tuple[StoredAttachment, ...]
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """Not handled now for a reason that cures itself (the disk is full): the message
+    stays pending and the next pass tries it again; never quarantined for it."""
+
+    reason: str
+
+
 Job = tuple[bytes, tuple[str, ...]]          # raw bytes, envelope recipients
-Parsed = Prepared | str                      # a str says why it cannot be handled
+Parsed = Prepared | Deferred | str           # a str says why it cannot be handled
 MIN_FOR_WORKER = 50
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 log = logging.getLogger("helpdesk.parsing")
 
 
@@ -76,6 +86,8 @@ def _parse_one(raw: bytes, envelope: tuple[str, ...], max_size: int, store: Atta
             try:
                 store.write(data, stored.sha256)
             except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    return Deferred(failure("storing attachments", exc))
                 return failure("storing attachments", exc)
     return Prepared(replace(mail, attachments=()), tuple(s for s, _ in planned))
 
