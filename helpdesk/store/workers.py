@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 
 from helpdesk.store.db import write_transaction
-from helpdesk.store.schema import Lease, Outbox, RawMessage, Worker
+from helpdesk.store.schema import Lease, Outbox, RawMessage, Worker, db
 
 _me: int | None = None
 
@@ -116,3 +116,9 @@ def _free(workers: list[int], now: dt.datetime) -> None:
      .where((Outbox.status == "queued") & Outbox.claimed_by.in_(workers)).execute())
     Lease.update(holder=None, expires_at=None).where(Lease.holder.in_(workers)).execute()
     Worker.delete().where(Worker.id.in_(workers)).execute()
+
+
+def close_connection() -> None:
+    """Close this thread's connection (the heartbeat thread ends)."""
+    if db.obj is not None and not db.is_closed():
+        db.close()
