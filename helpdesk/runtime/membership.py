@@ -9,6 +9,10 @@ heartbeat renews the row and this worker's leases every third of
 the timeout held (``store.workers.reap``): with N workers the first live one to
 beat does it. Leaving frees this worker's claims and leases and deletes its row.
 
+Each IMAP watcher of a registered worker reads its mailbox under a lease
+(``MailboxLease``, ``store.leases``): one worker at a time reads a mailbox, and
+another takes over within the timeout when the holder dies.
+
 A heartbeat that cannot reach the database logs once per outage; a worker that
 was taken for dead meanwhile puts its row back under the same id.
 """
@@ -24,7 +28,7 @@ import threading
 from collections.abc import Iterator
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.store import workers
+from helpdesk.store import leases, workers
 
 log = logging.getLogger("helpdesk.workers")
 
@@ -118,9 +122,57 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def joined(clock: Clock, timeout: dt.timedelta) -> Iterator[Membership]:
     """Registered for the duration of the block (``helpdesk run``)."""
+    global _current
     member = Membership(clock, timeout)
     member.join()
+    _current = member
     try:
         yield member
     finally:
+        _current = None
         member.leave()
+
+
+# --- leases -----------------------------------------------------------------------------
+
+_current: Membership | None = None
+
+
+class MailboxLease:
+    """The lease on one IMAP mailbox for this worker, as the watcher uses it
+    (``intake.imap.Watcher``): wait for it before connecting, check it between IDLEs."""
+
+    def __init__(self, member: Membership, mailbox: str) -> None:
+        self.member = member
+        self.mailbox = mailbox
+        self.name = f"imap:{mailbox}"
+        self.check_every = member.timeout.total_seconds() / 3
+
+    def acquire(self, stopping: threading.Event) -> bool:
+        """Block until this worker holds the lease (True) or ``stopping`` is set (False)."""
+        waited = False
+        while not stopping.is_set():
+            now = self.member._now()
+            if leases.acquire(self.name, self.member.id, now, now + self.member.timeout):
+                if waited:
+                    log.info("mailbox %s: this worker (%s) reads it now", self.mailbox, self.member.id)
+                return True
+            if not waited:
+                holder, _ = leases.holder_of(self.name)
+                log.info("mailbox %s: read by worker %s; this one takes over if that one stops",
+                         self.mailbox, holder)
+                waited = True
+            stopping.wait(self.check_every)
+        return False
+
+    def held(self) -> bool:
+        return leases.holds(self.name, self.member.id, self.member._now())
+
+    def release(self) -> None:
+        leases.release(self.name, self.member.id)
+
+
+def lease_for(mailbox: str) -> MailboxLease | None:
+    """The lease an IMAP watcher of this process takes; None when it is not a registered
+    worker (then it reads without one, as a single process always may)."""
+    return MailboxLease(_current, mailbox) if _current is not None else None

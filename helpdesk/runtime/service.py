@@ -100,7 +100,7 @@ def _run(app: App, once: bool) -> int:
         smtp = SmtpIntake(app.config, app.store, on_stored=loop.wake.set)
         smtp.start()
     watchers = imap.start_watchers(app.config.mailboxes, app.store, app.config.intake.batch_size,
-                                   on_stored=loop.wake.set)
+                                   on_stored=loop.wake.set, lease_for=membership.lease_for)
     _stop_on_signals(loop)
 
     def on_wake() -> None:
