@@ -56,7 +56,7 @@ class Membership:
         workers.reap(now, self.timeout)
         self._thread = threading.Thread(target=self._beating, name="heartbeat", daemon=True)
         self._thread.start()
-        log.info("worker %s registered (%s, pid %s)", self.id, self.host, self.pid)
+        log.debug("worker %s registered (%s, pid %s)", self.id, self.host, self.pid)
         return self.id
 
     def leave(self) -> None:
@@ -66,7 +66,7 @@ class Membership:
             self._thread.join(10)
         if self.id is not None:
             workers.release([self.id], self._now())
-            log.info("worker %s unregistered", self.id)
+            log.debug("worker %s unregistered", self.id)
 
     def beat(self) -> None:
         """One heartbeat: renew, come back if taken for dead, free the dead."""
