@@ -64,9 +64,16 @@ class Membership:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        if self.id is not None:
+        if self.id is None:
+            return
+        try:
             workers.release([self.id], self._now())
-            log.debug("worker %s unregistered", self.id)
+        except Exception as exc:  # noqa: BLE001 - stopping goes on; the others reap it later
+            log.warning("worker %s could not unregister (%s); the other workers free its claims "
+                        "once its heartbeat is %s old", self.id,
+                        f"{type(exc).__name__}: {exc}".splitlines()[0], self.timeout)
+            return
+        log.debug("worker %s unregistered", self.id)
 
     def beat(self) -> None:
         """One heartbeat: renew, come back if taken for dead, free the dead."""

@@ -137,3 +137,15 @@ def test_a_restart_after_a_crash_delivers_at_once_not_after_the_lease(tmp_path):
             raise AssertionError("the crashed worker's mail was not taken up:\n" + "\n".join(service.lines))
     finally:
         service.stop()
+
+
+def test_leaving_without_the_database_is_one_line_not_a_crash(database, caplog, monkeypatch):
+    member = membership.Membership(Clock(START), TIMEOUT, host="h1", pid=4242)
+    member.join()
+
+    def down(*args):
+        raise RuntimeError("database is down\nsecond line")
+    monkeypatch.setattr(workers, "release", down)
+    member.leave()
+    [line] = [r.getMessage() for r in caplog.records if "could not unregister" in r.getMessage()]
+    assert "RuntimeError: database is down" in line and "\n" not in line
