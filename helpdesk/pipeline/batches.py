@@ -28,6 +28,7 @@ from helpdesk import routing
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config
 from helpdesk.pipeline.parse_stage import Job, Parsed, ParseStage, Prepared, failure
+from helpdesk.pipeline.workers import ParseLimits
 from helpdesk.routing import Domain
 from helpdesk.store import raw, workers
 from helpdesk.store.attachments import AttachmentStore
@@ -74,7 +75,7 @@ class Pipeline:
         # The id batches are claimed under (``store.workers``); None: this process's.
         self.worker: int | None = None
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
-                                 attachments)
+                                 attachments, ParseLimits.of(config.limits))
 
     def process_pending(self, batch_size: int | None = None, tally: Tally | None = None,
                         between: Callable[[], object] | None = None) -> Tally:

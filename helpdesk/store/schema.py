@@ -47,7 +47,7 @@ class RawMessage(BaseModel):
     outcome = pw.CharField(max_length=32, null=True)
     ticket_id = pw.IntegerField(null=True)
     processed_at = pw.DateTimeField(null=True)
-    # schema 4: a worker claims a batch (``raw.claim``); free again past claimed_until,
+    # schema 5: a worker claims a batch (``raw.claim``); free again past claimed_until,
     # or at once when its worker is found dead (``workers.reap``)
     claimed_by = pw.IntegerField(null=True)
     claimed_until = pw.DateTimeField(null=True)
@@ -84,6 +84,8 @@ class Ticket(BaseModel):
     overdue = pw.BooleanField(default=False)
     resolved_at = pw.DateTimeField(null=True)
     closed_at = pw.DateTimeField(null=True)
+    # schema 4: a Reply-To that differs from the requester's From, unverified: shown, never mailed
+    reply_to = pw.CharField(max_length=320, null=True)
 
     class Meta:
         indexes = ((("status", "updated_at"), False), (("created_at",), False),
@@ -165,7 +167,7 @@ class Outbox(BaseModel):
     queued_at = pw.DateTimeField(null=True)     # put back in line (``outbox retry``); None: created_at
     failed_at = pw.DateTimeField(null=True)     # given up
     reported_at = pw.DateTimeField(null=True)   # the staff were told it failed
-    # schema 4: the worker whose lease (next_attempt_at) holds the row, released when it dies
+    # schema 5: the worker whose lease (next_attempt_at) holds the row, released when it dies
     claimed_by = pw.IntegerField(null=True)
 
     class Meta:
@@ -306,8 +308,8 @@ class Lease(BaseModel):
 
 MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
 MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
-MODELS_4 = (Worker, Lease)
-MODELS = MODELS_1 + MODELS_2 + MODELS_4
+MODELS_5 = (Worker, Lease)
+MODELS = MODELS_1 + MODELS_2 + MODELS_5
 
 
 def _schema_2(database: pw.Database) -> None:
@@ -336,6 +338,16 @@ def _schema_3(database: pw.Database) -> None:
 
 
 def _schema_4(database: pw.Database) -> None:
+    """The ticket's unverified Reply-To (the requester is its From address)."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
+
+    if "reply_to" not in {c.name for c in database.get_columns("ticket")}:
+        migrator = SchemaMigrator.from_database(database)
+        run_migrations(migrator.add_column("ticket", "reply_to", Ticket._meta.fields["reply_to"]))
+
+
+def _schema_5(database: pw.Database) -> None:
     """Workers that share the work: the worker and lease tables, who claimed a raw message
     or an outgoing mail, and the (status, id) index the claim of the next batch reads."""
     from playhouse.migrate import SchemaMigrator
@@ -348,11 +360,11 @@ def _schema_4(database: pw.Database) -> None:
         run_migrations(*[migrator.add_column(table, name, model._meta.fields[name])
                          for name in names if name not in have])
     RawMessage._schema.create_indexes(safe=True)
-    database.create_tables(MODELS_4, safe=True)
+    database.create_tables(MODELS_5, safe=True)
 
 
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
-                     _schema_4)
+                     _schema_4, _schema_5)
