@@ -585,6 +585,7 @@ INTAKE_KEYS = {
     "batch_size": Key(schema.int_range(1, 10000), 200),
     "parse_workers": Key(schema.int_range(0, 64), 2),
     "pipe_wait": Key(schema.duration, "5s"),
+    "worker_timeout": Key(schema.duration, "30s"),
 }
 
 STATUS_KEYS = {

@@ -211,6 +211,8 @@ class IntakeSettings:
     batch_size: int
     parse_workers: int
     pipe_wait: dt.timedelta          # ``ingest -``: how long to wait for the database before EX_TEMPFAIL
+    # ``helpdesk run``: a worker silent this long is dead, its claims and leases freed (``runtime.membership``)
+    worker_timeout: dt.timedelta = dt.timedelta(seconds=30)
 
 
 @dataclass(frozen=True)

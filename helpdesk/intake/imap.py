@@ -578,11 +578,32 @@ class Backoff:
         return delay
 
 
-class Watcher:
-    """One mailbox read continuously by its own thread: a pass, then IDLE (or a sleep)."""
+class _Unleased:
+    """The lease of a watcher that needs none (a single process): always held."""
 
-    def __init__(self, reader: Reader) -> None:
+    check_every = IDLE_RENEW
+
+    def acquire(self, stopping: threading.Event) -> bool:
+        return True
+
+    def held(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+class Watcher:
+    """One mailbox read continuously by its own thread: a pass, then IDLE (or a sleep).
+
+    With workers sharing a database, ``lease`` (``runtime.membership.MailboxLease``)
+    lets one worker at a time read the mailbox: the watcher waits for it before it
+    connects, checks it after every IDLE (which lasts at most ``lease.check_every``)
+    and disconnects when another worker took it over."""
+
+    def __init__(self, reader: Reader, lease=None) -> None:
         self.reader = reader
+        self.lease = lease or _Unleased()
         self.mailbox = reader.mailbox
         self.login = Login(self.mailbox)         # one per mailbox: its token cache outlives reconnects
         self.stopping = threading.Event()
@@ -608,6 +629,8 @@ class Watcher:
         try:
             while not self.stopping.is_set():
                 try:
+                    if not self.lease.acquire(self.stopping):
+                        break
                     with connected(self.mailbox, self.login) as client:
                         self._serve(client, backoff)
                 except Exception as exc:  # noqa: BLE001 - every fault: log, wait, reconnect
@@ -615,6 +638,8 @@ class Watcher:
                         break
                     self._pause(describe(exc, self.mailbox), backoff)
         finally:
+            with contextlib.suppress(Exception):     # a database that is down: the lease runs out
+                self.lease.release()
             imap_cursor.release()
 
     def _serve(self, client: IMAPClient, backoff: Backoff) -> None:
@@ -626,6 +651,9 @@ class Watcher:
                 self._failed = None
             backoff.reset()
             self._wait(client)
+            if not self.lease.held():
+                log.warning("mailbox %s: another worker took over reading it", self.mailbox.name)
+                return
 
     def _drain_all(self, client: IMAPClient) -> None:
         """Passes until one finds nothing new, so IDLE starts on a folder read to the end.
@@ -655,7 +683,7 @@ class Watcher:
     def _wait(self, client: IMAPClient) -> None:
         """Until new mail may be there: IDLE if the server has it (renewed every
         ``poll_interval``, at most IDLE_RENEW), else a sleep of ``poll_interval``."""
-        interval = self.mailbox.poll_interval.total_seconds()
+        interval = min(self.mailbox.poll_interval.total_seconds(), self.lease.check_every)
         if client.has_capability("IDLE"):
             self._idle(client, min(interval, IDLE_RENEW))
             return
@@ -715,9 +743,9 @@ def _buffered(client: IMAPClient) -> bool:
 
 
 def start_watchers(mailboxes, store: Store, batch_size: int,
-                   on_stored: Callable[[], object]) -> list[Watcher]:
-    """A running watcher for every IMAP mailbox."""
-    watchers = [Watcher(Reader(m, store, batch_size, on_stored))
+                   on_stored: Callable[[], object], lease_for: Callable[[str], object] | None = None) -> list[Watcher]:
+    """A running watcher for every IMAP mailbox; ``lease_for(name)``: its lease, or None."""
+    watchers = [Watcher(Reader(m, store, batch_size, on_stored), lease_for(m.name) if lease_for else None)
                 for m in mailboxes if m.source_kind in ("imap", "imaps")]
     for watcher in watchers:
         watcher.start()

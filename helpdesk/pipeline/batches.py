@@ -10,11 +10,14 @@ quarantined with the reason, and the batch goes on. The last statement of a
 message records its outcome only while the message is still ``pending``: a
 worker that finds it already taken rolls its own work back, so two workers on
 one database never apply it twice, and a crash before the commit leaves it
-pending for the next pass.
+pending for the next pass. Workers take their batches with a claim
+(``raw.claim``), so N workers process disjoint batches; the status check stays
+for a claim that ran out.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections import Counter, defaultdict
@@ -28,12 +31,17 @@ from helpdesk.errors import TemporaryStoreError
 from helpdesk.pipeline.parse_stage import Deferred, Job, Parsed, ParseStage, Prepared, failure
 from helpdesk.pipeline.workers import ParseLimits
 from helpdesk.routing import Domain
-from helpdesk.store import raw, recovery
+from helpdesk.store import raw, recovery, workers
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import rebuildable_transaction, write_transaction
 from helpdesk.store.raw import Pending
 
 log = logging.getLogger("helpdesk.pipeline")
+# How long a claimed batch is this worker's alone. A dead worker's claims are freed as
+# soon as its heartbeat is found stale (``workers.reap``); this bounds only the claims
+# of a process without a heartbeat (``ingest``) and of a live worker stuck that long
+# (then another takes the batch, and the status check keeps it applied once).
+CLAIM = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class Pipeline:
         self.domains = domains        # by mailbox kind: "tickets", "disputes"
         # Set by the service on SIGTERM: the batch in hand is finished, the next one waits.
         self.stopping = threading.Event()
+        # The id batches are claimed under (``store.workers``); None: this process's.
+        self.worker: int | None = None
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
                                  attachments, ParseLimits.of(config.limits))
 
@@ -77,17 +87,25 @@ class Pipeline:
         """
         tally = tally or Tally()
         size = batch_size or self.config.intake.batch_size
-        rows = raw.pending(0, size)
+        worker = self.worker if self.worker is not None else workers.claimant()
+        rows = self._claim(worker, size, 0)
         parsed = self.parser.submit(_jobs(rows))
         while rows and not self.stopping.is_set():
             if between is not None:
                 between()
-            following = raw.pending(rows[-1].id, size)
+            following = self._claim(worker, size, rows[-1].id)
             parsed_following = self.parser.submit(_jobs(following)) if following else None
             for outcome in self._batch(rows, parsed()):
                 tally.add(outcome)
             rows, parsed = following, parsed_following
+        if rows:     # stopping: the batch claimed next is given back, not left to its claim
+            raw.release(worker, [r.id for r in rows])
         return tally
+
+    def _claim(self, worker: int, size: int, after_id: int) -> list[Pending]:
+        """The next batch for this worker alone: N workers take disjoint batches."""
+        now = naive_utc(self.clock.now())
+        return raw.claim(worker, size, now, now + CLAIM, after_id)
 
     def process_one(self, raw_id: int) -> Outcome | None:
         """One message, if it is still pending (pipe mode: the mail it just stored, not the

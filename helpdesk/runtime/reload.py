@@ -43,7 +43,7 @@ FIXED: dict[str, dict[str, tuple[str, ...]]] = {
     "outgoing": {key: (key,) for key in ("transport", "username", "password_env", "password_file",
                                          "ca_file", "timeout", "auth", "oauth2")},
     "metrics": {"listen": ("host", "port")},
-    "intake": {"parse_workers": ("parse_workers",)},
+    "intake": {"parse_workers": ("parse_workers",), "worker_timeout": ("worker_timeout",)},
 }
 
 

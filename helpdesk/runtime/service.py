@@ -14,10 +14,11 @@ import signal
 import threading
 from collections.abc import Callable
 
+from helpdesk.clock import Clock
 from helpdesk.intake import imap, maildir
 from helpdesk.intake.smtp import SmtpIntake
 from helpdesk.reports import digest
-from helpdesk.runtime import metrics, reload, sdnotify
+from helpdesk.runtime import membership, metrics, reload, sdnotify
 from helpdesk.runtime.app import App
 from helpdesk.runtime.scheduler import Loop
 
@@ -75,6 +76,13 @@ def schedule_jobs(loop: Loop, app: App) -> None:
 
 
 def run(app: App, once: bool) -> int:
+    """As one of the workers sharing the database (``membership``): registered with a
+    heartbeat while it runs, its claims and leases freed when it ends."""
+    with membership.joined(Clock(), app.config.intake.worker_timeout):
+        return _run(app, once)
+
+
+def _run(app: App, once: bool) -> int:
     """The exit status: 1 if ``once`` and an IMAP mailbox failed (its error is logged)."""
     app.desk.notifiers[app.config.mailboxes[0].name].renderer.preload()
     loop = build_loop(app)
@@ -92,7 +100,7 @@ def run(app: App, once: bool) -> int:
         smtp = SmtpIntake(app.config, app.store, on_stored=loop.wake.set)
         smtp.start()
     watchers = imap.start_watchers(app.config.mailboxes, app.store, app.config.intake.batch_size,
-                                   on_stored=loop.wake.set)
+                                   on_stored=loop.wake.set, lease_for=membership.lease_for)
     _stop_on_signals(loop)
 
     def on_wake() -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from helpdesk.store import sql
+from helpdesk.store import sql, workers
 from helpdesk.store.schema import Dispute, Outbox, ThreadRef
 
 STATUSES = ("queued", "sent", "failed", "suppressed", "cancelled")
@@ -128,12 +128,19 @@ def due(now: dt.datetime, limit: int) -> list[int]:
             .order_by(Outbox.id).limit(limit).tuples()]
 
 
-def claim(ids: list[int], now: dt.datetime, until: dt.datetime) -> list[int]:
+def claim(ids: list[int], now: dt.datetime, until: dt.datetime, worker: int | None = None) -> list[int]:
     """Lease the rows still queued and due: their next attempt moves to ``until``,
-    which hides them from every other deliverer. Returns the ids we got."""
-    return [row_id for row_id in ids
-            if sql.update(Outbox, row_id, only_if={"status": "queued"},
-                          at_most=("next_attempt_at", now), next_attempt_at=until) == 1]
+    which hides them from every other deliverer, and ``claimed_by`` names the worker,
+    so its lease is freed at once if it dies (``workers.reap``). One UPDATE ... RETURNING:
+    on PostgreSQL a second claimer waits for the row and then finds it no longer due.
+    Returns the ids we got, in id order."""
+    if not ids:
+        return []
+    worker = workers.claimant() if worker is None else worker
+    query = (Outbox.update(next_attempt_at=until, claimed_by=worker)
+             .where(Outbox.id.in_(ids) & (Outbox.status == "queued") & (Outbox.next_attempt_at <= now))
+             .returning(Outbox.id))
+    return sorted(row_id for row_id, in query.tuples().execute())
 
 
 def load(ids: list[int]) -> list[Queued]:
@@ -154,7 +161,7 @@ def record(attempts: list[Attempt]) -> None:
     """
     for attempt in attempts:
         only_if = None if attempt.result == "sent" else {"status": "queued"}
-        sql.update(Outbox, attempt.id, only_if=only_if, **_fields(attempt))
+        sql.update(Outbox, attempt.id, only_if=only_if, claimed_by=None, **_fields(attempt))
 
 
 def _fields(attempt: Attempt) -> dict:

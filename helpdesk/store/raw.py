@@ -5,6 +5,12 @@ durability, the one copy everything else can be rebuilt from). The pipeline
 reads the next pending messages in id order and records each one's outcome
 with ``finish``, whose update holds only while the message is still
 ``pending``: that is how two workers on one database never apply it twice.
+
+Workers share the backlog by claiming it (``claim``): a batch of pending
+messages no live claim holds is marked with the worker's id and a time
+(``claimed_until``) past which anyone may take it again, so N workers take
+disjoint batches instead of all parsing the same ones and all but one rolling
+back. A dead worker's claims are freed at once by ``workers.reap``.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import peewee as pw
+
 from helpdesk.errors import StoreError
 from helpdesk.store import sql
-from helpdesk.store.db import write_transaction
-from helpdesk.store.schema import RawContent, RawMessage
+from helpdesk.store.db import rebuildable_transaction, write_transaction
+from helpdesk.store.schema import RawContent, RawMessage, db
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,59 @@ def pending(after_id: int, size: int) -> list[Pending]:
             .order_by(RawMessage.id).limit(size).tuples())
     return [Pending(raw_id, mailbox, tuple(a for a in envelope_to.split(",") if a), bytes(content))
             for raw_id, mailbox, envelope_to, content in rows]
+
+
+def claim(worker: int, size: int, now: dt.datetime, until: dt.datetime,
+          after_id: int = 0) -> list[Pending]:
+    """Claim the next ``size`` pending messages above ``after_id`` that no live claim holds
+    (or that ``worker`` itself holds: left over from a batch that failed), in id order.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so concurrent claimers pass over each
+    other's rows instead of waiting for them and then taking the same ones. SQLite has
+    one writer at a time: the claim runs under the write lock (``BEGIN IMMEDIATE``), so
+    the second claimer sees the first one's claim. The claim commits on its own: others
+    must see it while this worker parses and applies. It may be lost in a power cut
+    (its messages are simply pending again), so it does not wait for the disk.
+    """
+    with rebuildable_transaction():
+        postgres = isinstance(db.obj, pw.PostgresqlDatabase)
+        pick, mark = [after_id, now, worker, size], [worker, until]
+        rows = sql.cursor_execute(_claim_sql(postgres), pick + mark if postgres else mark + pick).fetchall()
+        if not rows:
+            return []
+        contents = dict(_contents([raw_id for raw_id, _, _ in rows]))
+    return [Pending(raw_id, mailbox, tuple(a for a in envelope_to.split(",") if a), bytes(contents[raw_id]))
+            for raw_id, mailbox, envelope_to in sorted(rows) if raw_id in contents]
+
+
+def _claim_sql(postgres: bool) -> str:
+    p = db.param
+    free = (f'"status" = \'pending\' AND "id" > {p} AND ("claimed_until" IS NULL '
+            f'OR "claimed_until" < {p} OR "claimed_by" = {p})')
+    if postgres:
+        return (f'WITH picked AS (SELECT "id" FROM "raw_message" WHERE {free} ORDER BY "id" '
+                f'LIMIT {p} FOR UPDATE SKIP LOCKED) '
+                f'UPDATE "raw_message" AS r SET "claimed_by" = {p}, "claimed_until" = {p} FROM picked '
+                f'WHERE r."id" = picked."id" RETURNING r."id", r."mailbox", r."envelope_to"')
+    return (f'UPDATE "raw_message" SET "claimed_by" = {p}, "claimed_until" = {p} WHERE "id" IN '
+            f'(SELECT "id" FROM "raw_message" WHERE {free} ORDER BY "id" LIMIT {p}) '
+            f'RETURNING "id", "mailbox", "envelope_to"')
+
+
+def _contents(ids: list[int]) -> list[tuple]:
+    rows: list[tuple] = []
+    for start in range(0, len(ids), 500):
+        rows += sql.select(RawContent, ["message", "raw"], {}, in_column="message",
+                           in_values=ids[start:start + 500])
+    return rows
+
+
+def release(worker: int, ids: list[int]) -> None:
+    """Give back claimed messages this worker will not process (it is stopping)."""
+    if ids:
+        (RawMessage.update(claimed_by=None, claimed_until=None)
+         .where(RawMessage.id.in_(ids) & (RawMessage.claimed_by == worker)
+                & (RawMessage.status == "pending")).execute())
 
 
 def finish(raw_id: int, status: str, outcome: str, ticket_id: int | None, reason: str | None,

@@ -47,6 +47,13 @@ class RawMessage(BaseModel):
     outcome = pw.CharField(max_length=32, null=True)
     ticket_id = pw.IntegerField(null=True)
     processed_at = pw.DateTimeField(null=True)
+    # schema 5: a worker claims a batch (``raw.claim``); free again past claimed_until,
+    # or at once when its worker is found dead (``workers.reap``)
+    claimed_by = pw.IntegerField(null=True)
+    claimed_until = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "id"), False),)
 
     @property
     def raw(self) -> bytes:
@@ -160,6 +167,8 @@ class Outbox(BaseModel):
     queued_at = pw.DateTimeField(null=True)     # put back in line (``outbox retry``); None: created_at
     failed_at = pw.DateTimeField(null=True)     # given up
     reported_at = pw.DateTimeField(null=True)   # the staff were told it failed
+    # schema 5: the worker whose lease (next_attempt_at) holds the row, released when it dies
+    claimed_by = pw.IntegerField(null=True)
 
     class Meta:
         indexes = (
@@ -274,9 +283,33 @@ class DisputeEvent(BaseModel):
     reason = pw.TextField(default="")
 
 
+class Worker(BaseModel):
+    """A running ``helpdesk run``, kept alive by its heartbeat (``store.workers``).
+
+    Claims and leases name their worker by id; a worker whose heartbeat is
+    older than ``[intake] worker_timeout`` is dead, and any live worker frees
+    what it held.
+    """
+
+    host = pw.CharField(max_length=255)
+    pid = pw.IntegerField()
+    started_at = pw.DateTimeField()
+    heartbeat_at = pw.DateTimeField()
+
+
+class Lease(BaseModel):
+    """A named thing one worker at a time may do (an IMAP mailbox's reading):
+    held by ``holder`` until ``expires_at``, renewed with the holder's heartbeat."""
+
+    name = pw.CharField(max_length=255, primary_key=True)
+    holder = pw.IntegerField(null=True)
+    expires_at = pw.DateTimeField(null=True)
+
+
 MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
 MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
-MODELS = MODELS_1 + MODELS_2
+MODELS_5 = (Worker, Lease)
+MODELS = MODELS_1 + MODELS_2 + MODELS_5
 
 
 def _schema_2(database: pw.Database) -> None:
@@ -314,8 +347,24 @@ def _schema_4(database: pw.Database) -> None:
         run_migrations(migrator.add_column("ticket", "reply_to", Ticket._meta.fields["reply_to"]))
 
 
+def _schema_5(database: pw.Database) -> None:
+    """Workers that share the work: the worker and lease tables, who claimed a raw message
+    or an outgoing mail, and the (status, id) index the claim of the next batch reads."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
+
+    migrator = SchemaMigrator.from_database(database)
+    for model, names in ((RawMessage, ("claimed_by", "claimed_until")), (Outbox, ("claimed_by",))):
+        table = model._meta.table_name
+        have = {c.name for c in database.get_columns(table)}
+        run_migrations(*[migrator.add_column(table, name, model._meta.fields[name])
+                         for name in names if name not in have])
+    RawMessage._schema.create_indexes(safe=True)
+    database.create_tables(MODELS_5, safe=True)
+
+
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
-                       _schema_4)
+                     _schema_4, _schema_5)
