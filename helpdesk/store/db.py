@@ -146,21 +146,22 @@ def read_snapshot():
 
 
 @contextlib.contextmanager
-def write_transaction():
-    """A transaction that takes the write lock up front.
+def write_transaction(proves_space: bool = True):
+    """A transaction that takes the write lock up front. ``proves_space`` False for a
+    write too small to show that a full disk has room again (a claim, a heartbeat).
 
     On SQLite a deferred transaction that reads first can fail to upgrade when
     another process wrote meanwhile; IMMEDIATE waits for the lock instead.
     PostgreSQL locks rows as they are written, so a plain transaction is right.
     """
-    with temporary_faults(), (db.atomic("IMMEDIATE") if isinstance(db.obj, pw.SqliteDatabase) else db.atomic()):
+    with temporary_faults(proves_space), (db.atomic("IMMEDIATE") if isinstance(db.obj, pw.SqliteDatabase) else db.atomic()):
         yield
 
 
 @contextlib.contextmanager
-def rebuildable_transaction():
+def rebuildable_transaction(proves_space: bool = True):
     """A write transaction whose commit does not wait for the disk (see ``_rebuildable``)."""
-    with temporary_faults(), _rebuildable():
+    with temporary_faults(proves_space), _rebuildable():
         yield
 
 
