@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,18 +62,26 @@ class App:
     def process(self, tally: Tally | None = None) -> Tally:
         return self.pipeline.process_pending(tally=tally)
 
-    def deliver(self) -> outbox.DeliveryReport:
-        """Hand over everything due now; then tell the staff of mail given up, at once."""
+    def deliver(self, stopping: threading.Event | None = None) -> outbox.DeliveryReport:
+        """Hand over everything due now; then tell the staff of mail given up, at once.
+        ``stopping`` (SIGTERM) ends the pass after the mail in hand."""
         policy = outbox.RetryPolicy.of(self.config.outgoing)
         held = suppression.Suppression.of(self.config)
-        total = outbox.deliver_all(self.transport, self.clock, policy, held)
-        if self.reporter is not None and self.reporter.tell(self.config, self.clock, total.failed):
-            total.add(outbox.deliver_all(self.transport, self.clock, policy, held))
+        total = outbox.deliver_all(self.transport, self.clock, policy, held, stopping)
+        if (self.reporter is not None and not (stopping and stopping.is_set())
+                and self.reporter.tell(self.config, self.clock, total.failed)):
+            total.add(outbox.deliver_all(self.transport, self.clock, policy, held, stopping))
         return total
 
-    def tick(self) -> TickReport:
-        """Fire every deadline and reminder due now."""
-        return fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers)
+    def abort_delivery(self) -> None:
+        """From another thread: close the relay connection a delivery hangs on (SIGTERM)."""
+        abort = getattr(self._transport, "abort", None)
+        if abort is not None:
+            abort()
+
+    def tick(self, stopping: threading.Event | None = None) -> TickReport:
+        """Fire every deadline and reminder due now (on ``stopping``, up to the chunk in hand)."""
+        return fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers, stopping=stopping)
 
     @property
     def transport(self):
