@@ -36,6 +36,7 @@ from helpdesk.errors import (
 )
 from helpdesk.oauth2 import sasl
 from helpdesk.oauth2.tokens import Token, Tokens
+from helpdesk.units import format_duration
 
 log = logging.getLogger("helpdesk.outbound")
 
@@ -211,6 +212,7 @@ class SmtpTransport:
         tokens: Tokens | None = None,
         login_pause: float = 60.0,
         clock: Clock | None = None,
+        destination_down: float = 60.0,
     ) -> None:
         if security not in SECURITY_MODES:
             choices = ", ".join(SECURITY_MODES)
@@ -224,6 +226,8 @@ class SmtpTransport:
         self.tokens = tokens
         self.login: _TokenLogin | None = None    # how the token login went, once it did
         self._fault = _Fault(login_pause, clock or Clock())
+        self._down = _Fault(destination_down, clock or Clock(), logging.WARNING)
+        self._guard = _Guard()
 
     @property
     def relay(self) -> str:
@@ -237,17 +241,37 @@ class SmtpTransport:
         if not recipients:
             raise PermanentDeliveryError("no recipients given")
         self._fault.check()
+        self._down.check()
         try:
-            return self._send_reusing(envelope_from, recipients, _crlf(message))
+            sent = self._send_reusing(envelope_from, recipients, _crlf(message))
         except DeliveryError:
             self._drop()
             raise
         except _StaleConnection as stale:
             self._drop()
-            raise _translate(stale.error, self.relay, self.timeout) from stale.error
+            raise self._failed(stale.error) from stale.error
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise _translate(exc, self.relay, self.timeout) from exc
+            raise self._failed(exc) from exc
+        self._down.clear(f"relay {self.relay} answers again")
+        return sent
+
+    def abort(self) -> None:
+        """Close the connection in hand from another thread (SIGTERM while a relay hangs):
+        the blocked read returns at once and the mail stays queued."""
+        self._guard.abort()
+
+    def _failed(self, exc: BaseException) -> DeliveryError:
+        """The error for the outbox; a relay that timed out is marked down for
+        ``destination_down``: the rest of the queue is deferred without connecting again
+        (as Postfix does), instead of each mail waiting out the time-out in turn."""
+        if self._guard.aborted:
+            return TemporaryDeliveryError(f"relay {self.relay}: delivery interrupted (the service is stopping)")
+        error = _translate(exc, self.relay, self.timeout)
+        if not _timed_out(exc):
+            return error
+        return self._down.record(f"{error}; marked down for {format_duration(self._down.pause)}, "
+                                 "its mail deferred without connecting until then")
 
     def check_login(self) -> None:
         """Connect and log in once, sending nothing (``helpdesk oauth2 test outgoing``)."""
@@ -335,14 +359,16 @@ class SmtpTransport:
         """Connecting in the constructor is what makes smtplib remember the
         host name that TLS checks the certificate against."""
         if self.security == "tls":
-            return smtplib.SMTP_SSL(
+            return _GuardedSSL(
+                self._guard,
                 self.host,
                 self.port,
                 local_hostname=self.local_hostname,
                 timeout=self.timeout,
                 context=self._context,
             )
-        return smtplib.SMTP(
+        return _Guarded(
+            self._guard,
             self.host,
             self.port,
             local_hostname=self.local_hostname,
@@ -447,9 +473,10 @@ class _Fault:
     deferred at once instead of asking the token endpoint (or a relay that refuses the
     token) once per mail.  The same fault is logged once as an ERROR, then at DEBUG."""
 
-    def __init__(self, pause: float, clock: Clock) -> None:
+    def __init__(self, pause: float, clock: Clock, level: int = logging.ERROR) -> None:
         self.pause = dt.timedelta(seconds=pause)
         self.clock = clock               # the outbox's, so a pause and a retry keep one time
+        self.level = level
         self._error: TemporaryDeliveryError | None = None
         self._until: dt.datetime | None = None
         self._logged: str | None = None
@@ -460,7 +487,7 @@ class _Fault:
         self._error = None
 
     def record(self, message: str) -> TemporaryDeliveryError:
-        level = logging.DEBUG if message == self._logged else logging.ERROR
+        level = logging.DEBUG if message == self._logged else self.level
         log.log(level, "%s", message)
         self._logged = message
         self._error, self._until = TemporaryDeliveryError(message), self.clock.now() + self.pause
@@ -470,6 +497,54 @@ class _Fault:
         if self._logged is not None:
             log.info("%s", recovered)
         self._error, self._logged = None, None
+
+
+class _Guard:
+    """The socket of the connection being opened or used, so that another thread can
+    close it: smtplib blocks in ``recv`` until the time-out, and a relay that accepts and
+    never greets would hold a stopping service for that long."""
+
+    def __init__(self) -> None:
+        self.conn: smtplib.SMTP | None = None
+        self.sock: socket.socket | None = None     # until smtplib has it as ``conn.sock``
+        self.aborted = False
+
+    def opened(self, conn: smtplib.SMTP, sock: socket.socket) -> None:
+        self.conn, self.sock, self.aborted = conn, sock, False
+
+    def abort(self) -> None:
+        self.aborted = True
+        sock = getattr(self.conn, "sock", None) or self.sock   # after STARTTLS: the TLS socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass     # closed already
+
+
+class _Guarded(smtplib.SMTP):
+    """``smtplib.SMTP`` telling the guard its socket as soon as it is connected, before the
+    greeting is read (smtplib connects and reads it in the constructor)."""
+
+    def __init__(self, guard: _Guard, *args, **kwargs) -> None:
+        self._guard = guard
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._guard.opened(self, sock)
+        return sock
+
+
+class _GuardedSSL(smtplib.SMTP_SSL):
+    def __init__(self, guard: _Guard, *args, **kwargs) -> None:
+        self._guard = guard
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self._guard.opened(self, sock)
+        return sock
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -649,6 +724,7 @@ def transport_from_url(
     tokens: Tokens | None = None,
     login_pause: float = 60.0,
     clock: Clock | None = None,
+    destination_down: float = 60.0,
 ) -> Transport:
     """Build a transport from the one-line form kept in the configuration."""
     scheme, sep, rest = url.strip().partition(":")
@@ -675,6 +751,7 @@ def transport_from_url(
         tokens=tokens,
         login_pause=login_pause,
         clock=clock,
+        destination_down=destination_down,
     )
 
 

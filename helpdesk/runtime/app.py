@@ -134,7 +134,8 @@ def build_transport(config: Config, clock: Clock | None = None) -> Transport:
             out.transport, config.base_dir, username=out.username,
             password=None if oauth else out.password(), timeout=out.timeout.total_seconds(),
             ca_file=out.ca_file, tokens=tokens.source(oauth, clock) if oauth else None,
-            login_pause=out.retry_delay.total_seconds(), clock=clock)
+            login_pause=out.retry_delay.total_seconds(), clock=clock,
+            destination_down=out.destination_down.total_seconds())
     except ValueError as exc:
         raise ConfigError(f"{config.path.name}: [outgoing] transport: {exc}") from exc
 

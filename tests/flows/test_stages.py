@@ -8,15 +8,22 @@ still stops the service within seconds, and the mail it could not deliver stays 
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import socket
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import mail, write_config
+from helpdesk.clock import Clock
+from helpdesk.errors import ConfigError, TemporaryDeliveryError
+from helpdesk.intake.spool import Incoming
+from helpdesk.outbound.transports import transport_from_url
+from helpdesk.runtime.app import build
+from tests.conftest import START, mail, write_config
 from tests.runtime.test_signals import Service, drop
 
 
@@ -109,6 +116,79 @@ def test_sigterm_with_a_hung_relay_stops_within_seconds_and_keeps_the_mail(tmp_p
     assert code == 0, "\n".join(service.lines)
     assert took < 6, f"SIGTERM took {took:.1f} s"
     service.wait_for(r"helpdesk stopped")
-    assert "Traceback" not in "\n".join(service.lines)
+    log = "\n".join(service.lines)
+    assert "Traceback" not in log and "stopping without waiting" not in log, log
+    service.wait_for(r"delivery interrupted \(the service is stopping\)")   # the hung one, aborted
     rows = outbox(tmp_path)
     assert rows and {status for status, _ in rows} == {"queued"}, rows    # nothing sent, nothing lost
+    assert sorted(attempts for _, attempts in rows)[:-1] == [0] * (len(rows) - 1)   # the rest released
+
+
+# ------------------------------------------------------------ a relay marked down
+
+def test_a_relay_that_times_out_is_marked_down_and_its_other_mail_deferred_without_connecting(
+        tmp_path, relay, db_url):
+    config = write_config(tmp_path, db_url=db_url,
+                          outgoing=f'transport = "smtp+plain://127.0.0.1:{relay.port}"\ntimeout = "1s"')
+    clock = Clock(START)
+    app = build(config, clock)
+    try:
+        app.store([Incoming(mail(message_id=f"m{n}", frm=f"C{n} <c{n}@example.com>"), "support", "file")
+                   for n in range(3)])
+        app.process()
+        started = time.monotonic()
+        first = app.deliver()
+        took = time.monotonic() - started
+        queued = len(app_outbox(app))
+        assert queued >= 6                                          # 3 acks, 3 staff notices
+        assert relay.connections == 1                               # the others never connected
+        assert first.deferred == queued and first.sent == 0
+        assert took < 2.5, took                                     # one time-out, not one per mail
+        errors = {row.last_error for row in app_outbox(app)}
+        assert any("did not answer within 1 s; marked down for 1 minute" in e for e in errors), errors
+
+        clock.advance(dt.timedelta(seconds=30))                     # still down: nothing is due yet
+        assert app.deliver().handled == 0 and relay.connections == 1
+        clock.advance(dt.timedelta(minutes=2))                      # due again, and no longer down
+        again = app.deliver()
+        assert relay.connections == 2                               # one try; marked down again
+        assert again.deferred == queued
+        assert {row.status for row in app_outbox(app)} == {"queued"}
+    finally:
+        app.close()
+
+
+def app_outbox(app):
+    from helpdesk.store import outbox as rows
+    return rows.listing(("queued", "sent", "failed"), 100)
+
+
+def test_destination_down_takes_a_duration(tmp_path):
+    config = write_config(tmp_path, outgoing='transport = "maildir:mailboxes/outgoing"\ndestination_down = "soon"')
+    with pytest.raises(ConfigError) as caught:
+        build(config, Clock(START))
+    assert str(caught.value) == (f'{config}: [outgoing] destination_down: "soon" is not a duration '
+                                 'like "30m", "4h", "48h" or "3d"')
+
+
+def test_abort_closes_a_connection_waiting_for_the_greeting(relay):
+    smtp = transport_from_url(f"smtp+plain://127.0.0.1:{relay.port}", Path("."), timeout=30)
+    outcome = []
+    sender = threading.Thread(target=lambda: outcome.append(_try(smtp)), daemon=True)
+    sender.start()
+    wait_for(lambda: relay.connections == 1)
+    time.sleep(0.1)
+    aborted = time.monotonic()
+    smtp.abort()
+    sender.join(5)
+    assert not sender.is_alive() and time.monotonic() - aborted < 2
+    [error] = outcome
+    assert isinstance(error, TemporaryDeliveryError)
+    assert str(error) == f"relay 127.0.0.1:{relay.port}: delivery interrupted (the service is stopping)"
+
+
+def _try(smtp):
+    try:
+        return smtp.send("support@shop.example", ["bob@example.com"], mail())
+    except TemporaryDeliveryError as exc:
+        return exc
