@@ -9,9 +9,13 @@ still stops the service within seconds, and the mail it could not deliver stays 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
+import smtplib
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,8 +27,9 @@ from helpdesk.errors import ConfigError, TemporaryDeliveryError
 from helpdesk.intake.spool import Incoming
 from helpdesk.outbound.transports import transport_from_url
 from helpdesk.runtime.app import build
-from tests.conftest import START, mail, write_config
-from tests.runtime.test_signals import Service, drop
+from tests.conftest import START, free_port, mail, write_config
+from tests.runtime.test_pipe import helpdesk, raw_rows
+from tests.runtime.test_signals import Service, drop, outgoing
 
 
 class HungRelay:
@@ -192,3 +197,51 @@ def _try(smtp):
         return smtp.send("support@shop.example", ["bob@example.com"], mail())
     except TemporaryDeliveryError as exc:
         return exc
+
+
+# ------------------------------------------------------------ roles (run --only)
+
+class Worker(Service):
+    """``helpdesk run --only ROLES`` in its own process."""
+
+    def __init__(self, config, roles: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "helpdesk", "--config", str(config), "run",
+                                      "--only", roles], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+
+def test_roles_split_smtp_intake_from_the_rest(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path, smtp_port=port,
+                          extra='\n[intake]\npoll_interval = "1s"\nparse_workers = 0\n')
+    mx = Worker(config, "smtp")
+    try:
+        mx.wait_for(r"helpdesk running \(smtp\)")
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("bob@example.com", ["support@shop.example"], mail(message_id="over-smtp"))
+        drop(tmp_path, mail(message_id="in-maildir", frm="Eve <eve@example.com>"), "1.host")
+        time.sleep(2.5)                                     # two poll intervals: nothing else runs
+        assert raw_rows(config) == [("smtp", "pending")]    # stored, not processed; Maildir not read
+    finally:
+        assert mx.stop() == 0
+    rest = Worker(config, "process,deliver")
+    try:
+        rest.wait_for(r"helpdesk running \(process, deliver\)")
+        wait_for(lambda: len(outgoing(tmp_path)) == 2)      # the ack and the staff notice
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()   # not listening
+        assert raw_rows(config) == [("smtp", "done")]
+        assert (tmp_path / "mailboxes" / "support" / "new" / "1.host").exists()   # no maildir role
+    finally:
+        assert rest.stop() == 0
+
+
+def test_an_unknown_role_is_one_line(tmp_path):
+    config = write_config(tmp_path)
+    result = helpdesk(config, "run", "--only", "smtp,pop3")
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "helpdesk: --only: unknown role 'pop3'; choose from smtp,imap,maildir,process,deliver,tick"]
