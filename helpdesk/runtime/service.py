@@ -156,13 +156,13 @@ def run(app: App, once: bool, roles: frozenset[str] = frozenset(ROLES)) -> int:
     scraped = (metrics.serve(app.config, app.clock, lambda: app.config)
                if app.config.metrics.host else None)
     smtp, watchers = None, []
+    if "smtp" in roles and app.config.smtp_server.enabled:   # a port in use: one line, nothing started
+        smtp = SmtpIntake(app.config, app.store, on_stored=stages.waker("process"))
+        smtp.start()
+    if "imap" in roles:
+        watchers = imap.start_watchers(app.config.mailboxes, app.store, app.config.intake.batch_size,
+                                       on_stored=stages.waker("process"))
     try:
-        if "smtp" in roles and app.config.smtp_server.enabled:
-            smtp = SmtpIntake(app.config, app.store, on_stored=stages.waker("process"))
-            smtp.start()
-        if "imap" in roles:
-            watchers = imap.start_watchers(app.config.mailboxes, app.store, app.config.intake.batch_size,
-                                           on_stored=stages.waker("process"))
         _stop_on_signals(stages)
         stages.start()
         log.info("helpdesk running (%s); stop with Ctrl-C or SIGTERM, reload the config with SIGHUP",
