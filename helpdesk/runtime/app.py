@@ -73,6 +73,12 @@ class App:
             total.add(outbox.deliver_all(self.transport, self.clock, policy, held, stopping))
         return total
 
+    def remove_stale_outgoing(self) -> None:
+        """At start: the files a crashed delivery left in the outgoing Maildir's tmp/."""
+        remove = getattr(self.transport, "remove_stale", None)
+        if remove is not None:
+            remove()
+
     def abort_delivery(self) -> None:
         """From another thread: close the relay connection a delivery hangs on (SIGTERM)."""
         abort = getattr(self._transport, "abort", None)

@@ -143,6 +143,8 @@ def build_stages(app: App, roles: frozenset[str] = frozenset(ROLES)) -> Stages:
 def run(app: App, once: bool, roles: frozenset[str] = frozenset(ROLES)) -> int:
     """The exit status: 1 if ``once`` and an IMAP mailbox failed (its error is logged)."""
     app.desk.notifiers[app.config.mailboxes[0].name].renderer.preload()
+    if "deliver" in roles:
+        app.remove_stale_outgoing()
     if once:
         loop = build_loop(app, roles)
         polled = poll_imap(app, meanwhile=app.process if "process" in roles else None) \

@@ -245,3 +245,50 @@ def test_an_unknown_role_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.decode().splitlines() == [
         "helpdesk: --only: unknown role 'pop3'; choose from smtp,imap,maildir,process,deliver,tick"]
+
+
+# ------------------------------------------------------------ the outgoing Maildir
+
+def test_a_start_removes_stale_files_from_outgoing_tmp_and_keeps_fresh_ones(tmp_path):
+    config = write_config(tmp_path)
+    tmp = tmp_path / "mailboxes" / "outgoing" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / "1700000000.M1P1Q1.crashed").write_bytes(b"half a mail")
+    os.utime(tmp / "1700000000.M1P1Q1.crashed", (time.time() - 7200, time.time() - 7200))
+    (tmp / "busy.another-worker").write_bytes(b"being written right now")
+    result = helpdesk(config, "run", "--once")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == ["busy.another-worker"]
+    assert "removed 1 stale file(s) from tmp/" in result.stderr.decode()
+
+
+def test_a_group_is_synced_once_before_any_file_is_renamed_into_new(tmp_path, monkeypatch):
+    from helpdesk.outbound import transports
+
+    out = transports.MaildirTransport(tmp_path)
+    real, seen = transports._syncfs(), []
+
+    def syncfs(fd: int) -> None:
+        seen.append((len(list((tmp_path / "tmp").iterdir())), len(list((tmp_path / "new").iterdir()))))
+        real(fd)
+
+    monkeypatch.setattr(transports, "_syncfs", lambda: syncfs)
+    results = out.send_many([("a@x.test", ["b@x.test"], f"mail {n}\n".encode()) for n in range(50)])
+    assert seen == [(50, 0)]                        # one sync, all written, none renamed yet
+    assert len(list((tmp_path / "new").iterdir())) == 50 and not list((tmp_path / "tmp").iterdir())
+    assert all(r.startswith("maildir new/") for r in results)
+
+
+def test_without_syncfs_each_file_is_fsynced_before_its_rename(tmp_path, monkeypatch):
+    from helpdesk.outbound import transports
+
+    monkeypatch.setattr(transports, "_syncfs", lambda: None)
+    synced, fsync = [], os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(len(list((tmp_path / "new").iterdir())))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    transports.MaildirTransport(tmp_path).send_many([("a@x.test", ["b@x.test"], b"x\n")] * 3)
+    assert synced == [0, 0, 0, 3]                   # three files before any rename, then new/
