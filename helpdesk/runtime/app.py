@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,10 @@ class App:
     def store(self, batch: list[spool.Incoming]) -> list[spool.Stored]:
         return spool.store(batch, self.clock)
 
-    def process(self, tally: Tally | None = None) -> Tally:
-        return self.pipeline.process_pending(tally=tally)
+    def process(self, tally: Tally | None = None, between: Callable[[], object] | None = None) -> Tally:
+        """Every pending message; ``between`` runs once per batch (the service wakes delivery
+        there, so acknowledgements leave while a backlog is still being worked through)."""
+        return self.pipeline.process_pending(tally=tally, between=between)
 
     def deliver(self, stopping: threading.Event | None = None) -> outbox.DeliveryReport:
         """Hand over everything due now; then tell the staff of mail given up, at once.

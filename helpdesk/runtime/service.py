@@ -99,7 +99,7 @@ def plans(app: App, stopping: threading.Event, roles: frozenset[str] = frozenset
 
     def process_plan(loop: Loop) -> None:
         def process() -> None:
-            if sum(app.process().counts.values()):
+            if sum(app.process(between=wake("deliver")).counts.values()):
                 wake("deliver")()
         loop.every(app.config.intake.poll_interval.total_seconds(), "process", process)
 

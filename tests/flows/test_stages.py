@@ -292,3 +292,21 @@ def test_without_syncfs_each_file_is_fsynced_before_its_rename(tmp_path, monkeyp
     monkeypatch.setattr(os, "fsync", recording)
     transports.MaildirTransport(tmp_path).send_many([("a@x.test", ["b@x.test"], b"x\n")] * 3)
     assert synced == [0, 0, 0, 3]                   # three files before any rename, then new/
+
+
+def test_acknowledgements_leave_while_a_backlog_is_still_being_processed(tmp_path):
+    config = write_config(tmp_path, outgoing='transport = "maildir:mailboxes/outgoing"\npoll_interval = "1h"',
+                          extra='\n[intake]\nbatch_size = 20\nparse_workers = 0\n')
+    config.write_text(config.read_text().replace("[smtp_server]\n", "[smtp_server]\nenabled = false\n"))
+    total = 1500
+    for n in range(total):
+        drop(tmp_path, mail(message_id=f"m{n}", frm=f"C{n} <c{n}@example.com>"), f"{n:05d}.host")
+    service = Service(config)
+    try:
+        service.wait_for(r"helpdesk running")
+        new = tmp_path / "mailboxes" / "outgoing" / "new"
+        wait_for(lambda: new.exists() and any(new.iterdir()), timeout=60)
+        statuses = [status for _, status in raw_rows(config)]
+    finally:
+        assert service.stop() == 0
+    assert statuses.count("pending") > total // 2, statuses.count("pending")   # mail left mid-backlog
