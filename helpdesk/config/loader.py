@@ -43,6 +43,7 @@ from helpdesk.config.settings import (
     StaffMember,
     StatusSettings,
     TicketSettings,
+    TrustSettings,
     untagged,
 )
 from helpdesk.errors import ConfigError
@@ -240,6 +241,23 @@ def _reasons(value: Any, ctx: Context) -> tuple[str, ...]:
     return reasons
 
 
+_FILE_TYPE = re.compile(r"([a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*)((?:\s+\.[a-z0-9]+)+)")
+
+
+def _file_types(value: Any, ctx: Context) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """ "image/jpeg .jpg .jpeg": a MIME type and the file name endings a file of it may have."""
+    if not isinstance(value, list):
+        raise Invalid(f'expected a list like ["image/png .png", "application/pdf .pdf"], got {schema.show(value)}')
+    types = []
+    for item in value:
+        match = _FILE_TYPE.fullmatch(schema.string(item, ctx).strip().lower())
+        if not match:
+            raise Invalid(f'{quote(item)} is not a MIME type followed by its file name endings, '
+                          'like "image/jpeg .jpg .jpeg"')
+        types.append((match.group(1), tuple(match.group(2).split())))
+    return tuple(types)
+
+
 # --------------------------------------------------------------- section builders
 
 
@@ -374,6 +392,17 @@ def _duration_or_off(value: Any, ctx: Context) -> dt.timedelta:
         return schema.duration(value, ctx)
     except Invalid as exc:
         raise Invalid(f'{exc.message}, or "off"') from None
+
+
+_MIN_PARSE_MEMORY = 64 << 20
+
+
+def _parse_memory(value: Any, ctx: Context) -> int:
+    """A worker with less than this cannot even load the parser: every mail would fail."""
+    size = schema.size(value, ctx)
+    if size < _MIN_PARSE_MEMORY:
+        raise Invalid(f"{schema.show(value)} is too small: a parse worker needs at least 64MB")
+    return size
 
 
 def _build_smtp_server(
@@ -520,6 +549,8 @@ DISPUTE_KEYS = {
     "negotiation": Key(schema.duration, "3d"),
     "admin_after": Key(schema.duration, "72h"),
     "reasons": Key(_reasons, ["not received", "key does not work", "not as described", "other"]),
+    "relay_file_types": Key(_file_types, ["image/png .png", "image/jpeg .jpg .jpeg", "image/gif .gif",
+                                          "image/webp .webp", "application/pdf .pdf", "text/plain .txt"]),
 }
 
 LIMIT_KEYS = {
@@ -529,6 +560,10 @@ LIMIT_KEYS = {
     "ack_rate_limit": Key(schema.int_range(0), 5),
     "ack_rate_window": Key(schema.duration, "1h"),
     "bounce_suppression": Key(_duration_or_off, "7d"),
+    "max_parts": Key(schema.int_range(10, 1_000_000), 1000),
+    "max_attachments": Key(schema.int_range(1, 100_000), 100),
+    "parse_timeout": Key(schema.duration, "30s"),
+    "parse_memory": Key(_parse_memory, "1GB"),
 }
 
 INTAKE_KEYS = {
@@ -551,6 +586,18 @@ STATUS_KEYS = {
     "tick_critical": Key(schema.duration, "30m"),
     "overdue_warning": Key(schema.int_range(0), 1),
     "overdue_critical": Key(schema.int_range(0), 0),
+}
+
+def _addresses(value: Any, ctx: Context) -> tuple[str, ...]:
+    """A list of bare addresses, lower case."""
+    if not isinstance(value, list):
+        raise Invalid(f'expected a list of addresses like ["form@shop.example"], got {schema.show(value)}')
+    one = schema.address(allow_plus=True)
+    return tuple(dict.fromkeys(one(item, ctx) for item in value))
+
+
+TRUST_KEYS = {
+    "form_senders": Key(_addresses, []),
 }
 
 METRICS_KEYS = {
@@ -591,4 +638,5 @@ SECTIONS = {
     "disputes": Section(DisputeSettings, DISPUTE_KEYS),
     "status": Section(StatusSettings, STATUS_KEYS, build=_build_status),
     "metrics": Section(MetricsSettings, METRICS_KEYS, build=_build_metrics),
+    "trust": Section(TrustSettings, TRUST_KEYS),
 }

@@ -176,6 +176,16 @@ class DisputeSettings:
     negotiation: dt.timedelta
     admin_after: dt.timedelta
     reasons: tuple[str, ...]
+    # the files passed on between the parties: (MIME type, the file name endings it may have)
+    relay_file_types: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Whose word the helpdesk takes for what a mail claims."""
+
+    # a contact form's sender address: its Reply-To is the customer who filled it in
+    form_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,11 @@ class LimitSettings:
     ack_rate_limit: int
     ack_rate_window: dt.timedelta
     bounce_suppression: dt.timedelta = dt.timedelta(days=7)   # zero: off
+    # hostile mail: what one message may cost (docs/known-limits.md)
+    max_parts: int = 1000                     # MIME parts read; the rest counted, kept in the raw mail
+    max_attachments: int = 100                # attachments stored; the rest refused, told
+    parse_timeout: dt.timedelta = dt.timedelta(seconds=30)   # per message parsed alone in a worker
+    parse_memory: int = 1 << 30               # address space of a parse worker (bytes)
 
 
 @dataclass(frozen=True)
@@ -238,6 +253,7 @@ class Config:
     disputes: DisputeSettings
     status: StatusSettings
     metrics: MetricsSettings
+    trust: TrustSettings = TrustSettings()
 
     def mailbox(self, name: str) -> Mailbox:
         """The mailbox called ``name``; UnknownMailbox (a LookupError) if there is none."""

@@ -25,6 +25,7 @@ from helpdesk import routing
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config
 from helpdesk.pipeline.parse_stage import Job, Parsed, ParseStage, Prepared, failure
+from helpdesk.pipeline.workers import ParseLimits
 from helpdesk.routing import Domain
 from helpdesk.store import raw
 from helpdesk.store.attachments import AttachmentStore
@@ -64,7 +65,7 @@ class Pipeline:
         # Set by the service on SIGTERM: the batch in hand is finished, the next one waits.
         self.stopping = threading.Event()
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
-                                 attachments)
+                                 attachments, ParseLimits.of(config.limits))
 
     def process_pending(self, batch_size: int | None = None, tally: Tally | None = None,
                         between: Callable[[], object] | None = None) -> Tally:

@@ -77,6 +77,8 @@ class Ticket(BaseModel):
     overdue = pw.BooleanField(default=False)
     resolved_at = pw.DateTimeField(null=True)
     closed_at = pw.DateTimeField(null=True)
+    # schema 4: a Reply-To that differs from the requester's From, unverified: shown, never mailed
+    reply_to = pw.CharField(max_length=320, null=True)
 
     class Meta:
         indexes = ((("status", "updated_at"), False), (("created_at",), False),
@@ -302,7 +304,18 @@ def _schema_3(database: pw.Database) -> None:
                      for name in ("queued_at", "failed_at", "reported_at") if name not in have])
 
 
+def _schema_4(database: pw.Database) -> None:
+    """The ticket's unverified Reply-To (the requester is its From address)."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
+
+    if "reply_to" not in {c.name for c in database.get_columns("ticket")}:
+        migrator = SchemaMigrator.from_database(database)
+        run_migrations(migrator.add_column("ticket", "reply_to", Ticket._meta.fields["reply_to"]))
+
+
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
-MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3)
+MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
+                       _schema_4)
