@@ -310,3 +310,31 @@ def test_acknowledgements_leave_while_a_backlog_is_still_being_processed(tmp_pat
     finally:
         assert service.stop() == 0
     assert statuses.count("pending") > total // 2, statuses.count("pending")   # mail left mid-backlog
+
+
+def test_the_stages_take_sqlites_write_lock_in_turn(tmp_path):
+    """A stage writing batch after batch (a backlog) must not keep another stage out."""
+    from helpdesk.store import health
+    from helpdesk.store.db import connect, write_transaction
+
+    connect(f"sqlite:///{tmp_path / 'turns.db'}")
+    started, stop = threading.Event(), threading.Event()
+
+    def backlog() -> None:
+        deadline = time.monotonic() + 5
+        while not stop.is_set() and time.monotonic() < deadline:
+            with write_transaction():
+                started.set()
+                time.sleep(0.02)            # a batch being applied
+        health.release()
+
+    writer = threading.Thread(target=backlog, daemon=True)
+    writer.start()
+    started.wait(5)
+    asked = time.monotonic()
+    with write_transaction():
+        waited = time.monotonic() - asked
+    stop.set()
+    writer.join(10)
+    health.release()
+    assert waited < 0.5, f"waited {waited:.2f} s for the write lock"
