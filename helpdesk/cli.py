@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the service (SMTP intake, polling, delivery)")
     run.add_argument("--once", action="store_true", help="one pass, then exit")
     run.add_argument("--now", type=_moment, help="with --once: pretend it is this moment (ISO 8601)")
+    run.add_argument("--only", metavar="ROLES",
+                     help="run only these parts, a comma list of: " + ",".join(service.ROLES))
     run.set_defaults(func=cmd_run)
 
     ingest = sub.add_parser("ingest", help="take raw RFC 5322 files, folders of them, or - for stdin")
@@ -142,8 +144,9 @@ def _build(args, now=None) -> app_module.App:
 def cmd_run(args) -> int:
     if args.now is not None and not args.once:
         raise UserError("--now needs --once: a running service follows the real clock")
+    roles = service.parse_roles(args.only)      # a wrong role is said before anything starts
     app = _build(args, args.now)
-    return service.run(app, once=args.once)
+    return service.run(app, once=args.once, roles=roles)
 
 
 def cmd_ingest(args) -> int:
@@ -602,11 +605,15 @@ EXPLAINED = {
     "run": ("""\
 Run the service: the SMTP server, Maildir polling, IMAP (IDLE), processing, deadlines,
 the digest and delivery, until Ctrl-C or SIGTERM (the batch in hand is finished first);
-SIGHUP re-reads the config. One log line per message and per mail sent.""", """\
+SIGHUP re-reads the config. One log line per message and per mail sent. Each part runs
+on its own, so a hung relay never holds up new tickets. --only runs some parts: smtp,
+imap, maildir (intake), process, deliver, tick (deadlines and the digest).""", """\
 helpdesk run
 helpdesk --config /etc/helpdesk/config.toml run
 helpdesk run --once                              # one pass, then exit (cron)
-helpdesk run --once --now 2026-12-01T08:00:00Z   # as if it were that moment"""),
+helpdesk run --once --now 2026-12-01T08:00:00Z   # as if it were that moment
+helpdesk run --only smtp                         # an MX host: SMTP intake alone
+helpdesk run --only imap,maildir,process,deliver,tick   # the rest, elsewhere"""),
     "ingest": ("""\
 Take raw RFC 5322 mail from files, folders of them (a saved Maildir, an export) or
 stdin, process it and deliver the mail it causes. Without --mailbox, the mailbox is

@@ -535,6 +535,7 @@ OUTGOING_KEYS = {
     "oauth2": Key(_OAUTH2),
     "retry_max_delay": Key(schema.duration),       # default 1h: see _retry_schedule
     "give_up_after": Key(schema.duration),        # default 5d unless max_attempts is set
+    "destination_down": Key(schema.duration, "1m"),
 }
 
 STAFF_KEYS = {

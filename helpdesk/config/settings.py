@@ -141,6 +141,7 @@ class OutgoingSettings:
     oauth2: OAuth2Settings | None = None
     retry_max_delay: dt.timedelta = dt.timedelta(hours=1)
     give_up_after: dt.timedelta | None = dt.timedelta(days=5)   # None when max_attempts is set
+    destination_down: dt.timedelta = dt.timedelta(minutes=1)   # a relay that timed out: no new try before
     _origin: str = field(default="[outgoing]", repr=False, compare=False)
 
     def password(self) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import threading
 from dataclasses import dataclass, field
 
 from helpdesk.clock import Clock, naive_utc
@@ -98,35 +99,46 @@ class DeliveryReport:
         self.suppressed += other.suppressed
 
 
-def deliver_all(transport, clock: Clock, policy: RetryPolicy, held=None) -> DeliveryReport:
-    """Everything due now, in passes of ``PASS`` rows."""
+def deliver_all(transport, clock: Clock, policy: RetryPolicy, held=None,
+                stopping: threading.Event | None = None) -> DeliveryReport:
+    """Everything due now, in passes of ``PASS`` rows; on ``stopping`` up to the mail in hand."""
     total = DeliveryReport()
     while True:
-        report = deliver_due(transport, clock, policy, held=held)
+        report = deliver_due(transport, clock, policy, held=held, stopping=stopping)
         total.add(report)
-        if report.handled < PASS:
+        if report.handled < PASS or _stopped(stopping):
             return total
 
 
-def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS, held=None) -> DeliveryReport:
+def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS, held=None,
+                stopping: threading.Event | None = None) -> DeliveryReport:
     """One pass. ``held``: a ``suppression.Suppression`` (automatic mail to addresses that
-    bounced hard is marked ``suppressed`` instead of sent), or None."""
+    bounced hard is marked ``suppressed`` instead of sent), or None. ``stopping``: checked
+    before each group and each mail, so SIGTERM never waits for a whole pass; a claimed
+    mail not tried yet is released (due again at once), not left to its lease."""
     report = DeliveryReport()
     now = naive_utc(clock.now())
     due = outbox_rows.due(now, limit)
     for start in range(0, len(due), GROUP):
+        if _stopped(stopping):
+            break
         rows = outbox_rows.load(_claim(due[start:start + GROUP], now))
         reasons = held.held(rows, now) if held is not None else {}
         attempts = [_suppressed(row, reasons[row.id], now, report) for row in rows if row.id in reasons]
         rows = [row for row in rows if row.id not in reasons]
         attempts += [_recorded(row, result, now, policy, report)
-                     for row, result in zip(rows, _send_group(rows, transport, now))]
+                     for row, result in zip(rows, _send_group(rows, transport, now, stopping))]
         with write_transaction():
             outbox_rows.record(attempts)
     return report
 
 
-def _send_group(rows: list[Queued], transport, now: dt.datetime) -> list[str | Exception]:
+def _stopped(stopping: threading.Event | None) -> bool:
+    return stopping is not None and stopping.is_set()
+
+
+def _send_group(rows: list[Queued], transport, now: dt.datetime,
+                stopping: threading.Event | None = None) -> list[str | Exception]:
     """Compose each row and hand the group over; per row, where it went or what failed.
 
     A transport with ``send_many`` gets the group at once (the Maildir syncs
@@ -143,18 +155,18 @@ def _send_group(rows: list[Queued], transport, now: dt.datetime) -> list[str | E
             continue
         ready.append((len(results), (row.envelope_from, [row.recipient], data)))
         results.append(TemporaryDeliveryError("the transport gave no result for this mail"))
-    for (index, _), result in zip(ready, _hand_over(transport, [item for _, item in ready])):
+    for (index, _), result in zip(ready, _hand_over(transport, [item for _, item in ready], stopping)):
         results[index] = result
     return results
 
 
-def _hand_over(transport, items: list) -> list[str | Exception]:
+def _hand_over(transport, items: list, stopping: threading.Event | None = None) -> list[str | Exception]:
     """One result per item, whatever the transport does; never a mail counted sent by default."""
     if not items:
         return []       # a group held back or broken whole: nothing to sync or connect for
     send_many = getattr(transport, "send_many", None)
     if send_many is None:
-        return [_send_one(transport, item) for item in items]
+        return [_NotTried() if _stopped(stopping) else _send_one(transport, item) for item in items]
     try:
         handed = list(send_many(items))
     except Exception as exc:  # noqa: BLE001 - every mail of the group is retried later
@@ -172,6 +184,10 @@ def _send_one(transport, item: tuple[str, list[str], bytes]) -> str | Exception:
         return exc
     except Exception as exc:  # noqa: BLE001 - recorded against the row, the queue goes on
         return _ComposeError(f"could not send: {type(exc).__name__}: {exc}")
+
+
+class _NotTried(Exception):
+    """The service is stopping: this claimed mail was not handed over and is released."""
 
 
 class _ComposeError(Exception):
@@ -192,6 +208,8 @@ def _claim(ids: list[int], now: dt.datetime) -> list[int]:
 def _recorded(row: Queued, result: str | Exception, now: dt.datetime, policy: RetryPolicy,
               report: DeliveryReport) -> Attempt:
     """The row's attempt: sent, deferred with backoff, or failed."""
+    if isinstance(result, _NotTried):
+        return Attempt(row.id, row.attempts, "released", now)
     attempts = row.attempts + 1
     if isinstance(result, TemporaryDeliveryError):
         retry_at = policy.next_attempt(now, attempts, row.queued_at)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,21 +61,37 @@ class App:
     def store(self, batch: list[spool.Incoming]) -> list[spool.Stored]:
         return spool.store(batch, self.clock)
 
-    def process(self, tally: Tally | None = None) -> Tally:
-        return self.pipeline.process_pending(tally=tally)
+    def process(self, tally: Tally | None = None, between: Callable[[], object] | None = None) -> Tally:
+        """Every pending message; ``between`` runs once per batch (the service wakes delivery
+        there, so acknowledgements leave while a backlog is still being worked through)."""
+        return self.pipeline.process_pending(tally=tally, between=between)
 
-    def deliver(self) -> outbox.DeliveryReport:
-        """Hand over everything due now; then tell the staff of mail given up, at once."""
+    def deliver(self, stopping: threading.Event | None = None) -> outbox.DeliveryReport:
+        """Hand over everything due now; then tell the staff of mail given up, at once.
+        ``stopping`` (SIGTERM) ends the pass after the mail in hand."""
         policy = outbox.RetryPolicy.of(self.config.outgoing)
         held = suppression.Suppression.of(self.config)
-        total = outbox.deliver_all(self.transport, self.clock, policy, held)
-        if self.reporter is not None and self.reporter.tell(self.config, self.clock, total.failed):
-            total.add(outbox.deliver_all(self.transport, self.clock, policy, held))
+        total = outbox.deliver_all(self.transport, self.clock, policy, held, stopping)
+        if (self.reporter is not None and not (stopping and stopping.is_set())
+                and self.reporter.tell(self.config, self.clock, total.failed)):
+            total.add(outbox.deliver_all(self.transport, self.clock, policy, held, stopping))
         return total
 
-    def tick(self) -> TickReport:
-        """Fire every deadline and reminder due now."""
-        return fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers)
+    def remove_stale_outgoing(self) -> None:
+        """At start: the files a crashed delivery left in the outgoing Maildir's tmp/."""
+        remove = getattr(self.transport, "remove_stale", None)
+        if remove is not None:
+            remove()
+
+    def abort_delivery(self) -> None:
+        """From another thread: close the relay connection a delivery hangs on (SIGTERM)."""
+        abort = getattr(self._transport, "abort", None)
+        if abort is not None:
+            abort()
+
+    def tick(self, stopping: threading.Event | None = None) -> TickReport:
+        """Fire every deadline and reminder due now (on ``stopping``, up to the chunk in hand)."""
+        return fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers, stopping=stopping)
 
     @property
     def transport(self):
@@ -126,7 +144,8 @@ def build_transport(config: Config, clock: Clock | None = None) -> Transport:
             out.transport, config.base_dir, username=out.username,
             password=None if oauth else out.password(), timeout=out.timeout.total_seconds(),
             ca_file=out.ca_file, tokens=tokens.source(oauth, clock) if oauth else None,
-            login_pause=out.retry_delay.total_seconds(), clock=clock)
+            login_pause=out.retry_delay.total_seconds(), clock=clock,
+            destination_down=out.destination_down.total_seconds())
     except ValueError as exc:
         raise ConfigError(f"{config.path.name}: [outgoing] transport: {exc}") from exc
 

@@ -41,7 +41,7 @@ FIXED: dict[str, dict[str, tuple[str, ...]]] = {
     "database": {"url": ("url",)},
     "smtp_server": {"enabled": ("enabled",), "listen": ("host", "port")},
     "outgoing": {key: (key,) for key in ("transport", "username", "password_env", "password_file",
-                                         "ca_file", "timeout", "auth", "oauth2")},
+                                         "ca_file", "timeout", "auth", "oauth2", "destination_down")},
     "metrics": {"listen": ("host", "port")},
     "intake": {"parse_workers": ("parse_workers",), "worker_timeout": ("worker_timeout",)},
 }

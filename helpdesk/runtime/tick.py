@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,12 +45,14 @@ class TickReport:
 
 
 def fire_due(handlers: dict[str, Handler], clock: Clock, limit: int | None = None,
-         flushers: dict[str, Flusher] | None = None) -> TickReport:
-    """Fire what is due (all of it, or at most ``limit``), a chunk per transaction."""
+             flushers: dict[str, Flusher] | None = None,
+             stopping: threading.Event | None = None) -> TickReport:
+    """Fire what is due (all of it, or at most ``limit``), a chunk per transaction; on
+    ``stopping`` (SIGTERM) after the chunk in hand, the rest firing at the next start."""
     now = naive_utc(clock.now())
     report = TickReport()
     failed: set[int] = set()
-    while limit is None or report.total < limit:
+    while (limit is None or report.total < limit) and not (stopping and stopping.is_set()):
         batch = [d for d in timers.due(now, CHUNK + len(failed)) if d.id not in failed][:CHUNK]
         if not batch:
             break

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import peewee as pw
 from playhouse.db_url import parse as url_parse
@@ -151,10 +152,52 @@ def write_transaction(proves_space: bool = True):
     write too small to show that a full disk has room again (a claim, a heartbeat).
 
     On SQLite a deferred transaction that reads first can fail to upgrade when
-    another process wrote meanwhile; IMMEDIATE waits for the lock instead.
-    PostgreSQL locks rows as they are written, so a plain transaction is right.
+    another process wrote meanwhile; IMMEDIATE waits for the lock instead, and
+    the threads of this process take it in turn (``_turns``). PostgreSQL locks
+    rows as they are written, so a plain transaction is right.
     """
-    with temporary_faults(proves_space), (db.atomic("IMMEDIATE") if isinstance(db.obj, pw.SqliteDatabase) else db.atomic()):
+    with temporary_faults(proves_space), (_sqlite_immediate() if isinstance(db.obj, pw.SqliteDatabase) else db.atomic()):
+        yield
+
+
+class _Turns:
+    """The threads of this process take SQLite's write lock in the order they asked.
+
+    SQLite's busy handler polls with growing sleeps, so a thread that commits
+    and begins again at once (processing a backlog) would take the lock every
+    time and another stage (delivery) would wait out the whole backlog. A
+    ticket per writer makes them alternate; other processes still meet the
+    busy handler as before.
+    """
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._next = self._serving = 0
+
+    @contextlib.contextmanager
+    def mine(self):
+        with self._turn:
+            ticket, self._next = self._next, self._next + 1
+            while ticket != self._serving:
+                self._turn.wait()
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()
+
+
+_turns = _Turns()
+
+
+@contextlib.contextmanager
+def _sqlite_immediate():
+    if db.in_transaction():
+        with db.atomic("IMMEDIATE"):    # a savepoint: the lock is this thread's already
+            yield
+        return
+    with _turns.mine(), db.atomic("IMMEDIATE"):
         yield
 
 
@@ -185,7 +228,7 @@ def _rebuildable():
     if isinstance(db.obj, pw.SqliteDatabase):
         db.execute_sql("PRAGMA synchronous = NORMAL")
         try:
-            with db.atomic("IMMEDIATE"):
+            with _turns.mine(), db.atomic("IMMEDIATE"):
                 yield
         finally:
             _restore_synchronous()

@@ -65,8 +65,9 @@ class Attempt:
 
     id: int
     attempts: int           # including this one
-    result: str             # sent | deferred | failed | suppressed
-    at: dt.datetime | None  # sent: when; deferred: the next attempt; failed, suppressed: now
+    result: str             # sent | deferred | failed | suppressed | released
+    at: dt.datetime | None  # sent: when; deferred: the next attempt; failed, suppressed: now;
+                            # released (claimed, never tried): due again from then
     error: str | None = None
 
 
@@ -169,6 +170,8 @@ def _fields(attempt: Attempt) -> dict:
         return {"attempts": attempt.attempts, "status": "sent", "sent_at": attempt.at, "last_error": None}
     if attempt.result == "deferred":
         return {"attempts": attempt.attempts, "next_attempt_at": attempt.at, "last_error": attempt.error}
+    if attempt.result == "released":     # claimed, not tried (the service stopped): due again
+        return {"next_attempt_at": attempt.at}
     if attempt.result == "suppressed":
         return {"attempts": attempt.attempts, "status": "suppressed", "last_error": attempt.error}
     return {"attempts": attempt.attempts, "status": "failed", "failed_at": attempt.at,
