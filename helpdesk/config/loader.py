@@ -43,6 +43,7 @@ from helpdesk.config.settings import (
     StaffMember,
     StatusSettings,
     TicketSettings,
+    TrustSettings,
     untagged,
 )
 from helpdesk.errors import ConfigError
@@ -552,6 +553,23 @@ STATUS_KEYS = {
     "overdue_critical": Key(schema.int_range(0), 0),
 }
 
+def _authserv_ids(value: Any, ctx: Context) -> tuple[str, ...]:
+    """The authserv-ids of the MTAs in front of us (RFC 8601: compared without case)."""
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of authserv-ids, got {schema.show(value)}")
+    ids = tuple(schema.text(item, ctx).strip().lower() for item in value)
+    bad = next((i for i in ids if not i or any(c.isspace() or c in ";()\"" for c in i)), None)
+    if bad is not None:
+        raise Invalid(f"{schema.quote(bad)} is not an authserv-id (a host name such as \"mx.shop.example\")")
+    return ids
+
+
+TRUST_KEYS = {
+    "authserv_ids": Key(_authserv_ids, []),
+    "confirm_within": Key(schema.duration, "3d"),
+    "confirm_rate_limit": Key(schema.int_range(0, 1000), 5),
+}
+
 METRICS_KEYS = {
     "listen": Key(schema.host_port),
 }
@@ -590,4 +608,5 @@ SECTIONS = {
     "disputes": Section(DisputeSettings, DISPUTE_KEYS),
     "status": Section(StatusSettings, STATUS_KEYS, build=_build_status),
     "metrics": Section(MetricsSettings, METRICS_KEYS, build=_build_metrics),
+    "trust": Section(TrustSettings, TRUST_KEYS),
 }

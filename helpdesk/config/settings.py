@@ -178,6 +178,15 @@ class DisputeSettings:
 
 
 @dataclass(frozen=True)
+class TrustSettings:
+    """Who proves a sender (docs/trust.md): the receiving MTAs whose Authentication-Results count."""
+
+    authserv_ids: tuple[str, ...] = ()
+    confirm_within: dt.timedelta = dt.timedelta(days=3)   # a held mail waits this long for its confirmation
+    confirm_rate_limit: int = 5                            # confirmation mails per person per day
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     max_message_size: int
     max_attachment_size: int
@@ -237,6 +246,7 @@ class Config:
     disputes: DisputeSettings
     status: StatusSettings
     metrics: MetricsSettings
+    trust: TrustSettings = TrustSettings()
 
     def mailbox(self, name: str) -> Mailbox:
         """The mailbox called ``name``; UnknownMailbox (a LookupError) if there is none."""
