@@ -73,6 +73,8 @@ def _staff_mail() -> dict:
                                   "requester": "bob@example.com", "requester_name": "Bob Buyer"},
         ("staff", "command_error"): {**staff, "error": "#priority: expected one of low, normal, high, urgent",
                                      "help": HELP},
+        ("staff", "confirm_hold"): {**_person("alice@shop.example", "Alice"), "thread": "T-42",
+                                    "held_subject": "Re: [T-42] My key does not work", "confirm_within": "3 days"},
         ("staff", "help"): {**staff, **summary},
         ("staff", "ticket_status"): {**staff, **summary},
         ("staff", "reminder"): {**staff, **reminder},

@@ -272,9 +272,36 @@ class DisputeEvent(BaseModel):
     reason = pw.TextField(default="")
 
 
+class Hold(BaseModel):
+    """A mail from a claimed (unproven) sender, kept unapplied until the real person confirms it.
+
+    ``participant`` is who we hold it for, at the address we hold for them; ``raw``
+    is the mail itself, put back in line once they confirm (docs/trust.md)."""
+
+    ticket = pw.ForeignKeyField(Ticket, on_delete="CASCADE")
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    participant = pw.IntegerField()
+    address = pw.CharField(max_length=320, index=True)
+    status = pw.CharField(max_length=16, default="pending", index=True)  # pending|confirmed|applied|expired
+    mailed = pw.BooleanField(default=False)                 # a confirmation mail went (the rate cap)
+    created_at = pw.DateTimeField(index=True)
+    expires_at = pw.DateTimeField()
+    confirmed_at = pw.DateTimeField(null=True)
+
+
+class SenderFailure(BaseModel):
+    """A mail our trusted MTA said failed DMARC or SPF: not acknowledged, counted in the digest."""
+
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    address = pw.CharField(max_length=320)
+    reason = pw.CharField(max_length=32)
+    created_at = pw.DateTimeField(index=True)
+
+
 MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
 MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
-MODELS = MODELS_1 + MODELS_2
+MODELS_4 = (Hold, SenderFailure)
+MODELS = MODELS_1 + MODELS_2 + MODELS_4
 
 
 def _schema_2(database: pw.Database) -> None:
@@ -302,7 +329,13 @@ def _schema_3(database: pw.Database) -> None:
                      for name in ("queued_at", "failed_at", "reported_at") if name not in have])
 
 
+def _schema_4(database: pw.Database) -> None:
+    """Proven identity: held mail and the senders our MTA said failed (docs/trust.md)."""
+    database.create_tables(MODELS_4, safe=True)
+
+
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
-MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3)
+MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
+                       _schema_4)

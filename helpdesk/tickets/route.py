@@ -17,7 +17,18 @@ from typing import Protocol
 
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
-from helpdesk.routing import Drop, Quarantine, RecordBounce, ThreadIndex, bounce, no_sender, own_mail
+from helpdesk.routing import (
+    ConfirmHold,
+    Drop,
+    Quarantine,
+    RecordBounce,
+    ThreadIndex,
+    bounce,
+    confirmation,
+    no_sender,
+    own_mail,
+    proof,
+)
 
 _SUBJECT_TOKEN = re.compile(r"\[T-(\d{1,12})\]", re.IGNORECASE)
 OPEN_FOR_REPLIES = frozenset({"new", "open", "waiting_on_customer", "resolved"})
@@ -44,6 +55,7 @@ class StaffReply:
 
     ticket_id: int
     rule: str
+    proof: str | None = None     # how the sender is proven (routing.proof); None: claimed, held
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,8 @@ class TicketsStatusRequest:
     """A customer asking for the list of their open requests (subject "status")."""
 
 
-Route = NewTicket | TicketReply | StaffReply | TicketsStatusRequest | RecordBounce | Drop | Quarantine
+Route = (NewTicket | TicketReply | StaffReply | TicketsStatusRequest | ConfirmHold | RecordBounce | Drop
+         | Quarantine)
 
 
 class TicketIndex(ThreadIndex, Protocol):
@@ -67,6 +80,7 @@ class TicketContext:
     secret: bytes
     index: TicketIndex
     staff: frozenset[str] = frozenset()
+    authserv_ids: tuple[str, ...] = ()      # [trust]: whose Authentication-Results count
 
 
 Rule = Callable[[InboundMail, TicketContext], Route | None]
@@ -82,7 +96,7 @@ def thread(mail: InboundMail, ctx: TicketContext) -> Route | None:
         return None  # a dispute's chat: not a ticket, the mail is new here
     if (mail.from_addr in ctx.staff and not mail.auto_submitted
             and ctx.index.role_of(ticket_id, mail.from_addr) not in CUSTOMER_ROLES):
-        return StaffReply(ticket_id, rule)  # also on a closed ticket: "#reopen" must work
+        return StaffReply(ticket_id, rule, proof(mail, ctx, signed=rule == "signed-address"))  # also on a closed ticket: "#reopen" must work
     if status not in OPEN_FOR_REPLIES:
         if mail.auto_submitted:
             return Drop(f"auto-reply to closed ticket T-{ticket_id}")
@@ -107,7 +121,7 @@ def new_ticket(mail: InboundMail, ctx: TicketContext) -> Route | None:
     return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail))
 
 
-RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, thread, unthreaded_auto_reply, status_request,
+RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, confirmation, thread, unthreaded_auto_reply, status_request,
                            new_ticket)
 
 
