@@ -51,10 +51,12 @@ def hold(desk: Desk, ticket_id: int, person: Person, audience: str, mail: Inboun
 def confirm(desk: Desk, route: ConfirmHold, mail: InboundMail) -> Applied:
     """The real person's reply: the held mail goes back in line once, if it is theirs and not expired.
 
-    Anything else (a stranger with the address, a second use, an expired hold)
-    does nothing, and says nothing to anyone."""
+    Anything else (an out-of-office, a stranger with the address, a second use,
+    an expired hold) does nothing, and says nothing to anyone."""
     now = naive_utc(desk.clock.now())
     found = holds.read(route.hold_id)
+    if mail.auto_submitted or mail.bulk:
+        return Applied("dropped", None, "confirmation: an auto-reply confirms nothing")
     if (found is None or found.participant_id != route.participant_id or mail.from_ambiguous
             or mail.from_addr != found.address):
         return Applied("dropped", None, "confirmation: not the held mail's person")

@@ -14,8 +14,9 @@ import re
 import pytest
 
 from helpdesk.cli import main
-from helpdesk.store.schema import Hold, Message, Ticket
+from helpdesk.store.schema import DisputeEvent, Hold, Message, Proposal, Ticket
 from tests.conftest import authenticated, mail
+from tests.flows.test_disputes_smtp import ADMIN, BUYER, DISPUTES, SELLER, body, make_market
 
 pytestmark = pytest.mark.usefixtures("db_url")
 FORGED_ALICE = "Alice <alice@shop.example>"
@@ -168,3 +169,88 @@ def confirmed_agent_answer(desk):
     """For the template samples: a held agent answer and its confirmation mail."""
     open_ticket(desk)
     desk.ingest(forged())
+
+
+# --- disputes: the buyer may not act for the seller, nor anyone for the administration ------
+
+@pytest.fixture
+def market(tmp_path, db_url):
+    desk, smtp, made = make_market(tmp_path, db_url)
+    yield made
+    smtp.stop()
+    desk.app.close()
+
+
+def dispute_opened(market):
+    """Bob's dispute D-1 on order 100234; returns the seller's notice."""
+    market.open()
+    [_, notice] = market.new()
+    return notice
+
+
+def forged_party(market, frm: str, body: str, **headers) -> None:
+    market.send(mail(frm=frm, to=DISPUTES, subject="Re: [D-1] Order 100234", body=body,
+                     headers=headers or None), mail_from=BUYER)
+
+
+def test_the_buyer_forging_the_seller_with_the_token_returns_nothing(market):
+    dispute_opened(market)
+    forged_party(market, f"Sam <{SELLER}>", "#return\n")
+    assert market.dispute().status == "awaiting_seller"
+    asked = market.last_to(SELLER)
+    assert "Please confirm" in asked["Subject"] and "#return" not in body(asked)
+    assert "Please confirm" not in market.last_to(BUYER)["Subject"]
+
+
+def test_the_buyer_forging_the_seller_by_in_reply_to_cannot_propose_and_accept(market):
+    dispute_opened(market)
+    received = market.last_to(BUYER)
+    forged_party(market, f"Sam <{SELLER}>", "#propose Full refund and keep the key\n",
+                 **{"In-Reply-To": received["Message-ID"]})
+    market.reply(market.last_to(BUYER), BUYER, "#accept")
+    assert market.dispute().status == "awaiting_seller"
+    assert Proposal.select().count() == 0
+
+
+def escalated(market):
+    """D-1 in admin review (the seller's offer refused, the window closed, the buyer escalated)."""
+    notice = dispute_opened(market)
+    market.reply(notice, SELLER, "#propose 20% discount on the next purchase")
+    market.later(days=3)
+    market.reply(market.last_to(BUYER), BUYER, "#escalate\nThe discount is useless to me.")
+    assert market.dispute().status == "admin_review"
+    return market.last_to(ADMIN)
+
+
+def test_a_forged_admin_decides_nothing(market):
+    escalated(market)
+    forged_party(market, f"Bob <{ADMIN}>", "#decide buyer Full refund, the seller pays.\n")
+    assert market.dispute().status == "admin_review"
+    assert DisputeEvent.select().where(DisputeEvent.actor == f"admin:{ADMIN}").count() == 0
+
+
+def test_the_admin_deciding_from_the_review_mail_is_proven(market):
+    review = escalated(market)
+    market.reply(review, ADMIN, "#decide buyer Full refund.")
+    assert market.dispute().status == "decided"
+
+
+def test_a_held_seller_return_applies_once_the_seller_confirms(market):
+    dispute_opened(market)
+    forged_party(market, f"Sam <{SELLER}>", "#return\nSorry, here is your money back.\n")
+    asked = market.last_to(SELLER)
+    market.reply(asked, SELLER, "yes, that was me")
+    market.run()                                           # the requeued mail's turn
+    assert market.dispute().status == "return_accepted"
+    assert "money back" in body(market.last_to(BUYER))
+
+
+def everyone_is_asked_to_confirm(market):
+    """For the template samples: a held message of the seller, the buyer and the admin."""
+    notice = dispute_opened(market)
+    forged_party(market, f"Sam <{SELLER}>", "#return\n")
+    forged_party(market, f"Bob <{BUYER}>", "#withdraw\n")
+    market.reply(notice, SELLER, "#propose 20% discount on the next purchase")
+    market.later(days=3)
+    market.reply(market.last_to(BUYER), BUYER, "#escalate")
+    forged_party(market, f"Carol <{ADMIN}>", "#decide buyer Full refund.\n")

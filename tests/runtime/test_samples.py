@@ -125,7 +125,8 @@ def test_the_samples_have_the_shape_of_real_contexts(tmp_path, rendered, monkeyp
         outbox.test_relay_down_defers_and_gives_up_after_max_attempts(lambda port: desk)
     finally:
         desk.app.close()
-    for number, scenario in enumerate(DISPUTE_SCENARIOS + (everyone_asks_for_help_once_the_administration_is_in,)):
+    for number, scenario in enumerate(DISPUTE_SCENARIOS + (everyone_asks_for_help_once_the_administration_is_in,
+                                                           trust.everyone_is_asked_to_confirm)):
         folder = tmp_path / f"d{number}"
         folder.mkdir()
         desk, smtp, market = disputes.make_market(folder, None)
