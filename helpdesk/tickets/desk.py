@@ -18,7 +18,7 @@ from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.routing import RecordBounce
-from helpdesk.store import tickets
+from helpdesk.store import holds, tickets
 from helpdesk.store.attachments import AttachmentStore, StoredAttachment
 from helpdesk.store.tickets import TicketRow
 from helpdesk.tickets import lifecycle
@@ -78,6 +78,8 @@ class Desk:
         requester = self._add_person(number, mail.requester, mail.from_name, "requester")
         self._add_copied(number, mail)
         self._record(number, mail, stored, raw_id, now, auto=False)
+        if route.sender_failed:
+            holds.record_failure(raw_id, mail.from_addr, route.sender_failed, now)   # counted in the digest
         lifecycle.opened(number, now, self.config.tickets)
         notices = []
         if route.acknowledge and self._may_acknowledge(mail.requester, now):

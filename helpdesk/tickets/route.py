@@ -28,6 +28,7 @@ from helpdesk.routing import (
     no_sender,
     own_mail,
     proof,
+    sender_failed,
 )
 
 _SUBJECT_TOKEN = re.compile(r"\[T-(\d{1,12})\]", re.IGNORECASE)
@@ -40,6 +41,7 @@ class NewTicket:
     acknowledge: bool
     why_silent: str = ""
     follow_up_of: int | None = None
+    sender_failed: str | None = None   # our MTA said "dmarc=fail"/"spf=fail": no acknowledgement (backscatter)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,7 @@ def thread(mail: InboundMail, ctx: TicketContext) -> Route | None:
     if status not in OPEN_FOR_REPLIES:
         if mail.auto_submitted:
             return Drop(f"auto-reply to closed ticket T-{ticket_id}")
-        return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail),
-                         follow_up_of=ticket_id)
+        return _new_ticket(mail, ctx, follow_up_of=ticket_id)
     return TicketReply(ticket_id, silent=mail.auto_submitted, rule=rule)
 
 
@@ -118,7 +119,7 @@ def status_request(mail: InboundMail, ctx: TicketContext) -> Route | None:
 
 
 def new_ticket(mail: InboundMail, ctx: TicketContext) -> Route | None:
-    return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail))
+    return _new_ticket(mail, ctx)
 
 
 RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, confirmation, thread, unthreaded_auto_reply, status_request,
@@ -158,6 +159,16 @@ def _by_subject(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None
     if ctx.index.is_participant(ticket, mail.from_addr):
         return ticket, "subject-token"
     return None
+
+
+def _new_ticket(mail: InboundMail, ctx: TicketContext, follow_up_of: int | None = None) -> NewTicket:
+    """A new ticket, acknowledged unless bulk, or unless our MTA says the From is forged:
+    an acknowledgement would then go to a victim of the forgery (backscatter)."""
+    failed = sender_failed(mail, ctx)
+    if failed:
+        return NewTicket(acknowledge=False, why_silent=f"the sender failed {failed}",
+                         follow_up_of=follow_up_of, sender_failed=failed)
+    return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail), follow_up_of=follow_up_of)
 
 
 def _silence(mail: InboundMail) -> str:

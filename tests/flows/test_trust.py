@@ -14,6 +14,7 @@ import re
 import pytest
 
 from helpdesk.cli import main
+from helpdesk.reports import digest
 from helpdesk.store.schema import DisputeEvent, Hold, Message, Proposal, Ticket
 from tests.conftest import authenticated, mail
 from tests.flows.test_disputes_smtp import ADMIN, BUYER, DISPUTES, SELLER, body, make_market
@@ -254,3 +255,35 @@ def everyone_is_asked_to_confirm(market):
     market.later(days=3)
     market.reply(market.last_to(BUYER), BUYER, "#escalate")
     forged_party(market, f"Carol <{ADMIN}>", "#decide buyer Full refund.\n")
+
+
+# --- backscatter --------------------------------------------------------------------
+
+def test_no_acknowledgement_to_a_from_our_mta_says_is_forged_and_the_digest_counts_it(desk):
+    forged_customer = authenticated(mail(frm="Victim <victim@buyers.example>", message_id="spam"),
+                                    result="dmarc=fail")
+    tally = desk.ingest(forged_customer)
+    assert tally.counts["new_ticket"] == 1                      # kept, nothing lost
+    assert desk.to("victim@buyers.example") == []
+    desk.ingest(forged())                                       # and one held mail
+    now = desk.clock.now() + dt.timedelta(days=1)
+    got = digest.build(desk.app.config, now, digest.current_period(desk.app.config, now))
+    assert (got.held, got.sender_failed) == (1, 1)
+    shown = digest.context(got, desk.app.config)
+    assert (shown["held"], shown["sender_failed"]) == (1, 1)
+
+
+def test_a_failure_claimed_by_an_untrusted_authserv_id_is_the_senders_own_word(desk):
+    desk.ingest(b"Authentication-Results: mx.evil.example; spf=fail smtp.mailfrom=bob@example.com\n"
+                + mail(message_id="first"))
+    assert len(desk.to("bob@example.com")) == 1                 # acknowledged as ever
+
+
+def test_an_out_of_office_answer_to_the_confirmation_confirms_nothing(desk):
+    open_ticket(desk)
+    desk.ingest(forged())
+    [ask] = confirmations(desk)
+    desk.ingest(mail(frm=FORGED_ALICE, to=reply_to_of(ask), subject="Automatic reply: x", body="away\n",
+                     headers={"Auto-Submitted": "auto-replied"}))
+    desk.ingest()
+    assert Hold.get().status == "pending"
