@@ -13,7 +13,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from helpdesk.store import raw as raw_messages
-from helpdesk.store.schema import Hold, SenderFailure
+from helpdesk.store.schema import Hold, Message, SenderFailure
+
+CONFIRMED_DIRECTION = "held_ok"   # the held entry once its person confirmed it (then applied anew)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,11 @@ def take_confirmed(raw_id: int) -> int | None:
         return None
     changed = (Hold.update(status="applied")
                .where((Hold.id == hold_id) & (Hold.status == "confirmed")).execute())
-    return hold_id if changed == 1 else None
+    if changed != 1:
+        return None
+    Message.update(direction=CONFIRMED_DIRECTION).where(
+        (Message.raw == raw_id) & (Message.direction == "held")).execute()
+    return hold_id
 
 
 def held_on(ticket_id: int) -> int:

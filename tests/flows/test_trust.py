@@ -132,6 +132,7 @@ def test_the_confirmation_round_trip_applies_the_held_mail_once(desk, capsys):
     desk.ingest()
     assert len(desk.to("bob@example.com")) == to_bob + 1   # one-time: the second use does nothing
     assert Hold.get().status == "applied"
+    assert Message.select().where(Message.direction == "held").count() == 0   # no longer shown unverified
 
 
 def test_a_confirmation_from_anyone_else_does_nothing(desk):
