@@ -195,10 +195,14 @@ def forged_party(market, frm: str, body: str, **headers) -> None:
                      headers=headers or None), mail_from=BUYER)
 
 
-def test_the_buyer_forging_the_seller_with_the_token_returns_nothing(market):
+def test_the_buyer_forging_the_seller_with_the_token_returns_nothing(market, capsys):
     dispute_opened(market)
     forged_party(market, f"Sam <{SELLER}>", "#return\n")
     assert market.dispute().status == "awaiting_seller"
+    capsys.readouterr()
+    assert main(["--config", str(market.desk.config_path), "show", "D-1", "--json"]) == 0
+    [held] = [m for m in json.loads(capsys.readouterr().out)["messages"] if m.get("unverified")]
+    assert held["from"] == SELLER
     asked = market.last_to(SELLER)
     assert "Please confirm" in asked["Subject"] and "#return" not in body(asked)
     assert "Please confirm" not in market.last_to(BUYER)["Subject"]
