@@ -241,16 +241,21 @@ def sender(values: list) -> tuple[str, str, bool]:
             if plain.group(1):
                 return "", clean_address(plain.group(1)), False
             return " ".join(plain.group(2).split()), clean_address(plain.group(3)), False
+    return parsed_sender(values)
+
+
+def parsed_sender(values: list) -> tuple[str, str, bool]:
+    """``sender`` without the fast path (tests check the two agree)."""
     found: list[tuple[str, str]] = []
     ambiguous = len(values) > 1
     for value in values:
         text = _FOLD.sub(" ", str(value))
         try:   # headerregistry's own parser: its Address refuses the CR/LF an encoded word may hold
-            addresses, _ = rfc5322.get_address_list(text)
+            addresses, rest = rfc5322.get_address_list(text)
         except Exception:  # noqa: BLE001 - the parser's own bug must not stop the mail
             ambiguous = True
             continue
-        ambiguous = ambiguous or any(not isinstance(d, email_errors.ObsoleteHeaderDefect)
+        ambiguous = ambiguous or bool(rest.strip()) or any(not isinstance(d, email_errors.ObsoleteHeaderDefect)
                                      for d in addresses.all_defects)
         found.extend((_clean_name(m.display_name or _comment_name(text)), clean_address(m.addr_spec or ""))
                      for m in addresses.all_mailboxes)

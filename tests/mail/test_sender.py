@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpdesk.mail.parse import MAX_AUTH_RESULT_SIZE, MAX_AUTH_RESULTS, parse
+from helpdesk.mail.parse import MAX_AUTH_RESULT_SIZE, MAX_AUTH_RESULTS, parse, parsed_sender, sender
 
 
 def raw(frm: str, extra: str = "") -> bytes:
@@ -47,3 +47,11 @@ def test_authentication_results_are_kept_topmost_first_with_caps():
     mail = parse(raw("a@b.example", extra=headers))
     assert mail.auth_results[0] == "mx0.example; none"
     assert len(mail.auth_results) == MAX_AUTH_RESULTS - 1       # the oversized one is ignored
+
+
+@pytest.mark.parametrize("frm", [
+    "Alice <alice@shop.example>", "alice@shop.example", "  Alice   Smith  <Alice@Shop.Example> ",
+    "<alice@shop.example>", "Bob_O-Brien 2 <bob+x=y@mail.shop.example>",
+])
+def test_the_fast_path_reads_what_the_parser_reads(frm):
+    assert sender([frm]) == parsed_sender([frm])
