@@ -40,6 +40,7 @@ from helpdesk.routing import (
     no_sender,
     own_mail,
     proof,
+    sender_failed,
 )
 from helpdesk.units import normalise_reason
 
@@ -154,6 +155,9 @@ def status(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
 
 
 def open_request(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
+    failed = sender_failed(mail, ctx)
+    if failed:   # forged by our MTA's word: no dispute in someone's name, no answer to a victim
+        return Quarantine(f"the sender failed {failed}: no dispute opened, nothing answered")
     return parse_request(mail.subject, mail.reply_text, ctx.reasons)
 
 

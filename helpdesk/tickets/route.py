@@ -114,7 +114,8 @@ def unthreaded_auto_reply(mail: InboundMail, ctx: TicketContext) -> Route | None
 
 def status_request(mail: InboundMail, ctx: TicketContext) -> Route | None:
     if mail.subject.strip().lower() == "status" and not mail.bulk:
-        return TicketsStatusRequest()
+        failed = sender_failed(mail, ctx)
+        return Drop(f"status request: the sender failed {failed}") if failed else TicketsStatusRequest()
     return None
 
 

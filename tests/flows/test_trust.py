@@ -15,7 +15,7 @@ import pytest
 
 from helpdesk.cli import main
 from helpdesk.reports import digest
-from helpdesk.store.schema import DisputeEvent, Hold, Message, Proposal, Ticket
+from helpdesk.store.schema import Dispute, DisputeEvent, Hold, Message, Proposal, RawMessage, Ticket
 from tests.conftest import authenticated, mail
 from tests.flows.test_disputes_smtp import ADMIN, BUYER, DISPUTES, SELLER, body, make_market
 
@@ -292,3 +292,14 @@ def test_an_out_of_office_answer_to_the_confirmation_confirms_nothing(desk):
                      headers={"Auto-Submitted": "auto-replied"}))
     desk.ingest()
     assert Hold.get().status == "pending"
+
+
+def test_no_status_list_and_no_dispute_for_a_from_our_mta_says_is_forged(market):
+    bad = {"Authentication-Results": "mx.shop.example; dmarc=fail header.from=example.com"}
+    market.desk.ingest(mail(subject="status", headers=bad))
+    market.send(mail(frm=f"Bob Buyer <{BUYER}>", to=DISPUTES, subject="Order 100234",
+                     body="Reason: key does not work\n\nThe key is rejected.\n", headers=bad))
+    assert market.desk.to(BUYER) == [] and market.desk.to(SELLER) == []
+    assert Dispute.select().count() == 0
+    [quarantined] = RawMessage.select().where(RawMessage.status == "quarantined")
+    assert "dmarc=fail" in quarantined.reason                 # kept, with the reason
