@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from tests.config.test_config import MINIMAL, error, load
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load`` writes "config.toml" in the current folder: never the repository's own."""
+    monkeypatch.chdir(tmp_path)
 
 
 def test_defaults_trust_no_authentication_results():
