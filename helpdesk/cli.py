@@ -199,6 +199,8 @@ def cmd_show(args) -> int:
         return 0
     print(f"{detail['id']}  [{detail['status']}]  {detail['subject']}")
     print(f"requester: {detail['requester_name']} <{detail['requester']}>   created {detail['created_at']}")
+    if detail.get("reply_to_unverified"):
+        print(f"Reply-To (unverified): {detail['reply_to_unverified']}")
     for line in listings.bounce_lines(detail["bounces"]):
         print(line)
     _print_conversation(detail, lambda m: f"{m['direction']}  {m['created_at']}  from {m['from']}")

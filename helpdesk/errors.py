@@ -7,7 +7,10 @@
     │   └── NotFound              an unknown id (``no ticket T-99``)
     ├── TokenError                no OAuth2 access token: ``temporary`` says whether waiting helps
     ├── StoreError                the database refused (could not store a raw message, ...)
-    │   └── AlreadyOpen           a second open dispute for one order: another opening won the race
+    │   ├── AlreadyOpen           a second open dispute for one order: another opening won the race
+    │   └── TemporaryStoreError   waiting helps: the work stays pending, SMTP answers 4xx
+    │       ├── StoreUnavailable  the database cannot be reached (connection lost, locked)
+    │       └── StorageFull       the disk is full: the database or an attachment cannot be written
     └── DeliveryError             an outgoing mail could not be handed over
         ├── TemporaryDeliveryError    retry later (4xx, refused connection, timeout)
         └── PermanentDeliveryError    give up and record it (5xx)
@@ -62,6 +65,21 @@ class StoreError(HelpdeskError):
 class AlreadyOpen(StoreError):
     """The database refused a second open dispute for one order (its unique ``open_order``):
     another opening committed between the check and the insert."""
+
+
+class TemporaryStoreError(StoreError):
+    """A store failure that cures itself (the server comes back, space is freed): nothing
+    is quarantined or bounced for it; the work stays pending and is tried again."""
+
+
+class StoreUnavailable(TemporaryStoreError):
+    """The database cannot be reached now (connection lost, server down, file locked);
+    the connection is reopened with back-off. SMTP answers ``451 4.3.0`` meanwhile."""
+
+
+class StorageFull(TemporaryStoreError):
+    """A local write failed for lack of space (``ENOSPC``, ``database or disk is full``);
+    SMTP answers ``452 4.3.1`` meanwhile, and the message waits until space is back."""
 
 
 class DeliveryError(HelpdeskError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from helpdesk.mail import authresults, replyaddr
+from helpdesk.mail.loop import loop_id
 from helpdesk.mail.parse import InboundMail
 
 
@@ -160,8 +161,8 @@ def no_sender(mail: InboundMail, ctx: RuleContext) -> Quarantine | None:
 
 
 def own_mail(mail: InboundMail, ctx: RuleContext) -> Drop | None:
-    if mail.loop:
-        return Drop("loop: carries our X-Helpdesk-Loop header")
+    if loop_id(ctx.secret) in mail.loop_ids:   # another helpdesk's id is not ours: its mail gets in
+        return Drop("loop: carries our X-Helpdesk-Loop id")
     base = replyaddr.untagged(mail.from_addr)
     if base in ctx.own_addresses:
         return Drop(f"loop: sent from our own address {mail.from_addr}")

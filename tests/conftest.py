@@ -82,10 +82,7 @@ def write_config(folder: Path, *, db_url: str | None = None, extra: str = "",
 
         [limits]
         {limits}
-
-        [trust]
-        authserv_ids = ["{TRUSTED_MTA}"]
-        """) + extra
+        """) + _trusting(extra)
     path = folder / "config.toml"
     path.write_text(text)
     return path
@@ -166,6 +163,15 @@ def desk(tmp_path, request) -> Desk:
 
 
 TRUSTED_MTA = "mx.shop.example"     # the test helpdesk's receiving MTA ([trust] authserv_ids)
+
+
+def _trusting(extra: str) -> str:
+    """``extra`` with our MTA trusted: in its own ``[trust]`` section if it has one (TOML
+    allows a section once), else in one of ours."""
+    trusted = f'authserv_ids = ["{TRUSTED_MTA}"]'
+    if "[trust]" in extra and "authserv_ids" not in extra:
+        return extra.replace("[trust]", f"[trust]\n{trusted}", 1)
+    return extra if "[trust]" in extra else f"\n[trust]\n{trusted}\n" + extra
 
 
 def authenticated(raw: bytes, domain: str | None = None, result: str = "dmarc=pass") -> bytes:

@@ -241,6 +241,23 @@ def _reasons(value: Any, ctx: Context) -> tuple[str, ...]:
     return reasons
 
 
+_FILE_TYPE = re.compile(r"([a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*)((?:\s+\.[a-z0-9]+)+)")
+
+
+def _file_types(value: Any, ctx: Context) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """ "image/jpeg .jpg .jpeg": a MIME type and the file name endings a file of it may have."""
+    if not isinstance(value, list):
+        raise Invalid(f'expected a list like ["image/png .png", "application/pdf .pdf"], got {schema.show(value)}')
+    types = []
+    for item in value:
+        match = _FILE_TYPE.fullmatch(schema.string(item, ctx).strip().lower())
+        if not match:
+            raise Invalid(f'{quote(item)} is not a MIME type followed by its file name endings, '
+                          'like "image/jpeg .jpg .jpeg"')
+        types.append((match.group(1), tuple(match.group(2).split())))
+    return tuple(types)
+
+
 # --------------------------------------------------------------- section builders
 
 
@@ -377,11 +394,25 @@ def _duration_or_off(value: Any, ctx: Context) -> dt.timedelta:
         raise Invalid(f'{exc.message}, or "off"') from None
 
 
+_MIN_PARSE_MEMORY = 64 << 20
+
+
+def _parse_memory(value: Any, ctx: Context) -> int:
+    """A worker with less than this cannot even load the parser: every mail would fail."""
+    size = schema.size(value, ctx)
+    if size < _MIN_PARSE_MEMORY:
+        raise Invalid(f"{schema.show(value)} is too small: a parse worker needs at least 64MB")
+    return size
+
+
 def _build_smtp_server(
     values: dict[str, Any], ctx: Context, where: str
 ) -> SmtpServerSettings:
     host, port = values["listen"]
-    return SmtpServerSettings(enabled=values["enabled"], host=host, port=port)
+    return SmtpServerSettings(enabled=values["enabled"], host=host, port=port,
+                              max_line_length=values["max_line_length"],
+                              max_connections_per_client=values["max_connections_per_client"],
+                              idle_timeout=values["idle_timeout"])
 
 
 # --------------------------------------------------------------- checks across items
@@ -473,9 +504,21 @@ MAILBOX_KEYS = {
     "oauth2": Key(_OAUTH2),
 }
 
+
+def _line_length(value: Any, ctx: schema.Context) -> int:
+    """RFC 5321 lets a line hold 1,000 bytes with its CRLF; real mail has longer ones."""
+    length = schema.size(value, ctx)
+    if length < 1000:
+        raise schema.Invalid(f"must be at least 1000 bytes (RFC 5321's line), got {length}")
+    return length
+
+
 SMTP_SERVER_KEYS = {
     "enabled": Key(schema.boolean, True),
     "listen": Key(schema.host_port, "127.0.0.1:2525"),
+    "max_line_length": Key(_line_length, "64KB"),
+    "max_connections_per_client": Key(schema.int_range(1), 20),
+    "idle_timeout": Key(schema.duration, "5m"),
 }
 
 OUTGOING_KEYS = {
@@ -520,6 +563,8 @@ DISPUTE_KEYS = {
     "negotiation": Key(schema.duration, "3d"),
     "admin_after": Key(schema.duration, "72h"),
     "reasons": Key(_reasons, ["not received", "key does not work", "not as described", "other"]),
+    "relay_file_types": Key(_file_types, ["image/png .png", "image/jpeg .jpg .jpeg", "image/gif .gif",
+                                          "image/webp .webp", "application/pdf .pdf", "text/plain .txt"]),
 }
 
 LIMIT_KEYS = {
@@ -529,6 +574,10 @@ LIMIT_KEYS = {
     "ack_rate_limit": Key(schema.int_range(0), 5),
     "ack_rate_window": Key(schema.duration, "1h"),
     "bounce_suppression": Key(_duration_or_off, "7d"),
+    "max_parts": Key(schema.int_range(10, 1_000_000), 1000),
+    "max_attachments": Key(schema.int_range(1, 100_000), 100),
+    "parse_timeout": Key(schema.duration, "30s"),
+    "parse_memory": Key(_parse_memory, "1GB"),
 }
 
 INTAKE_KEYS = {
@@ -553,6 +602,14 @@ STATUS_KEYS = {
     "overdue_critical": Key(schema.int_range(0), 0),
 }
 
+def _addresses(value: Any, ctx: Context) -> tuple[str, ...]:
+    """A list of bare addresses, lower case."""
+    if not isinstance(value, list):
+        raise Invalid(f'expected a list of addresses like ["form@shop.example"], got {schema.show(value)}')
+    one = schema.address(allow_plus=True)
+    return tuple(dict.fromkeys(one(item, ctx) for item in value))
+
+
 def _authserv_ids(value: Any, ctx: Context) -> tuple[str, ...]:
     """The authserv-ids of the MTAs in front of us (RFC 8601: compared without case)."""
     if not isinstance(value, list):
@@ -565,6 +622,7 @@ def _authserv_ids(value: Any, ctx: Context) -> tuple[str, ...]:
 
 
 TRUST_KEYS = {
+    "form_senders": Key(_addresses, []),
     "authserv_ids": Key(_authserv_ids, []),
     "confirm_within": Key(schema.duration, "3d"),
     "confirm_rate_limit": Key(schema.int_range(0, 1000), 5),

@@ -121,6 +121,9 @@ class SmtpServerSettings:
     enabled: bool
     host: str
     port: int
+    max_line_length: int = 64 * 1024            # bytes per line, CRLF included
+    max_connections_per_client: int = 20        # at once, per client IP address
+    idle_timeout: dt.timedelta = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -175,12 +178,17 @@ class DisputeSettings:
     negotiation: dt.timedelta
     admin_after: dt.timedelta
     reasons: tuple[str, ...]
+    # the files passed on between the parties: (MIME type, the file name endings it may have)
+    relay_file_types: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
 class TrustSettings:
-    """Who proves a sender (docs/trust.md): the receiving MTAs whose Authentication-Results count."""
+    """Whose word the helpdesk takes for what a mail claims (docs/trust.md)."""
 
+    # a contact form's sender address: its Reply-To is the customer who filled it in
+    form_senders: tuple[str, ...] = ()
+    # the receiving MTAs whose Authentication-Results prove a sender
     authserv_ids: tuple[str, ...] = ()
     confirm_within: dt.timedelta = dt.timedelta(days=3)   # a held mail waits this long for its confirmation
     confirm_rate_limit: int = 5                            # confirmation mails per person per day
@@ -194,6 +202,11 @@ class LimitSettings:
     ack_rate_limit: int
     ack_rate_window: dt.timedelta
     bounce_suppression: dt.timedelta = dt.timedelta(days=7)   # zero: off
+    # hostile mail: what one message may cost (docs/known-limits.md)
+    max_parts: int = 1000                     # MIME parts read; the rest counted, kept in the raw mail
+    max_attachments: int = 100                # attachments stored; the rest refused, told
+    parse_timeout: dt.timedelta = dt.timedelta(seconds=30)   # per message parsed alone in a worker
+    parse_memory: int = 1 << 30               # address space of a parse worker (bytes)
 
 
 @dataclass(frozen=True)

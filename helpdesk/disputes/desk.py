@@ -182,9 +182,11 @@ class DisputeDesk:
         if loaded.chat is None:
             roles = {p.address: p.role for p in loaded.parties}
             messages, proposals = store.chat(loaded.row.ticket_id, loaded.row.id)
+            allowed = self.config.disputes.relay_file_types
             loaded.chat = {
                 "chat": [{"at": self.rules.when(m.created_at), "role": roles.get(m.sender, "?"),
-                          "text": m.body, "attachments": masking.listed(m.attachments)} for m in messages],
+                          "text": m.body, "attachments": masking.listed(m.attachments, allowed)}
+                         for m in messages],
                 "proposals": [{"number": p.number, "author": p.author, "text": p.text,
                                "accepted": p.accepted} for p in proposals]}
         return loaded.chat

@@ -1,7 +1,8 @@
 """Why a dispute cannot be opened: the checks that opening by mail and by form share.
 
-The order exists, the sender is its buyer, it has no open dispute yet, the
-request is complete; the first that fails names the paragraph of the answer.
+The order exists and the sender is its buyer (one answer for both: no oracle for
+order ids), it has no open dispute yet, the request is complete; the first that
+fails names the paragraph of the answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from helpdesk.store import orders
 class Problem:
     """Why a dispute cannot be opened: the code picks the reply's paragraph."""
 
-    code: str           # unknown_order | not_buyer | already_open | bad_request
+    code: str           # unknown_order (no such order, or not the sender's) | already_open | bad_request
     message: str        # one line, for the command line and the log
     context: dict
 
@@ -35,7 +36,9 @@ def problem(reasons: tuple[str, ...], order_id: str | None, sender: str | None, 
             return Problem("unknown_order", f"no order {order_id} (import orders with "
                            "'helpdesk orders import FILE')", base)
         if sender is not None and order.buyer != sender:
-            return Problem("not_buyer", f"order {order_id}: {sender} is not its buyer", base)
+            # The same answer as for no such order: anyone may write, and a different one
+            # would tell them which order ids exist. Only the log line says which it was.
+            return Problem("unknown_order", f"order {order_id}: {sender} is not its buyer", base)
         existing = store.open_for_order(order_id, OPEN)
         if existing is not None:
             number, status = existing

@@ -2,8 +2,8 @@
 
 Every string of every dispute mail is masked (``masked``): nobody reads the
 other side's address, and the administration reads neither, since its mail
-may be forwarded. Files that carry their sender's address by design are kept
-with the message but never passed on (``withheld``). No database and no mail is touched
+may be forwarded. Only the file types of an allowlist are passed on; every other file
+is kept with the message and listed to the others with the reason (``withheld``). No database and no mail is touched
 here: it decides on what the caller read.
 """
 
@@ -23,25 +23,43 @@ CARRY_ADDRESS = frozenset({
     "application/pkcs7-signature", "application/x-pkcs7-signature", "application/pkcs7-mime",
     "application/x-pkcs7-mime", "application/pgp-keys", "application/pgp-signature"})
 CARRY_ADDRESS_NAMES = (".vcf", ".vcard", ".eml", ".p7s", ".p7m", ".p7c", ".asc")
+FileTypes = tuple[tuple[str, tuple[str, ...]], ...]     # ``[disputes] relay_file_types``
 
 
 # --- files ---------------------------------------------------------------------------
 
-def withheld(content_type: str, filename: str) -> bool:
-    """Files that carry their sender's address by design (contact cards, forwarded mail,
-    S/MIME and PGP signatures and keys): kept with the message, never passed on."""
-    return content_type.lower() in CARRY_ADDRESS or filename.lower().endswith(CARRY_ADDRESS_NAMES)
+def withheld(content_type: str, filename: str, allowed: FileTypes) -> str:
+    """Why a file is kept from the other parties, or "" when it may be passed on.
+
+    An allowlist (``[disputes] relay_file_types``): the declared type must be
+    listed and the name must end as that type's files do. Anything else may
+    carry the sender's address (calendar invitations, Outlook's winmail.dat and
+    .msg, message headers, contact cards, signatures) or pass for what it is not
+    (``invoice<U+202E>gpj.exe`` declared as image/jpeg); it stays with the
+    message, for the administration.
+    """
+    kind, name = content_type.lower(), filename.lower()
+    if kind in CARRY_ADDRESS or name.endswith(CARRY_ADDRESS_NAMES):
+        return "it carries its sender's address"
+    endings = next((ends for listed_kind, ends in allowed if listed_kind == kind), None)
+    if endings is None:
+        return f"files of type {kind or 'unknown'} are not passed on"
+    if not name.endswith(endings):
+        return f"its name does not end in {' or '.join(endings)}, as a {kind} file's does"
+    return ""
 
 
-def passed_on(attachments: AttachmentStore, stored) -> tuple[tuple[str, str, str], ...]:
-    """The files relayed to the others: accepted ones that do not carry an address."""
+def passed_on(attachments: AttachmentStore, stored, allowed: FileTypes) -> tuple[tuple[str, str, str], ...]:
+    """The files relayed to the others: accepted ones that the allowlist lets through."""
     return tuple((a.filename, a.content_type, str(attachments.path_for(a.sha256)))
-                 for a in stored if not a.refused and a.sha256 and not withheld(a.content_type, a.filename))
+                 for a in stored
+                 if not a.refused and a.sha256 and not withheld(a.content_type, a.filename, allowed))
 
 
-def listed(stored) -> list[dict]:
+def listed(stored, allowed: FileTypes) -> list[dict]:
+    """Every file of a message for a template: ``refused`` and ``withheld`` are reasons, or empty."""
     return [{"filename": a.filename, "size": a.size, "content_type": a.content_type, "refused": a.refused,
-             "withheld": not a.refused and withheld(a.content_type, a.filename)}
+             "withheld": "" if a.refused else withheld(a.content_type, a.filename, allowed)}
             for a in stored]
 
 

@@ -23,6 +23,7 @@ from helpdesk.disputes.parties import SUBJECT, Loaded, label
 from helpdesk.disputes.route import OpenRequest
 from helpdesk.disputes.strangers import answer
 from helpdesk.errors import AlreadyOpen, UserError
+from helpdesk.mail.filenames import neutralised
 from helpdesk.mail.parse import InboundAttachment, InboundMail
 from helpdesk.routing import Applied
 from helpdesk.store import disputes as store
@@ -110,10 +111,11 @@ def _open(desk: DisputeDesk, order: OrderRow, reason: str, description: str, sto
     store.add_event(number, now, actor, None, "awaiting_seller", f"opened ({reason})")
     timers.schedule(SUBJECT, number, now, first_timers)
     loaded = Loaded(store.read(number), order, [buyer, seller], [], mailbox, anchors={})
-    files = listed(stored)
+    allowed = desk.config.disputes.relay_file_types
+    files = listed(stored, allowed)
     desk.send(loaded, buyer, "dispute_opened", {"attachments": files}, now, answering=mail)
     desk.send(loaded, seller, "dispute_opened", {"attachments": files}, now,
-              files=passed_on(desk.attachments, stored))
+              files=passed_on(desk.attachments, stored, allowed))
     return loaded
 
 
@@ -123,4 +125,4 @@ def _read_file(path: Path) -> InboundAttachment:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return InboundAttachment(path.name, content_type, data, inline=False)
+    return InboundAttachment(neutralised(path.name), content_type, data, inline=False)

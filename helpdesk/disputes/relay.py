@@ -73,8 +73,9 @@ def _chat(desk: DisputeDesk, loaded: Loaded, party: Party, change: Change | None
             desk.join_admins(loaded)
     if change is None and not text and not stored:
         return
-    said = {**happened(change, party.role, offer), "text": text, "attachments": listed(stored)}
-    files = passed_on(desk.attachments, stored)
+    allowed = desk.config.disputes.relay_file_types
+    said = {**happened(change, party.role, offer), "text": text, "attachments": listed(stored, allowed)}
+    files = passed_on(desk.attachments, stored, allowed)
     for other in loaded.parties:
         if other == party:
             continue

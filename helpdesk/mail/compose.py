@@ -25,9 +25,14 @@ from email.policy import Compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
+from helpdesk.mail.filenames import neutralised
+
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
 _ADDRESS_HEADERS = ("From", "To", "Reply-To")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$", re.ASCII)
+# Characters of a sender's subject or display name echoed in any mail we send: enough
+# for any real one, and an attacker's 20 MB subject no longer becomes 64 MB of backscatter.
+ECHO_LIMIT = 200
 # Reserved key of the outbox row's headers: files passed on with the mail, as
 # [file name, content type, path of the stored file]; never a header itself.
 ATTACHMENTS = "_attachments"
@@ -53,6 +58,11 @@ def _fits(name, value, limit: int | None) -> bool:
 
 
 GENERATING = _Generating()
+
+
+def clip(value: str, limit: int = ECHO_LIMIT) -> str:
+    """``value`` cut to ``limit`` characters, the cut marked with "…"."""
+    return value if len(value) <= limit else value[:limit - 1].rstrip() + "…"
 
 
 def one_line(value: str) -> str:
@@ -96,7 +106,7 @@ def _with_files(body, files: list):
         part = MIMENonMultipart(*kind.lower().split("/", 1))
         part.set_payload(Path(path).read_bytes())
         encode_base64(part)
-        name = one_line(filename) or "attachment"
+        name = neutralised(filename) or "attachment"
         part.add_header("Content-Disposition", "attachment",
                         filename=name if name.isascii() else ("utf-8", "", name))
         mixed.attach(part)

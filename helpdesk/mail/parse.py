@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import email
+import email.feedparser
 import email.header
 import email.message
 import email.utils
@@ -21,9 +22,8 @@ from email import _header_value_parser as rfc5322
 from email import errors as email_errors
 from email import policy
 
-import lxml.html
-from inscriptis import get_text
-
+from helpdesk.mail.filenames import neutralised
+from helpdesk.mail.htmltext import html_to_text
 from helpdesk.mail.quotes import strip_reply
 
 _MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
@@ -45,9 +45,13 @@ _BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
 # plain ``Name <a@b>`` / ``a@b``: headerregistry's answer, for a twentieth of its cost
 _PLAIN_SENDER = re.compile(
     r"^\s*(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|([A-Za-z0-9 _-]*)<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
+_TAIL_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>\s*$")
 _ADDRESS_LIKE = re.compile(r"[^\s<>\"@,;:()]+@[^\s<>\"@,;:()]+")
 MAX_AUTH_RESULTS = 20                 # Authentication-Results headers kept (the topmost)
 MAX_AUTH_RESULT_SIZE = 4096           # one longer than this is nobody's honest verdict: ignored
+MAX_PARTS = 1000        # MIME parts read per message; the config's [limits] max_parts
+_CHUNK = 64 * 1024      # bytes fed to the stdlib parser at a time, to stop it at the part cap
+MAX_HEADER = 16 * 1024  # characters of a header decoded; the rest is cut (a 2 MB subject took 12 s)
 
 
 @dataclass(frozen=True)
@@ -86,15 +90,11 @@ class InboundMail:
     attachments: tuple[InboundAttachment, ...]
     auto_submitted: bool
     bulk: bool
-    loop: bool
+    loop_ids: tuple[str, ...]       # the X-Helpdesk-Loop values: the helpdesks it went through
     bounce: BounceReport | None
+    parts_skipped: int = 0      # MIME parts over the cap: not read, kept in the raw mail
     from_ambiguous: bool = False             # two addresses, an address in the name, unparseable: never proof
     auth_results: tuple[str, ...] = ()       # raw Authentication-Results values, topmost first
-
-    @property
-    def requester(self) -> str:
-        """Where answers go: Reply-To when the sender asked for it."""
-        return self.reply_to or self.from_addr
 
     @property
     def thread_ids(self) -> tuple[str, ...]:
@@ -127,16 +127,19 @@ class _Compat32Text(policy.Compat32):
 _POLICY = _Compat32Text()
 
 
-def parse(raw: bytes, envelope_to: tuple[str, ...] = ()) -> InboundMail:
-    """Parse one message; malformed input gives a best-effort result, not an error."""
-    msg = email.message_from_bytes(raw, policy=_POLICY)
+def parse(raw: bytes, envelope_to: tuple[str, ...] = (), max_parts: int = MAX_PARTS) -> InboundMail:
+    """Parse one message; malformed input gives a best-effort result, not an error.
+
+    Only the first ``max_parts`` MIME parts are read (``parts_skipped`` counts the rest).
+    """
+    msg, unread = _message(raw, max_parts)
     head = _Headers(msg)
     from_name, from_addr, from_ambiguous = sender(head.all("From"))
     _, reply_to, _ = sender(head.all("Reply-To"))
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[InboundAttachment] = []
-    _collect(msg, texts, htmls, attachments)
+    skipped = _collect(msg, texts, htmls, attachments, max_parts) + unread
     text = _body_text(texts, htmls)
     subject = decode_header(head.first("Subject", ""))
     bounce = _bounce(msg, from_addr) if _looks_like_bounce(msg, head, from_addr) else None
@@ -158,8 +161,9 @@ def parse(raw: bytes, envelope_to: tuple[str, ...] = ()) -> InboundMail:
         attachments=tuple(attachments),
         auto_submitted=_is_auto(head) or _AUTO_SUBJECT.match(subject) is not None,
         bulk=_is_bulk(head),
-        loop=head.first("X-Helpdesk-Loop") is not None,
+        loop_ids=_loop_ids(head.all("X-Helpdesk-Loop")),
         bounce=bounce,
+        parts_skipped=skipped,
         from_ambiguous=from_ambiguous,
         auth_results=_auth_results(head.all("Authentication-Results")),
     )
@@ -193,6 +197,40 @@ class _Headers:
         return values[0] if values else default
 
 
+def _message(raw: bytes, max_parts: int) -> tuple[email.message.Message, int]:
+    """The stdlib's MIME tree of the mail, read only as far as its first parts go.
+
+    A mail of 200,000 tiny parts cost the stdlib parser 4 s and a Message object
+    per part before any cap could apply, so the parser is fed the mail a chunk
+    at a time and no more once it has made ``2 * max_parts`` parts (containers
+    count). The parts in the unread rest are counted, not parsed: the delimiter
+    lines of the boundaries the tree declares (about right; only shown to people).
+    """
+    made = 0
+
+    def factory(policy=_POLICY) -> email.message.Message:
+        nonlocal made
+        made += 1
+        return email.message.Message(policy=policy)
+
+    parser = email.feedparser.BytesFeedParser(factory, policy=_POLICY)
+    for start in range(0, len(raw), _CHUNK):
+        parser.feed(raw[start:start + _CHUNK])
+        if made > 2 * max_parts + 2:
+            msg = parser.close()
+            return msg, _delimiters(memoryview(raw)[start + _CHUNK:].tobytes(), msg)
+    return parser.close(), 0
+
+
+def _delimiters(rest: bytes, msg: email.message.Message) -> int:
+    """How many parts ``rest`` starts: its lines "--boundary", less the closing "--boundary--"."""
+    count = 0
+    for boundary in {part.get_boundary() for part in msg.walk() if part.is_multipart()} - {None}:
+        line = b"\n--" + boundary.encode("ascii", "surrogateescape")
+        count += rest.count(line) - rest.count(line + b"--")
+    return max(count, 0)
+
+
 # --- headers ---------------------------------------------------------------
 
 def decode_header(value) -> str:
@@ -202,6 +240,8 @@ def decode_header(value) -> str:
     if isinstance(value, email.header.Header):
         value = str(value) if not _has_unknown(value) else value.encode()
     value = _FOLD.sub(" ", str(value))  # unfold first: decode_header glues folded lines
+    if len(value) > MAX_HEADER:         # the stdlib decodes encoded words in quadratic time
+        value = value[:value.rfind(" ", 0, MAX_HEADER) + 1 or MAX_HEADER]
     try:
         parts = email.header.decode_header(value)
     except Exception:  # noqa: BLE001 - a broken header must not stop the mail
@@ -248,8 +288,15 @@ def parsed_sender(values: list) -> tuple[str, str, bool]:
     """``sender`` without the fast path (tests check the two agree)."""
     found: list[tuple[str, str]] = []
     ambiguous = len(values) > 1
-    for value in values:
+    for value in values[:20]:
         text = _FOLD.sub(" ", str(value))
+        if len(text) > MAX_HEADER:   # no honest From is this long; the parser's cost grows faster than it
+            ambiguous = True
+            tail = _TAIL_ADDRESS.search(text[-1024:])
+            if tail:
+                found.append((_clean_name(decode_header(text[:MAX_HEADER]).strip('" ')),
+                              clean_address(tail.group(1))))
+            continue
         try:   # headerregistry's own parser: its Address refuses the CR/LF an encoded word may hold
             addresses, rest = rfc5322.get_address_list(text)
         except Exception:  # noqa: BLE001 - the parser's own bug must not stop the mail
@@ -344,6 +391,10 @@ def _is_auto(head: _Headers) -> bool:
     return any(head.first(h) is not None for h in _AUTO_HEADERS)
 
 
+def _loop_ids(values: list) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_CONTROL.sub("", str(v)).strip().lower()[:64] for v in values[:20]))
+
+
 def _is_bulk(head: _Headers) -> bool:
     precedence = str(head.first("Precedence", "")).strip().lower()
     return precedence in _BULK_PRECEDENCE or head.first("List-Id") is not None
@@ -351,13 +402,32 @@ def _is_bulk(head: _Headers) -> bool:
 
 # --- bodies ----------------------------------------------------------------
 
-def _collect(part: email.message.Message, texts: list, htmls: list, attachments: list) -> None:
-    """Walk the MIME tree without descending into attached messages."""
+def _collect(msg: email.message.Message, texts: list, htmls: list, attachments: list,
+             max_parts: int) -> int:
+    """Read the first ``max_parts`` leaf parts, in order; return how many more there were.
+
+    Iterative, with an explicit stack, and without descending into attached
+    messages: a mail of 200,000 tiny parts (or parts nested 10,000 deep) must
+    cost neither a recursion per level nor an attachment file per part. The
+    parts over the cap are only counted; they stay in the raw mail.
+    """
+    stack, read, skipped = [msg], 0, 0
+    while stack:
+        part = stack.pop()
+        if part.is_multipart() and not part.get_content_type().startswith("message/"):
+            payload = part.get_payload()
+            stack.extend(reversed(payload) if isinstance(payload, list) else ())
+        elif read < max_parts:
+            read += 1
+            _collect_leaf(part, texts, htmls, attachments)
+        else:
+            skipped += 1
+    return skipped
+
+
+def _collect_leaf(part: email.message.Message, texts: list, htmls: list, attachments: list) -> None:
+    """A text body, a report part (read by the bounce parser) or an attachment."""
     ctype = part.get_content_type()
-    if part.is_multipart() and not ctype.startswith("message/"):
-        for sub in part.get_payload():
-            _collect(sub, texts, htmls, attachments)
-        return
     raw_disposition = part.get("Content-Disposition")
     disposition = str(raw_disposition or "").split(";")[0].strip().lower()
     # Parameter parsing is costly: a body part with no disposition and no name= has no file name.
@@ -390,8 +460,7 @@ def _filename(part: email.message.Message) -> str:
         return ""
     if isinstance(name, tuple):
         name = email.utils.collapse_rfc2231_value(name)
-    name = decode_header(name) if "=?" in name else _CONTROL.sub("", name)
-    return name.replace("/", "_").replace("\\", "_").strip()[:255]
+    return neutralised(decode_header(name) if "=?" in name else _CONTROL.sub("", name))
 
 
 def _default_name(ctype: str) -> str:
@@ -435,34 +504,6 @@ def _body_text(texts: list[str], htmls: list[str]) -> str:
     if htmls:
         return "\n\n".join(html_to_text(h) for h in htmls).strip()
     return ""
-
-
-def html_to_text(html: str) -> str:
-    """Readable text from HTML-only mail (inscriptis keeps lists and tables legible).
-
-    Quoted history in ``<blockquote>`` comes out with "> " on each line, as a
-    plain-text client would write it, so quote stripping finds it: an agent's
-    HTML reply must not relay the quoted notice to the customer.
-    """
-    try:
-        text = get_text(_quotes_marked(html) if "<blockquote" in html.lower() else html)
-    except Exception:  # noqa: BLE001 - unparseable HTML still yields its text
-        text = re.sub(r"<[^>]*>", " ", html)
-    lines = [line.rstrip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def _quotes_marked(html: str):
-    """The document with each outermost blockquote replaced by its text, "> "-quoted."""
-    document = lxml.html.document_fromstring(html)
-    for quote in document.xpath("//blockquote[not(ancestor::blockquote)]"):
-        quote.tag = "div"   # its contents, converted (nested quotes get their own "> ")
-        inner = html_to_text(lxml.html.tostring(quote, encoding="unicode", with_tail=False))
-        marked = lxml.html.Element("pre")
-        marked.text = "\n".join(f"> {line}".rstrip() for line in inner.splitlines())
-        marked.tail = quote.tail
-        quote.getparent().replace(quote, marked)
-    return lxml.html.tostring(document, encoding="unicode")
 
 
 # --- bounces ---------------------------------------------------------------

@@ -19,11 +19,12 @@ from pathlib import Path
 import jinja2
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.mail.compose import ATTACHMENTS
+from helpdesk.mail import loop
+from helpdesk.mail.compose import ATTACHMENTS, clip
 from helpdesk.store import outbox as outbox_rows
 
 _BLANKS = re.compile(r"\s+")
-LOOP_HEADER = "X-Helpdesk-Loop"
+LOOP_HEADER = loop.HEADER
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Notifier:
     clock: Clock
     sender_address: str
     sender_name: str
+    loop_id: str                      # this installation's X-Helpdesk-Loop value (``mail.loop``)
 
     def queue(self, notice: Notice) -> str:
         """Render and insert into the outbox; returns the new Message-ID."""
@@ -140,7 +142,7 @@ class Notifier:
         now = naive_utc(self.clock.now())
         drafts = []
         for notice in notices:
-            rendered = self.renderer.render(notice.audience, notice.event, notice.context)
+            rendered = self.renderer.render(notice.audience, notice.event, echoed(notice.context))
             drafts.append(outbox_rows.Draft(
                 notice.event, notice.ticket_id, new_message_id(self.sender_address),
                 self.sender_address, notice.recipient, json.dumps(self._headers(notice)),
@@ -151,8 +153,8 @@ class Notifier:
     def _headers(self, notice: Notice) -> dict:
         headers = {
             "From": [notice.sender_name or self.sender_name, self.sender_address],
-            "To": [notice.recipient_name, notice.recipient],
-            LOOP_HEADER: self.sender_address,
+            "To": [clip(notice.recipient_name), notice.recipient],
+            LOOP_HEADER: self.loop_id,
         }
         if notice.reply_to:
             headers["Reply-To"] = [notice.sender_name or self.sender_name, notice.reply_to]
@@ -167,6 +169,26 @@ class Notifier:
         if notice.attachments:
             headers[ATTACHMENTS] = [list(item) for item in notice.attachments]
         return headers
+
+
+def echoed(context: dict) -> dict:
+    """The context with every subject and name clipped (``compose.clip``), at any depth.
+
+    A subject or display name is the sender's own words, as long as they like:
+    whatever a notice echoes of them stays short, whichever template (a
+    deployment's own too) puts it where.
+    """
+    return {key: _clipped(key, value) for key, value in context.items()}
+
+
+def _clipped(key, value):
+    if isinstance(value, str):
+        return clip(value) if key == "subject" or str(key).endswith("name") else value
+    if isinstance(value, dict):
+        return echoed(value)
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):
+        return [echoed(item) if isinstance(item, dict) else item for item in value]
+    return value
 
 
 def new_message_id(address: str) -> str:

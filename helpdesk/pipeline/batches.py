@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from helpdesk import routing
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config
-from helpdesk.pipeline.parse_stage import Job, Parsed, ParseStage, Prepared, failure
+from helpdesk.errors import TemporaryStoreError
+from helpdesk.pipeline.parse_stage import Deferred, Job, Parsed, ParseStage, Prepared, failure
+from helpdesk.pipeline.workers import ParseLimits
 from helpdesk.routing import Domain
-from helpdesk.store import raw
+from helpdesk.store import raw, recovery
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import rebuildable_transaction, write_transaction
 from helpdesk.store.raw import Pending
@@ -37,7 +39,7 @@ log = logging.getLogger("helpdesk.pipeline")
 @dataclass(frozen=True)
 class Outcome:
     raw_id: int
-    kind: str            # new_ticket | reply | bounce | dropped | quarantined | skipped
+    kind: str            # new_ticket | reply | bounce | dropped | quarantined | skipped | deferred
     ticket_id: int | None = None
     detail: str = ""
 
@@ -64,7 +66,7 @@ class Pipeline:
         # Set by the service on SIGTERM: the batch in hand is finished, the next one waits.
         self.stopping = threading.Event()
         self.parser = ParseStage(config.intake.parse_workers, config.limits.max_message_size,
-                                 attachments)
+                                 attachments, ParseLimits.of(config.limits))
 
     def process_pending(self, batch_size: int | None = None, tally: Tally | None = None,
                         between: Callable[[], object] | None = None) -> Tally:
@@ -111,14 +113,17 @@ class Pipeline:
                 outcomes = [self._one(row, mail) for row, mail in zip(rows, parsed)]
         for outcome in outcomes:
             _log(outcome)
+        _tell_files(outcomes)
         return outcomes
 
     def _optimistic(self, row: Pending, mail: Parsed) -> Outcome:
         """Apply one message with no savepoint; anything unusual redoes the batch carefully."""
         try:
             outcome = self._outcome(row, mail)
-            if self._finish(row.id, outcome):
+            if outcome.kind == "deferred" or self._finish(row.id, outcome):
                 return outcome
+        except TemporaryStoreError:
+            raise                # the batch stays pending whole: no careful pass on a dead store
         except Exception as exc:
             raise _Redo() from exc
         raise _Redo()    # taken by another worker: the careful pass rolls back just that one
@@ -128,11 +133,15 @@ class Pipeline:
         try:
             with write_transaction():
                 outcome = self._outcome(row, mail)
+                if outcome.kind == "deferred":
+                    return outcome
                 if not self._finish(row.id, outcome):
                     raise _TakenElsewhere()
                 return outcome
         except _TakenElsewhere:
             return Outcome(row.id, "skipped", None, "already processed elsewhere")
+        except TemporaryStoreError:
+            raise                # a lost connection or a full disk is no fault of the message
         except Exception as exc:
             log.debug("message %s crashed the pipeline", row.id, exc_info=True)
             outcome = Outcome(row.id, "quarantined", None, failure("apply", exc))
@@ -140,6 +149,8 @@ class Pipeline:
             return outcome
 
     def _outcome(self, row: Pending, mail: Parsed) -> Outcome:
+        if isinstance(mail, Deferred):      # left pending, not finished: the next pass retries it
+            return Outcome(row.id, "deferred", None, mail.reason)
         if isinstance(mail, str):
             return Outcome(row.id, "quarantined", None, mail)
         return self._apply(row, mail)
@@ -172,7 +183,19 @@ def _jobs(rows: list[Pending]) -> list[Job]:
     return [(r.content, r.envelope_to) for r in rows]
 
 
+def _tell_files(outcomes: list[Outcome]) -> None:
+    """A full disk for the attachments is logged once while it lasts, not per message."""
+    deferred = [o for o in outcomes if o.kind == "deferred"]
+    if deferred:
+        recovery.FILES.failed(deferred[0].detail)
+    elif outcomes:
+        recovery.FILES.ok()
+
+
 def _log(outcome: Outcome) -> None:
+    if outcome.kind == "deferred":
+        log.debug("message %s: deferred, stays pending: %s", outcome.raw_id, outcome.detail)
+        return
     where = f"T-{outcome.ticket_id}" if outcome.ticket_id else "-"   # a dispute's chat is a ticket too
     level = logging.WARNING if outcome.kind == "quarantined" else logging.INFO
     log.log(level, "message %s: %s %s %s", outcome.raw_id, outcome.kind, where, outcome.detail)

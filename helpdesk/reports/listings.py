@@ -109,7 +109,7 @@ def _ticket_summary(t: TicketListing, messages: int) -> dict:
             "requester_name": t.requester_name, "mailbox": t.mailbox, "priority": t.priority,
             "assignee": t.assignee, "messages": messages, "created_at": _iso(t.created_at),
             "updated_at": _iso(t.updated_at), "first_response_at": _iso(t.first_response_at),
-            "overdue": t.overdue,
+            "overdue": t.overdue, "reply_to_unverified": t.reply_to,
             "follow_up_of": f"T-{t.follow_up_of}" if t.follow_up_of else None}
 
 

@@ -21,6 +21,7 @@ from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.disputes.inbox import DisputeInbox
 from helpdesk.errors import ConfigError
 from helpdesk.intake import spool
+from helpdesk.mail.loop import loop_id
 from helpdesk.oauth2 import tokens
 from helpdesk.outbound import failures, outbox, suppression
 from helpdesk.outbound.notify import Notifier, Renderer
@@ -98,11 +99,11 @@ def build(config_path: str | os.PathLike, clock: Clock | None = None,
     own = config.helpdesk.templates_dir
     renderer = Renderer([own, templates] if own else [templates], config.helpdesk.data_dir / "template-cache")
     verify_templates(renderer, samples.contexts(config))   # a broken one stops the start, before any mail
-    notifiers = {m.name: Notifier(renderer, clock, m.address, config.helpdesk.name)
+    notifiers = {m.name: Notifier(renderer, clock, m.address, config.helpdesk.name, loop_id(secret))
                  for m in config.mailboxes}
     desk = Desk(config, clock, secret,
                 AttachmentStore(config.helpdesk.attachments_dir, config.limits.max_attachment_size,
-                                config.limits.max_attachments_total),
+                                config.limits.max_attachments_total, config.limits.max_attachments),
                 notifiers)
     disputes = DisputeDesk(config, clock, secret, desk.attachments, notifiers, desk)
     domains = {"tickets": TicketInbox(desk, staff_act.staff_reply), "disputes": DisputeInbox(disputes)}

@@ -27,6 +27,7 @@ from helpdesk.config.loader import load_config
 from helpdesk.config.settings import Config, Mailbox
 from helpdesk.errors import ConfigError, DeliveryError, HelpdeskError, StoreError
 from helpdesk.intake import imap
+from helpdesk.mail.loop import loop_id
 from helpdesk.outbound.notify import LOOP_HEADER, Renderer, new_message_id
 from helpdesk.runtime import app as app_module
 from helpdesk.runtime import samples
@@ -231,7 +232,7 @@ def send_test_mail(config_path: str, address: str) -> Result:
     """Queue one mail to ``address`` and deliver what is due; its row says what happened."""
     app = app_module.build(config_path, Clock())
     try:
-        message_id = _queue_test(app.config, address, naive_utc(app.clock.now()))
+        message_id = _queue_test(app.config, address, naive_utc(app.clock.now()), loop_id(app.desk.secret))
         app.deliver()
         status, attempts, error = health.mail_status(message_id)
     except HelpdeskError as exc:
@@ -247,11 +248,11 @@ def send_test_mail(config_path: str, address: str) -> Result:
     return Result(FAIL, "send-test", f"the test mail to {address} {status}: {error}")
 
 
-def _queue_test(config: Config, address: str, now: dt.datetime) -> str:
+def _queue_test(config: Config, address: str, now: dt.datetime, own_loop_id: str) -> str:
     mailbox = next((m for m in config.mailboxes if m.kind == "tickets"), config.mailboxes[0])
     message_id = new_message_id(mailbox.address)
     headers = {"From": [config.helpdesk.name, mailbox.address], "To": ["", address],
-               LOOP_HEADER: mailbox.address, "Auto-Submitted": "auto-generated"}
+               LOOP_HEADER: own_loop_id, "Auto-Submitted": "auto-generated"}
     text = (f"This mail was sent by `helpdesk check --send-test` on {socket.gethostname()} at "
             f"{now:%Y-%m-%d %H:%M:%S} UTC, to try the way out. It needs no answer.\n")
     with write_transaction():

@@ -28,6 +28,7 @@ from helpdesk.config.loader import MAILBOX_KEYS, load_config
 from helpdesk.config.settings import Config
 from helpdesk.disputes.rules import Rules
 from helpdesk.errors import ConfigError
+from helpdesk.pipeline.workers import ParseLimits
 from helpdesk.runtime import logs, sdnotify
 from helpdesk.runtime.app import App
 
@@ -109,6 +110,8 @@ def apply(app: App, config: Config, renderer, smtp=None) -> None:
     app.desk.attachments.max_size = config.limits.max_attachment_size
     app.desk.attachments.max_total = config.limits.max_attachments_total
     app.pipeline.parser.max_size = config.limits.max_message_size
+    app.desk.attachments.max_count = config.limits.max_attachments
+    app.pipeline.parser.reconfigure(ParseLimits.of(config.limits))
     if smtp is not None:
         smtp.reconfigure(config)
     logs.configure(config.helpdesk.log_level, config.helpdesk.log_format)

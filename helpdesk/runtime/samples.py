@@ -70,7 +70,8 @@ def _staff_mail() -> dict:
     listed = {"helpdesk_name": NAME, "recipient_name": "Alice", "total": 53, "more": 51}
     return {
         ("staff", "new_ticket"): {**staff, "text": "Hello,\nmy key is rejected.", "attachments": FILES,
-                                  "requester": "bob@example.com", "requester_name": "Bob Buyer"},
+                                  "requester": "bob@example.com", "requester_name": "Bob Buyer",
+                                  "reply_to": "bob.private@example.org"},
         ("staff", "command_error"): {**staff, "error": "#priority: expected one of low, normal, high, urgent",
                                      "help": HELP},
         ("staff", "confirm_hold"): {**_person("alice@shop.example", "Alice"), "thread": "T-42",
@@ -122,8 +123,9 @@ def _participant(role: str) -> dict:
         "durations": {"seller_response": "2 days", "negotiation": "3 days", "admin_after": "3 days"},
         "event": "proposed", "by": "seller", "who": "the seller", "offer": proposal, "accepted": proposal,
         "text": "I can send a new key.",
-        "attachments": [{**f, "withheld": False} for f in FILES] + [
-            {"filename": "card.vcf", "size": 310, "content_type": "text/vcard", "refused": None, "withheld": True}],
+        "attachments": [{**f, "withheld": ""} for f in FILES] + [
+            {"filename": "card.vcf", "size": 310, "content_type": "text/vcard", "refused": None,
+             "withheld": "it carries its sender's address"}],
         "passed_on": True, "empty": False}
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import schedule
 
+from helpdesk.errors import TemporaryStoreError
+
 log = logging.getLogger("helpdesk.scheduler")
 
 
@@ -59,6 +61,8 @@ class Loop:
             return
         try:
             job()
+        except TemporaryStoreError as exc:    # the store logs an outage once, not per job and turn
+            log.debug("job %s waits for the store: %s", name, exc)
         except Exception as exc:
             log.error("job %s failed: %s: %s", name, type(exc).__name__, exc)
             log.debug("job %s traceback", name, exc_info=True)

@@ -28,30 +28,38 @@ class StoredAttachment:
     refused: str | None = None  # why it was not kept
 
 
+MAX_COUNT = 100     # attachments stored per message; the config's [limits] max_attachments
+
+
 class AttachmentStore:
-    def __init__(self, root: Path, max_size: int, max_total: int) -> None:
+    def __init__(self, root: Path, max_size: int, max_total: int, max_count: int = MAX_COUNT) -> None:
         self.root = root
         self.max_size = max_size
         self.max_total = max_total
+        self.max_count = max_count
         self._folders: set[Path] = set()    # made already: no mkdir per file
 
-    def store_all(self, attachments: tuple[InboundAttachment, ...]) -> list[StoredAttachment]:
+    def store_all(self, attachments: tuple[InboundAttachment, ...], parts_skipped: int = 0
+                  ) -> list[StoredAttachment]:
         """Keep what fits the limits (files written before this returns); refuse the rest."""
-        planned = self.plan(attachments)
+        planned = self.plan(attachments, parts_skipped)
         for stored, data in planned:
             if data is not None:
                 self.write(data, stored.sha256)
         return [stored for stored, _ in planned]
 
-    def plan(self, attachments: tuple[InboundAttachment, ...]
+    def plan(self, attachments: tuple[InboundAttachment, ...], parts_skipped: int = 0
              ) -> list[tuple[StoredAttachment, bytes | None]]:
         """Each attachment's record, with the bytes still to write (None when refused).
 
         Split from writing so the parse stage can report a failed write as
-        such, apart from a message that could not be read.
+        such, apart from a message that could not be read. Past ``max_count``
+        attachments, and for MIME parts the parser did not read, one summary
+        record each stands for the rest (refused, kept in the raw mail): a mail
+        of 200,000 parts must not become 200,000 files, rows and notice lines.
         """
         planned, total = [], 0
-        for item in attachments:
+        for item in attachments[:self.max_count]:
             size = len(item.data)
             refusal = self._refusal(size, total)
             if refusal:
@@ -62,7 +70,23 @@ class AttachmentStore:
             digest = hashlib.sha256(item.data).hexdigest()
             planned.append((StoredAttachment(item.filename, item.content_type, size, digest,
                                              item.inline), item.data))
-        return planned
+        return planned + [(summary, None) for summary in self._summaries(attachments, parts_skipped)]
+
+    def _summaries(self, attachments: tuple[InboundAttachment, ...], parts_skipped: int
+                   ) -> list[StoredAttachment]:
+        """The refused rest, one line each, so the customer and the staff are told."""
+        found = []
+        over = attachments[self.max_count:]
+        if over:
+            found.append(StoredAttachment(
+                f"{len(over)} more attachments", "", sum(len(a.data) for a in over), None, False,
+                f"over the limit of {self.max_count} attachments per message; "
+                "kept in the original mail"))
+        if parts_skipped:
+            found.append(StoredAttachment(
+                f"{parts_skipped} more MIME parts", "", 0, None, False,
+                "over the limit of MIME parts per message: not read; kept in the original mail"))
+        return found
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256

@@ -8,12 +8,13 @@ store's functions and the transactions defined here.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import peewee as pw
-from playhouse.db_url import connect as url_connect
+from playhouse.db_url import parse as url_parse
 
-from helpdesk.errors import ConfigError, StoreError
-from helpdesk.store import sql
+from helpdesk.errors import ConfigError, StorageFull, StoreError, StoreUnavailable
+from helpdesk.store import recovery, sql
 from helpdesk.store.schema import MIGRATIONS, Meta, db
 
 # WAL lets the SMTP thread write while the loop reads; FULL makes a commit
@@ -39,28 +40,43 @@ def connect(url: str, wait: float | None = None) -> None:
     sql.reset()     # its SQL depends on the engine's placeholder style
     try:
         database.connect(reuse_if_open=True)
-        if wait is not None and isinstance(database, pw.PostgresqlDatabase):
-            database.execute_sql(f"SET lock_timeout = {max(1, round(wait * 1000))}")
         migrate(database)
-    except pw.OperationalError as exc:
+    except (pw.OperationalError, StoreError) as exc:
         raise StoreError(f"database {redact(url)}: {exc}".splitlines()[0]) from exc
 
 
 def _open(url: str, wait: float | None = None) -> pw.Database:
     if url.startswith("sqlite:"):
         pragmas = SQLITE_PRAGMAS if wait is None else {**SQLITE_PRAGMAS, "busy_timeout": round(wait * 1000)}
-        return pw.SqliteDatabase(url.removeprefix("sqlite:///"), pragmas=pragmas,
-                                 check_same_thread=False)
+        path = url.removeprefix("sqlite:///")
+        _create_private(path)
+        return pw.SqliteDatabase(path, pragmas=pragmas, check_same_thread=False)
     if url.startswith(("postgresql:", "postgres:")):
         try:
             import psycopg  # noqa: F401 - peewee's driver: missing, it would fail later with a traceback
         except ImportError as exc:
             raise ConfigError(f"database {redact(url)}: PostgreSQL needs the psycopg driver, "
                               f"the postgres extra: pip install 'helpdesk[postgres]' ({exc})") from None
-        if wait is None:   # psycopg 3 even where psycopg2 is installed too
-            return url_connect(url, prefer_psycopg3=True)
-        return url_connect(url, prefer_psycopg3=True, connect_timeout=max(1, round(wait)))
+        params = url_parse(url)
+        if not params.get("database"):
+            raise ConfigError(f"database url {redact(url)}: no database name (postgresql://host/name)")
+        if wait is not None:   # options, not a SET: a reconnected connection has them too
+            params["connect_timeout"] = max(1, round(wait))
+            params["options"] = f"{params.get('options', '')} -c lock_timeout={max(1, round(wait * 1000))}".strip()
+        # psycopg 3 even where psycopg2 is installed too; lost connections are reopened
+        return recovery.ReconnectingPostgres(**params, prefer_psycopg3=True)
     raise ConfigError(f"database url {redact(url)}: expected sqlite:/// or postgresql://")
+
+
+def _create_private(path: str) -> None:
+    """A new SQLite file is made 0600, like the secret key: it holds every customer's mail.
+    SQLite gives its -wal and -shm files the database file's mode. An existing file keeps
+    the mode its owner chose."""
+    if not path or path.startswith((":memory:", "file:")):
+        return
+    # Already there, or no folder or no right to it: SQLite's own open says so, in its words.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def migrate(database: pw.Database) -> None:
@@ -91,12 +107,45 @@ def _schema_version(database: pw.Database) -> int:
     return int(row.value) if row else 0
 
 
+@contextlib.contextmanager
+def temporary_faults(writes: bool = True):
+    """Turn a lost connection or a full disk inside the block into ``StoreUnavailable`` or
+    ``StorageFull`` (``store.recovery``), naming the real cause; the transaction it broke
+    is rolled back whole, never retried here: its caller tries it again or leaves the
+    work pending. A full disk is logged once, and once more when a write succeeds again."""
+    try:
+        yield
+    except StoreError as exc:
+        _report(exc)
+        raise
+    except Exception as exc:
+        mapped = recovery.temporary(exc)
+        if mapped is None:
+            raise
+        _report(mapped)
+        raise mapped from exc
+    if writes:
+        recovery.DISK.ok()
+    recovery.BUSY.ok()
+
+
+def _report(exc: StoreError) -> None:
+    """Once per streak (PostgreSQL's lost connections are told by its reconnection)."""
+    if isinstance(exc, StorageFull):
+        recovery.DISK.failed(str(exc).removeprefix("storage full: "))
+    elif isinstance(exc, StoreUnavailable) and not isinstance(db.obj, recovery.ReconnectingPostgres):
+        recovery.BUSY.failed(str(exc).removeprefix("database unavailable: "))
+
+
+@contextlib.contextmanager
 def read_snapshot():
     """A read transaction, so every figure read inside it sees the same data (nothing is
     locked): the digest's numbers must add up."""
-    return db.atomic()
+    with temporary_faults(writes=False), db.atomic():
+        yield
 
 
+@contextlib.contextmanager
 def write_transaction():
     """A transaction that takes the write lock up front.
 
@@ -104,13 +153,19 @@ def write_transaction():
     another process wrote meanwhile; IMMEDIATE waits for the lock instead.
     PostgreSQL locks rows as they are written, so a plain transaction is right.
     """
-    if isinstance(db.obj, pw.SqliteDatabase):
-        return db.atomic("IMMEDIATE")
-    return db.atomic()
+    with temporary_faults(), (db.atomic("IMMEDIATE") if isinstance(db.obj, pw.SqliteDatabase) else db.atomic()):
+        yield
 
 
 @contextlib.contextmanager
 def rebuildable_transaction():
+    """A write transaction whose commit does not wait for the disk (see ``_rebuildable``)."""
+    with temporary_faults(), _rebuildable():
+        yield
+
+
+@contextlib.contextmanager
+def _rebuildable():
     """A write transaction whose commit does not wait for the disk.
 
     For state that can be rebuilt from what is already durable: the pipeline's

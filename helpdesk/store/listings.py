@@ -45,6 +45,7 @@ class TicketListing:
     first_response_at: dt.datetime | None
     overdue: bool
     follow_up_of: int | None
+    reply_to: str | None = None   # the first mail's differing Reply-To: unverified, never mailed
 
 
 @dataclass(frozen=True)

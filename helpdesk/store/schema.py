@@ -77,6 +77,8 @@ class Ticket(BaseModel):
     overdue = pw.BooleanField(default=False)
     resolved_at = pw.DateTimeField(null=True)
     closed_at = pw.DateTimeField(null=True)
+    # schema 4: a Reply-To that differs from the requester's From, unverified: shown, never mailed
+    reply_to = pw.CharField(max_length=320, null=True)
 
     class Meta:
         indexes = ((("status", "updated_at"), False), (("created_at",), False),
@@ -300,8 +302,8 @@ class SenderFailure(BaseModel):
 
 MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
 MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
-MODELS_4 = (Hold, SenderFailure)
-MODELS = MODELS_1 + MODELS_2 + MODELS_4
+MODELS_5 = (Hold, SenderFailure)
+MODELS = MODELS_1 + MODELS_2 + MODELS_5
 
 
 def _schema_2(database: pw.Database) -> None:
@@ -330,12 +332,22 @@ def _schema_3(database: pw.Database) -> None:
 
 
 def _schema_4(database: pw.Database) -> None:
+    """The ticket's unverified Reply-To (the requester is its From address)."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
+
+    if "reply_to" not in {c.name for c in database.get_columns("ticket")}:
+        migrator = SchemaMigrator.from_database(database)
+        run_migrations(migrator.add_column("ticket", "reply_to", Ticket._meta.fields["reply_to"]))
+
+
+def _schema_5(database: pw.Database) -> None:
     """Proven identity: held mail and the senders our MTA said failed (docs/trust.md)."""
-    database.create_tables(MODELS_4, safe=True)
+    database.create_tables(MODELS_5, safe=True)
 
 
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
-                       _schema_4)
+                       _schema_4, _schema_5)

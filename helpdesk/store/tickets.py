@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from helpdesk.mail.filenames import neutralised
 from helpdesk.store import sql
 from helpdesk.store.attachments import StoredAttachment
 from helpdesk.store.schema import (
@@ -49,12 +50,13 @@ _TICKET_COLUMNS = ("id", "subject", "status", "requester", "priority", "assignee
 # --- ticket rows ---------------------------------------------------------------
 
 def create(mailbox: str, subject: str, requester: str, requester_name: str, now: dt.datetime,
-           follow_up_of: int | None) -> int:
-    """A new ticket, status "new"; returns its number."""
+           follow_up_of: int | None, reply_to: str | None = None) -> int:
+    """A new ticket, status "new"; returns its number. ``reply_to``: the mail's differing,
+    unverified Reply-To, kept to show staff."""
     return sql.insert(
         Ticket, mailbox=mailbox, subject=subject, requester=requester,
         requester_name=requester_name, status="new", priority="normal",
-        created_at=now, updated_at=now, follow_up_of=follow_up_of)
+        created_at=now, updated_at=now, follow_up_of=follow_up_of, reply_to=reply_to)
 
 
 def read(ticket_id: int) -> TicketRow | None:
@@ -138,7 +140,7 @@ def add_message(ticket_id: int, now: dt.datetime, *, raw_id: int | None, directi
         recipients=recipients, subject=subject, body=body, full_text=full_text,
         message_id=message_id, auto=auto, created_at=now)
     sql.insert_rows(Attachment, [
-        {"message": message, "filename": a.filename, "content_type": a.content_type,
+        {"message": message, "filename": neutralised(a.filename), "content_type": a.content_type,
          "size": a.size, "sha256": a.sha256, "inline": a.inline, "refused": a.refused}
         for a in attachments])
     sql.insert_rows(ThreadRef, [{"msgid": m, "ticket": ticket_id} for m in thread_ids],

@@ -15,6 +15,7 @@ from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import Config, Mailbox
 from helpdesk.disputes import rules as dispute_rules
 from helpdesk.mail import replyaddr
+from helpdesk.mail.compose import clip
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.routing import RecordBounce
@@ -72,19 +73,21 @@ class Desk:
                    raw_id: int, mailbox: Mailbox) -> int:
         now = naive_utc(self.clock.now())
         subject = clean_subject(mail.subject)
-        number = tickets.create(mailbox.name, subject, mail.requester, mail.from_name, now,
-                                route.follow_up_of)
-        ticket = TicketView(number, subject, "new", mail.requester)
-        requester = self._add_person(number, mail.requester, mail.from_name, "requester")
-        self._add_copied(number, mail)
+        address = requester_of(mail, self.config.trust.form_senders)
+        unverified = mail.reply_to if mail.reply_to != address else None
+        number = tickets.create(mailbox.name, subject, address, clip(mail.from_name), now,
+                                route.follow_up_of, reply_to=unverified)
+        ticket = TicketView(number, subject, "new", address)
+        requester = self._add_person(number, address, mail.from_name, "requester")
+        self._add_copied(number, mail, address)
         self._record(number, mail, stored, raw_id, now, auto=False)
         if route.sender_failed:
             holds.record_failure(raw_id, mail.from_addr, route.sender_failed, now)   # counted in the digest
         lifecycle.opened(number, now, self.config.tickets)
         notices = []
-        if route.acknowledge and self._may_acknowledge(mail.requester, now):
+        if route.acknowledge and self._may_acknowledge(address, now):
             notices.append(self._acknowledgement(ticket, requester, mail, mailbox, stored))
-        notices += self._staff_notices(ticket, mail, mailbox, stored)
+        notices += self._staff_notices(ticket, mail, mailbox, stored, unverified)
         self.notifiers[mailbox.name].queue_many(notices)
         return number
 
@@ -158,22 +161,24 @@ class Desk:
         }
         return self._notice(mailbox, "ack", ticket, requester, mail, context)
 
-    def _staff_notices(self, ticket: TicketView, mail: InboundMail, mailbox: Mailbox, stored) -> list[Notice]:
+    def _staff_notices(self, ticket: TicketView, mail: InboundMail, mailbox: Mailbox, stored,
+                       reply_to: str | None) -> list[Notice]:
         staff = [s for s in self.config.staff if s.role == "agent"] or list(self.config.staff)
         context = {"text": mail.reply_text, "attachments": _attachment_list(stored),
-                   "requester": mail.requester, "requester_name": mail.from_name}
+                   "requester": ticket.requester, "requester_name": mail.from_name,
+                   "reply_to": reply_to or ""}
         notices = []
         for member in staff:
-            if member.address == mail.requester:
+            if member.address == ticket.requester:
                 continue  # staff writing in get the acknowledgement, not a notice too
             person = self._add_person(ticket.number, member.address, member.name, "staff")
             notices.append(self._notice(mailbox, "new_ticket", ticket, person, mail, context, audience="staff"))
         return notices
 
-    def _add_copied(self, ticket_id: int, mail: InboundMail) -> None:
+    def _add_copied(self, ticket_id: int, mail: InboundMail, requester: str) -> None:
         """Whoever the customer put in To/Cc joins the ticket as a "cc" participant,
         so their answers in the thread are recognised (never our own addresses)."""
-        skip = self.config.own_addresses | {m.address for m in self.config.staff} | {mail.requester}
+        skip = self.config.own_addresses | {m.address for m in self.config.staff} | {requester}
         copied = [a for a in dict.fromkeys(mail.to + mail.cc) if replyaddr.untagged(a) not in skip][:20]
         tickets.add_copied(ticket_id, copied)
 
@@ -209,6 +214,19 @@ class Desk:
             token=f"[{label(ticket.number)}]", **extra)
 
 
+def requester_of(mail: InboundMail, form_senders: tuple[str, ...]) -> str:
+    """Whose ticket a new mail opens: its From address, never its Reply-To.
+
+    Anyone can write any Reply-To: taking it made a stranger's address the
+    requester (acknowledged, answered, listed under their name) on the word of
+    whoever sent the mail. Only a configured contact form, whose From is the
+    form itself, speaks for the customer named in its Reply-To.
+    """
+    if mail.reply_to and mail.from_addr in form_senders:
+        return mail.reply_to
+    return mail.from_addr
+
+
 def open_tickets_of(address: str) -> list[dict]:
     return [{"id": label(i), "subject": subject, "status": status, "created_at": created.strftime("%Y-%m-%d")}
             for i, subject, status, created in tickets.open_tickets(address)]
@@ -220,8 +238,9 @@ def open_disputes_of(address: str) -> list[dict]:
 
 
 def clean_subject(subject: str) -> str:
-    """A ticket's title: the subject without "Re:", "Fwd:", "AW:"... prefixes."""
-    return _REPLY_PREFIX.sub("", subject).strip() or "(no subject)"
+    """A ticket's title: the subject without "Re:", "Fwd:", "AW:"... prefixes, clipped
+    (``compose.clip``): a title is shown and echoed, never a 20 MB subject."""
+    return clip(_REPLY_PREFIX.sub("", subject[:1000]).strip()) or "(no subject)"
 
 
 def _attachment_list(stored: list[StoredAttachment]) -> list[dict]:

@@ -16,6 +16,7 @@ from helpdesk.disputes.route import (
     parse_request,
 )
 from helpdesk.mail import replyaddr
+from helpdesk.mail.loop import loop_id
 from helpdesk.mail.parse import parse
 from helpdesk.routing import Drop, Quarantine, route
 from helpdesk.units import normalise_reason
@@ -99,7 +100,7 @@ def test_references_and_subject_token_thread_participants_only():
 @pytest.mark.parametrize("headers, reason", [
     ({"Auto-Submitted": "auto-replied"}, "auto-reply"),
     ({"Precedence": "bulk"}, "bulk"),
-    ({"X-Helpdesk-Loop": "disputes@shop.example"}, "loop"),
+    ({"X-Helpdesk-Loop": loop_id(SECRET)}, "loop"),
 ])
 def test_automatic_mail_is_dropped_even_from_a_participant(headers, reason):
     found = decide(frm="sam@seller.example", to=signed(2), headers=headers)

@@ -148,9 +148,10 @@ def test_every_dispute_template_renders_for_every_event():
     from helpdesk.outbound.notify import Renderer
     from helpdesk.runtime.app import TEMPLATES
     renderer = Renderer(TEMPLATES)
-    files = [{"filename": "a.png", "size": 3, "content_type": "image/png", "refused": None, "withheld": False},
-             {"filename": "b.vcf", "size": 9, "content_type": "text/vcard", "refused": None, "withheld": True},
-             {"filename": "c.iso", "size": 9, "content_type": "x/y", "refused": "too large", "withheld": False}]
+    files = [{"filename": "a.png", "size": 3, "content_type": "image/png", "refused": None, "withheld": ""},
+             {"filename": "b.vcf", "size": 9, "content_type": "text/vcard", "refused": None,
+              "withheld": "it carries its sender's address"},
+             {"filename": "c.iso", "size": 9, "content_type": "x/y", "refused": "too large", "withheld": ""}]
     dispute = {"id": "D-1", "number": 1, "order": "100234", "product": "Key", "amount": "19.99",
                "currency": "EUR", "reason": "other", "description": "broken", "status": "negotiation",
                "status_text": "negotiating", "created": "Thu", "seller_due": "Sat", "window_closes": "Sun",
@@ -185,7 +186,7 @@ def test_every_dispute_template_renders_for_every_event():
                 "problems": ["no_order", "no_reason", "bad_reason", "no_description"],
                 "existing": {"id": "D-1", "status": "negotiation", "status_text": "negotiating"},
                 "dispute_id": "D-1", "disputes": [{**dispute, "role": "buyer", "deadline": None}]}
-    for problem in ("unknown_order", "not_buyer", "already_open", "bad_request"):
+    for problem in ("unknown_order", "already_open", "bad_request"):
         assert renderer.render("buyer", "dispute_refused", {**stranger, "problem": problem}).text
     assert "D-1" in renderer.render("buyer", "dispute_not_yours", stranger).text
     assert "D-1" in renderer.render("buyer", "dispute_status", stranger).text

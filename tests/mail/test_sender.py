@@ -55,3 +55,11 @@ def test_authentication_results_are_kept_topmost_first_with_caps():
 ])
 def test_the_fast_path_reads_what_the_parser_reads(frm):
     assert sender([frm]) == parsed_sender([frm])
+
+
+def test_a_huge_from_is_read_quickly_and_is_ambiguous():
+    import time
+    started = time.monotonic()
+    mail = parse(raw("=?utf-8?q?" + "A" * 2_000_000 + "?= <alice@shop.example>"))
+    assert time.monotonic() - started < 5
+    assert mail.from_ambiguous

@@ -51,7 +51,19 @@ def test_shipped_templates_render_with_what_the_code_passes():
                                               "refused": refused, "text": "hi"})
     assert "4 hours" in ack.text and "b.bin" in ack.html and "T-1" in ack.subject
     notice = renderer.render("staff", "new_ticket", {**base, "text": "hi <b>", "attachments": files + refused,
-                                                     "requester": "bob@example.com", "requester_name": "Bob"})
+                                                     "requester": "bob@example.com", "requester_name": "Bob",
+                                                     "reply_to": ""})
     assert "hi &lt;b&gt;" in notice.html and "hi <b>" in notice.text
     sorry = renderer.render("customer", "attachments_refused", {**base, "refused": refused})
     assert "b.bin" in sorry.text
+
+
+def test_subjects_and_names_are_clipped_at_any_depth_and_nothing_else():
+    from helpdesk.outbound.notify import echoed
+    long = "x" * 5000
+    out = echoed({"subject": long, "recipient_name": long, "text": long,
+                  "ticket": {"subject": long, "requester": long},
+                  "tickets": [{"subject": long, "id": "T-1"}], "count": 3})
+    assert len(out["subject"]) == len(out["recipient_name"]) == 200
+    assert len(out["ticket"]["subject"]) == len(out["tickets"][0]["subject"]) == 200
+    assert out["text"] == out["ticket"]["requester"] == long and out["count"] == 3

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from helpdesk.mail import replyaddr
+from helpdesk.mail.loop import loop_id
 from helpdesk.reports.listings import quarantined, ticket_detail
 from helpdesk.store.schema import Bounce, Message, Outbox, Participant, RawMessage, Ticket
 from tests.conftest import mail
@@ -36,10 +37,11 @@ def test_new_mail_becomes_a_ticket_with_ack_and_staff_notice(desk):
     assert desk.to("carol@shop.example") == []  # admins do not get new-ticket notices
 
 
-def test_reply_to_wins_over_from_for_the_requester(desk):
+def test_reply_to_is_not_the_requester_but_is_recorded(desk):
     desk.ingest(mail(frm="Shop Bot <noreply@forms.example>", headers={"Reply-To": "Real Person <real@example.com>"}))
-    assert Ticket.get().requester == "real@example.com"
-    assert len(acks(desk, "real@example.com")) == 1
+    assert (Ticket.get().requester, Ticket.get().reply_to) == ("noreply@forms.example", "real@example.com")
+    assert acks(desk, "real@example.com") == []
+    assert len(acks(desk, "noreply@forms.example")) == 1
 
 
 def test_reply_through_signed_address_threads_and_reopens_resolved(desk):
@@ -195,9 +197,10 @@ def test_bulk_mail_makes_a_ticket_without_acknowledgement(desk, headers):
 @pytest.mark.parametrize("frm, headers", [
     ("support@shop.example", {}),
     ("Support <support+t1.1.abcdefghij@shop.example>", {}),
-    ("someone@example.com", {"X-Helpdesk-Loop": "support@shop.example"}),
+    ("someone@example.com", {"X-Helpdesk-Loop": "ours"}),
 ])
 def test_our_own_mail_is_dropped_as_a_loop(desk, frm, headers):
+    headers = {name: loop_id(desk.app.desk.secret) for name in headers}   # the instance's own id
     tally = desk.ingest(mail(frm=frm, headers=headers))
     assert tally.counts["dropped"] == 1
     assert RawMessage.get().reason.startswith("loop")

@@ -15,6 +15,7 @@ import pytest
 
 from helpdesk.cli import main
 from helpdesk.clock import Clock
+from helpdesk.mail.loop import loop_id
 from helpdesk.reports import digest
 from helpdesk.runtime import app as app_module
 from helpdesk.runtime import service
@@ -260,7 +261,7 @@ def test_run_due_sends_once_per_period_to_every_admin(tmp_path, app, db_url):
     mails = digest_mails(tmp_path)
     assert sorted(str(m["To"]) for m in mails) == ["Carol <carol@shop.example>", "Dave <dave@shop.example>"]
     [first, _] = mails
-    assert first["Auto-Submitted"] == "auto-generated" and first["X-Helpdesk-Loop"] == "support@shop.example"
+    assert first["Auto-Submitted"] == "auto-generated" and first["X-Helpdesk-Loop"] == loop_id(app.desk.secret)
     assert str(first["From"]) == "Difmark Support <support@shop.example>"
     assert "New tickets: 1" in first.get_body(("plain",)).get_content()
     assert first.get_body(("html",)) is not None

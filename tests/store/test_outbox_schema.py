@@ -26,7 +26,7 @@ def test_a_schema_2_outbox_gets_its_new_columns(tmp_path, db_url):
         schema.db.close()
 
         store_db.connect(url)
-        assert Meta.get_by_id("schema_version").value == str(len(schema.MIGRATIONS))
+        assert int(Meta.get_by_id("schema_version").value) == len(schema.MIGRATIONS) >= 3
         assert set(NEW) <= {c.name for c in schema.db.get_columns("outbox")}
         old = Outbox.get()
         assert (old.status, old.last_error, old.failed_at, old.reported_at) == ("failed", "550", None, None)
