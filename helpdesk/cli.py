@@ -451,7 +451,8 @@ def _print_conversation(detail: dict, heading) -> None:
     for m in detail["messages"]:
         if m.get("kind"):
             continue  # mail the helpdesk sent: listed below with its delivery status
-        print(f"\n--- {heading(m)}")
+        unverified = "UNVERIFIED sender, held until confirmed: " if m.get("unverified") else ""
+        print(f"\n--- {unverified}{heading(m)}")
         print(m["body"])
         for a in m["attachments"]:
             state = f"refused: {a['refused']}" if a["refused"] else f"{a['size']} bytes"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from helpdesk.mail import replyaddr
+from helpdesk.mail import authresults, replyaddr
 from helpdesk.mail.loop import loop_id
 from helpdesk.mail.parse import InboundMail
 
@@ -37,6 +37,14 @@ class Drop:
 @dataclass(frozen=True)
 class Quarantine:
     reason: str
+
+
+@dataclass(frozen=True)
+class ConfirmHold:
+    """A reply to a confirmation mail's signed one-time address (token kind ``c``)."""
+
+    hold_id: int
+    participant_id: int
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,33 @@ def explain(decision: Decision) -> str:
     return f"rules {' > '.join(decision.rules)} -> {decision.route}"
 
 
+# --- proven identity (docs/trust.md) ----------------------------------------------
+
+CONFIRM_TOKEN = "c"
+SIGNED = "signed reply address"
+
+
+def proof(mail: InboundMail, ctx: Any, signed: bool = False) -> str | None:
+    """How the sender is proven, or None when they are only claimed.
+
+    ``signed``: the mail came to the reply address we issued to the very
+    participant its From names (the domain's rule checked the token's owner).
+    Otherwise only the topmost Authentication-Results of an MTA the config
+    trusts can prove it. An ambiguous From proves nothing, whatever else.
+    """
+    if mail.from_ambiguous or not mail.from_addr:
+        return None
+    if signed:
+        return SIGNED
+    found = authresults.verdict(mail.auth_results, getattr(ctx, "authserv_ids", ()), mail.from_addr)
+    return f"authentication-results {found.proven}" if found.proven else None
+
+
+def sender_failed(mail: InboundMail, ctx: Any) -> str | None:
+    """``dmarc=fail``/``spf=fail`` when our trusted MTA says so: no acknowledgement goes to such a From."""
+    return authresults.verdict(mail.auth_results, getattr(ctx, "authserv_ids", ()), mail.from_addr).failed
+
+
 # --- the rules every domain shares -------------------------------------------------
 
 def no_sender(mail: InboundMail, ctx: RuleContext) -> Quarantine | None:
@@ -140,3 +175,11 @@ def bounce(mail: InboundMail, ctx: RuleContext) -> RecordBounce | None:
     ids = (mail.bounce.original_message_id,) if mail.bounce.original_message_id else ()
     ours = [ticket for ticket, generated in ctx.index.thread_matches(ids + mail.thread_ids) if generated]
     return RecordBounce(mail.bounce.recipients, ours[0] if ours else None)
+
+
+def confirmation(mail: InboundMail, ctx: RuleContext) -> ConfirmHold | None:
+    """A reply to a confirmation mail; whether it confirms anything is checked when applied."""
+    token = replyaddr.find_token(ctx.secret, ctx.own_addresses, mail.recipients)
+    if token is None or token.kind != CONFIRM_TOKEN:
+        return None
+    return ConfirmHold(token.thread_id, token.participant_id)

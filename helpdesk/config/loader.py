@@ -612,8 +612,22 @@ def _addresses(value: Any, ctx: Context) -> tuple[str, ...]:
     return tuple(dict.fromkeys(one(item, ctx) for item in value))
 
 
+def _authserv_ids(value: Any, ctx: Context) -> tuple[str, ...]:
+    """The authserv-ids of the MTAs in front of us (RFC 8601: compared without case)."""
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of authserv-ids, got {schema.show(value)}")
+    ids = tuple(schema.text(item, ctx).strip().lower() for item in value)
+    bad = next((i for i in ids if not i or any(c.isspace() or c in ";()\"" for c in i)), None)
+    if bad is not None:
+        raise Invalid(f"{schema.quote(bad)} is not an authserv-id (a host name such as \"mx.shop.example\")")
+    return ids
+
+
 TRUST_KEYS = {
     "form_senders": Key(_addresses, []),
+    "authserv_ids": Key(_authserv_ids, []),
+    "confirm_within": Key(schema.duration, "3d"),
+    "confirm_rate_limit": Key(schema.int_range(0, 1000), 5),
 }
 
 METRICS_KEYS = {

@@ -185,10 +185,14 @@ class DisputeSettings:
 
 @dataclass(frozen=True)
 class TrustSettings:
-    """Whose word the helpdesk takes for what a mail claims."""
+    """Whose word the helpdesk takes for what a mail claims (docs/trust.md)."""
 
     # a contact form's sender address: its Reply-To is the customer who filled it in
     form_senders: tuple[str, ...] = ()
+    # the receiving MTAs whose Authentication-Results prove a sender
+    authserv_ids: tuple[str, ...] = ()
+    confirm_within: dt.timedelta = dt.timedelta(days=3)   # a held mail waits this long for its confirmation
+    confirm_rate_limit: int = 5                            # confirmation mails per person per day
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,12 @@ from helpdesk.disputes.route import (
     OpenRequest,
 )
 from helpdesk.mail.parse import InboundMail
-from helpdesk.routing import Applied, Decision, RecordBounce
+from helpdesk.routing import Applied, ConfirmHold, Decision, RecordBounce
+from helpdesk.store import tickets
 from helpdesk.store.attachments import StoredAttachment
 from helpdesk.store.index import StoreDisputeIndex
+from helpdesk.tickets import holds
+from helpdesk.tickets.desk import Person
 
 
 @dataclass
@@ -35,14 +38,19 @@ class DisputeInbox:
 
     def context(self) -> DisputeContext:
         config = self.desk.config
-        return DisputeContext(config.own_addresses, self.desk.secret, config.disputes.reasons, self.index)
+        return DisputeContext(config.own_addresses, self.desk.secret, config.disputes.reasons, self.index,
+                              config.trust.authserv_ids)
 
     def apply(self, decision: Decision, mail: InboundMail, stored: tuple[StoredAttachment, ...],
               raw_id: int, mailbox: Mailbox) -> Applied:
         """One routed mail to a disputes mailbox, inside the pipeline's transaction."""
         chosen, desk = decision.route, self.desk
         if isinstance(chosen, DisputeMessage):
+            if chosen.proof is None and holds.confirmed(raw_id) is None:
+                return _hold(desk, chosen, mail, stored, raw_id, mailbox)
             return relay.message(desk, chosen, mail, stored, raw_id)
+        if isinstance(chosen, ConfirmHold):
+            return holds.confirm(desk.tickets, chosen, mail)
         if isinstance(chosen, NotYours):
             return strangers.not_yours(desk, chosen, mail, mailbox)
         if isinstance(chosen, DisputesStatusRequest):
@@ -52,3 +60,13 @@ class DisputeInbox:
         if isinstance(chosen, RecordBounce):
             return routing.bounced(chosen, mail, desk.tickets.bounce(chosen, mail, stored, raw_id))
         return routing.settled(chosen)
+
+
+def _hold(desk: DisputeDesk, chosen: DisputeMessage, mail: InboundMail, stored, raw_id: int,
+          mailbox: Mailbox) -> Applied:
+    """A claimed buyer, seller or admin: no command, no relay; the party is asked at the
+    address the dispute holds for them (docs/trust.md)."""
+    [(pid, address, name)] = [p for p in tickets.participants(chosen.ticket_id, (chosen.role,))
+                              if p[0] == chosen.participant_id]
+    return holds.hold(desk.tickets, chosen.ticket_id, Person(pid, address, name), chosen.role, mail, stored,
+                      raw_id, mailbox, thread_label=f"D-{chosen.dispute_id}")

@@ -29,7 +29,19 @@ from typing import Protocol
 
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
-from helpdesk.routing import Drop, Quarantine, RecordBounce, ThreadIndex, bounce, no_sender, own_mail
+from helpdesk.routing import (
+    ConfirmHold,
+    Drop,
+    Quarantine,
+    RecordBounce,
+    ThreadIndex,
+    bounce,
+    confirmation,
+    no_sender,
+    own_mail,
+    proof,
+    sender_failed,
+)
 from helpdesk.units import normalise_reason
 
 _ORDER = re.compile(
@@ -48,6 +60,7 @@ class DisputeMessage:
     participant_id: int
     role: str            # buyer | seller | admin
     rule: str
+    proof: str | None = None     # how the sender is proven (routing.proof); None: claimed, held
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,8 @@ class OpenRequest:
     problems: tuple[str, ...]   # no_order, no_reason, bad_reason, no_description
 
 
-DisputeRoute = DisputeMessage | NotYours | DisputesStatusRequest | OpenRequest | RecordBounce | Drop | Quarantine
+DisputeRoute = (DisputeMessage | NotYours | DisputesStatusRequest | OpenRequest | ConfirmHold | RecordBounce
+                | Drop | Quarantine)
 
 
 class DisputeIndex(ThreadIndex, Protocol):
@@ -92,6 +106,7 @@ class DisputeContext:
     secret: bytes
     reasons: tuple[str, ...]
     index: DisputeIndex
+    authserv_ids: tuple[str, ...] = ()      # [trust]: whose Authentication-Results count
 
 
 Rule = Callable[[InboundMail, DisputeContext], DisputeRoute | None]
@@ -115,7 +130,8 @@ def signed_address(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | Non
     dispute, ticket, address, role = owner
     if address != mail.from_addr:
         return NotYours(dispute, ticket, "signed-address")
-    return DisputeMessage(dispute, ticket, token.participant_id, role, "signed-address")
+    return DisputeMessage(dispute, ticket, token.participant_id, role, "signed-address",
+                          proof(mail, ctx, signed=True))
 
 
 def references(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
@@ -139,10 +155,13 @@ def status(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
 
 
 def open_request(mail: InboundMail, ctx: DisputeContext) -> DisputeRoute | None:
+    failed = sender_failed(mail, ctx)
+    if failed:   # forged by our MTA's word: no dispute in someone's name, no answer to a victim
+        return Quarantine(f"the sender failed {failed}: no dispute opened, nothing answered")
     return parse_request(mail.subject, mail.reply_text, ctx.reasons)
 
 
-RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, noise, signed_address, references,
+RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, noise, confirmation, signed_address, references,
                            subject_token, status, open_request)
 
 
@@ -184,4 +203,4 @@ def _from_participant(mail: InboundMail, ctx: DisputeContext, dispute: int, tick
     found = ctx.index.role_in(ticket, mail.from_addr)
     if found is None:
         return NotYours(dispute, ticket, rule)
-    return DisputeMessage(dispute, ticket, found[0], found[1], rule)
+    return DisputeMessage(dispute, ticket, found[0], found[1], rule, proof(mail, ctx))

@@ -208,6 +208,8 @@ class Digest:
     failed: int = 0                         # outgoing mail given up in the period, still failed
     failed_waiting: int = 0                 # outgoing mail failed now
     failed_oldest: tuple[FailedMail, ...] = ()   # the longest failed, at most FAILED_LISTED
+    held: int = 0                           # mail from claimed senders held in the period (docs/trust.md)
+    sender_failed: int = 0                  # mail our MTA said failed DMARC/SPF: not acknowledged
 
     @property
     def open_total(self) -> int:
@@ -238,7 +240,8 @@ def _build(config: Config, now: dt.datetime, period: Period, since: dt.datetime,
         bounced=digest_store.bounces(since, end),
         disputes=_disputes(),
         failed=digest_store.failed(since, end), failed_waiting=digest_store.failed_waiting(),
-        failed_oldest=_failed_oldest())
+        failed_oldest=_failed_oldest(),
+        held=digest_store.held(since, end), sender_failed=digest_store.sender_failed(since, end))
 
 
 def _open_tickets(config: Config, names: dict[str, str]):
@@ -374,6 +377,8 @@ def context(digest: Digest, config: Config) -> dict:
         "quarantined": digest.quarantined,
         "quarantine_waiting": digest.quarantine_waiting,
         "bounced": digest.bounced,
+        "held": digest.held,
+        "sender_failed": digest.sender_failed,
         "disputes": [{"status": s.status, "label": status_label(s.status), "count": s.count}
                      for s in digest.disputes],
         "failed": digest.failed,

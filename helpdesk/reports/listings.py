@@ -116,7 +116,8 @@ def _ticket_summary(t: TicketListing, messages: int) -> dict:
 def _message(m: MessageRow, files: list[dict]) -> dict:
     return {"direction": m.direction, "from": m.sender, "to": m.recipients, "subject": m.subject,
             "body": m.body, "full_text": m.full_text, "message_id": m.message_id, "auto": m.auto,
-            "created_at": _iso(m.created_at), "attachments": files}
+            "created_at": _iso(m.created_at), "attachments": files,
+            "unverified": m.direction == "held"}   # a claimed sender's mail, held (docs/trust.md)
 
 
 def _sent(o: SentRow) -> dict:

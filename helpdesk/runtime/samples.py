@@ -74,6 +74,8 @@ def _staff_mail() -> dict:
                                   "reply_to": "bob.private@example.org"},
         ("staff", "command_error"): {**staff, "error": "#priority: expected one of low, normal, high, urgent",
                                      "help": HELP},
+        ("staff", "confirm_hold"): {**_person("alice@shop.example", "Alice"), "thread": "T-42",
+                                    "held_subject": "Re: [T-42] My key does not work", "confirm_within": "3 days"},
         ("staff", "help"): {**staff, **summary},
         ("staff", "ticket_status"): {**staff, **summary},
         ("staff", "reminder"): {**staff, **reminder},
@@ -136,6 +138,9 @@ def _dispute_mail() -> dict:
         found[(role, "dispute_command_refused")] = {**base, "command": "#escalate",
                                                     "why": "the negotiation window is still open",
                                                     "when": "after Tuesday 01 December 2026, 09:00 UTC"}
+        found[(role, "confirm_hold")] = {**_person(f"{role}@example.com", role.title()), "thread": "D-7",
+                                         "held_subject": "Re: [D-7] Order 100234",
+                                         "confirm_within": "3 days"}
     found[("buyer", "dispute_opened")] = _participant("buyer")
     found[("seller", "dispute_opened")] = _participant("seller")
     found[("seller", "dispute_reminder")] = {**_participant("seller"), "left": "6 hours"}

@@ -23,7 +23,7 @@ from helpdesk.staff.commands import CommandError, Plan, StaffCommand
 from helpdesk.store import tickets
 from helpdesk.store.db import write_transaction
 from helpdesk.store.tickets import TicketRow
-from helpdesk.tickets import lifecycle
+from helpdesk.tickets import holds, lifecycle
 from helpdesk.tickets.desk import Desk, Person, TicketView, label
 from helpdesk.tickets.route import StaffReply
 
@@ -34,6 +34,10 @@ def staff_reply(desk: Desk, route: StaffReply, mail: InboundMail, stored, raw_id
                 mailbox: Mailbox) -> Applied:
     member = desk.config.staff_member(mail.from_addr)
     ticket = read_ticket(route.ticket_id)
+    if route.proof is None and holds.confirmed(raw_id) is None:
+        # a claimed agent: nothing applied, relayed or answered; the real one is asked (docs/trust.md)
+        person = desk.person(ticket.id, member.address, member.name, "staff")
+        return holds.hold(desk, ticket.id, person, "staff", mail, stored, raw_id, mailbox)
     try:
         plan = commands.parse(strip_reply(mail.text, strict=True), member.role,
                               staff_directory(desk.config.staff), me=member.address)

@@ -15,7 +15,17 @@ from collections.abc import Sequence
 
 import peewee as pw
 
-from helpdesk.store.schema import Bounce, DigestRun, Dispute, Outbox, RawMessage, Ticket, db
+from helpdesk.store.schema import (
+    Bounce,
+    DigestRun,
+    Dispute,
+    Hold,
+    Outbox,
+    RawMessage,
+    SenderFailure,
+    Ticket,
+    db,
+)
 
 # --- tickets -----------------------------------------------------------------------
 
@@ -122,6 +132,16 @@ def unanswered(created_from: dt.datetime, created_to: dt.datetime, statuses: Seq
 def bounces(since: dt.datetime, end: dt.datetime) -> int:
     """Bounce reports received in [since, end)."""
     return _count(Bounce, (Bounce.created_at >= since) & (Bounce.created_at < end))
+
+
+def held(since: dt.datetime, end: dt.datetime) -> int:
+    """Mail from claimed senders held in [since, end) (docs/trust.md)."""
+    return _count(Hold, (Hold.created_at >= since) & (Hold.created_at < end))
+
+
+def sender_failed(since: dt.datetime, end: dt.datetime) -> int:
+    """Mail our trusted MTA said failed DMARC or SPF in [since, end): not acknowledged."""
+    return _count(SenderFailure, (SenderFailure.created_at >= since) & (SenderFailure.created_at < end))
 
 
 def failed(since: dt.datetime, end: dt.datetime) -> int:

@@ -306,10 +306,37 @@ class Lease(BaseModel):
     expires_at = pw.DateTimeField(null=True)
 
 
+class Hold(BaseModel):
+    """A mail from a claimed (unproven) sender, kept unapplied until the real person confirms it.
+
+    ``participant`` is who we hold it for, at the address we hold for them; ``raw``
+    is the mail itself, put back in line once they confirm (docs/trust.md)."""
+
+    ticket = pw.ForeignKeyField(Ticket, on_delete="CASCADE")
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    participant = pw.IntegerField()
+    address = pw.CharField(max_length=320, index=True)
+    status = pw.CharField(max_length=16, default="pending", index=True)  # pending|confirmed|applied|expired
+    mailed = pw.BooleanField(default=False)                 # a confirmation mail went (the rate cap)
+    created_at = pw.DateTimeField(index=True)
+    expires_at = pw.DateTimeField()
+    confirmed_at = pw.DateTimeField(null=True)
+
+
+class SenderFailure(BaseModel):
+    """A mail our trusted MTA said failed DMARC or SPF: not acknowledged, counted in the digest."""
+
+    raw = pw.ForeignKeyField(RawMessage, null=True, on_delete="SET NULL")
+    address = pw.CharField(max_length=320)
+    reason = pw.CharField(max_length=32)
+    created_at = pw.DateTimeField(index=True)
+
+
 MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
 MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
 MODELS_5 = (Worker, Lease)
-MODELS = MODELS_1 + MODELS_2 + MODELS_5
+MODELS_6 = (Hold, SenderFailure)
+MODELS = MODELS_1 + MODELS_2 + MODELS_5 + MODELS_6
 
 
 def _schema_2(database: pw.Database) -> None:
@@ -363,8 +390,13 @@ def _schema_5(database: pw.Database) -> None:
     database.create_tables(MODELS_5, safe=True)
 
 
+def _schema_6(database: pw.Database) -> None:
+    """Proven identity: held mail and the senders our MTA said failed (docs/trust.md)."""
+    database.create_tables(MODELS_6, safe=True)
+
+
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
-                     _schema_4, _schema_5)
+                     _schema_4, _schema_5, _schema_6)

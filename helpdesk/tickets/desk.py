@@ -19,7 +19,7 @@ from helpdesk.mail.compose import clip
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
 from helpdesk.routing import RecordBounce
-from helpdesk.store import tickets
+from helpdesk.store import holds, tickets
 from helpdesk.store.attachments import AttachmentStore, StoredAttachment
 from helpdesk.store.tickets import TicketRow
 from helpdesk.tickets import lifecycle
@@ -81,6 +81,8 @@ class Desk:
         requester = self._add_person(number, address, mail.from_name, "requester")
         self._add_copied(number, mail, address)
         self._record(number, mail, stored, raw_id, now, auto=False)
+        if route.sender_failed:
+            holds.record_failure(raw_id, mail.from_addr, route.sender_failed, now)   # counted in the digest
         lifecycle.opened(number, now, self.config.tickets)
         notices = []
         if route.acknowledge and self._may_acknowledge(address, now):

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from helpdesk import routing
 from helpdesk.config.settings import Mailbox
 from helpdesk.mail.parse import InboundMail
-from helpdesk.routing import Applied, Decision, RecordBounce
+from helpdesk.routing import Applied, ConfirmHold, Decision, RecordBounce
 from helpdesk.store.attachments import StoredAttachment
 from helpdesk.store.index import StoreIndex
+from helpdesk.tickets import holds
 from helpdesk.tickets.desk import Desk
 from helpdesk.tickets.route import (
     RULES,
@@ -40,7 +41,8 @@ class TicketInbox:
         self.staff = frozenset(member.address for member in self.desk.config.staff)
 
     def context(self) -> TicketContext:
-        return TicketContext(self.desk.config.own_addresses, self.desk.secret, self.index, self.staff)
+        return TicketContext(self.desk.config.own_addresses, self.desk.secret, self.index, self.staff,
+                             self.desk.config.trust.authserv_ids)
 
     def apply(self, decision: Decision, mail: InboundMail, stored: tuple[StoredAttachment, ...],
               raw_id: int, mailbox: Mailbox) -> Applied:
@@ -56,6 +58,8 @@ class TicketInbox:
         if isinstance(chosen, TicketsStatusRequest):
             sent = self.desk.status_reply(mail, mailbox)
             return Applied("status_request", None, "answered" if sent else "not answered: rate limit")
+        if isinstance(chosen, ConfirmHold):
+            return holds.confirm(self.desk, chosen, mail)
         if isinstance(chosen, RecordBounce):
             return routing.bounced(chosen, mail, self.desk.bounce(chosen, mail, stored, raw_id))
         return routing.settled(chosen)

@@ -17,7 +17,19 @@ from typing import Protocol
 
 from helpdesk.mail import replyaddr
 from helpdesk.mail.parse import InboundMail
-from helpdesk.routing import Drop, Quarantine, RecordBounce, ThreadIndex, bounce, no_sender, own_mail
+from helpdesk.routing import (
+    ConfirmHold,
+    Drop,
+    Quarantine,
+    RecordBounce,
+    ThreadIndex,
+    bounce,
+    confirmation,
+    no_sender,
+    own_mail,
+    proof,
+    sender_failed,
+)
 
 _SUBJECT_TOKEN = re.compile(r"\[T-(\d{1,12})\]", re.IGNORECASE)
 OPEN_FOR_REPLIES = frozenset({"new", "open", "waiting_on_customer", "resolved"})
@@ -29,6 +41,7 @@ class NewTicket:
     acknowledge: bool
     why_silent: str = ""
     follow_up_of: int | None = None
+    sender_failed: str | None = None   # our MTA said "dmarc=fail"/"spf=fail": no acknowledgement (backscatter)
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ class StaffReply:
 
     ticket_id: int
     rule: str
+    proof: str | None = None     # how the sender is proven (routing.proof); None: claimed, held
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,8 @@ class TicketsStatusRequest:
     """A customer asking for the list of their open requests (subject "status")."""
 
 
-Route = NewTicket | TicketReply | StaffReply | TicketsStatusRequest | RecordBounce | Drop | Quarantine
+Route = (NewTicket | TicketReply | StaffReply | TicketsStatusRequest | ConfirmHold | RecordBounce | Drop
+         | Quarantine)
 
 
 class TicketIndex(ThreadIndex, Protocol):
@@ -67,6 +82,7 @@ class TicketContext:
     secret: bytes
     index: TicketIndex
     staff: frozenset[str] = frozenset()
+    authserv_ids: tuple[str, ...] = ()      # [trust]: whose Authentication-Results count
 
 
 Rule = Callable[[InboundMail, TicketContext], Route | None]
@@ -82,12 +98,11 @@ def thread(mail: InboundMail, ctx: TicketContext) -> Route | None:
         return None  # a dispute's chat: not a ticket, the mail is new here
     if (mail.from_addr in ctx.staff and not mail.auto_submitted
             and ctx.index.role_of(ticket_id, mail.from_addr) not in CUSTOMER_ROLES):
-        return StaffReply(ticket_id, rule)  # also on a closed ticket: "#reopen" must work
+        return StaffReply(ticket_id, rule, proof(mail, ctx, signed=rule == "signed-address"))  # also on a closed ticket: "#reopen" must work
     if status not in OPEN_FOR_REPLIES:
         if mail.auto_submitted:
             return Drop(f"auto-reply to closed ticket T-{ticket_id}")
-        return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail),
-                         follow_up_of=ticket_id)
+        return _new_ticket(mail, ctx, follow_up_of=ticket_id)
     return TicketReply(ticket_id, silent=mail.auto_submitted, rule=rule)
 
 
@@ -99,15 +114,16 @@ def unthreaded_auto_reply(mail: InboundMail, ctx: TicketContext) -> Route | None
 
 def status_request(mail: InboundMail, ctx: TicketContext) -> Route | None:
     if mail.subject.strip().lower() == "status" and not mail.bulk:
-        return TicketsStatusRequest()
+        failed = sender_failed(mail, ctx)
+        return Drop(f"status request: the sender failed {failed}") if failed else TicketsStatusRequest()
     return None
 
 
 def new_ticket(mail: InboundMail, ctx: TicketContext) -> Route | None:
-    return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail))
+    return _new_ticket(mail, ctx)
 
 
-RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, thread, unthreaded_auto_reply, status_request,
+RULES: tuple[Rule, ...] = (no_sender, own_mail, bounce, confirmation, thread, unthreaded_auto_reply, status_request,
                            new_ticket)
 
 
@@ -144,6 +160,16 @@ def _by_subject(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None
     if ctx.index.is_participant(ticket, mail.from_addr):
         return ticket, "subject-token"
     return None
+
+
+def _new_ticket(mail: InboundMail, ctx: TicketContext, follow_up_of: int | None = None) -> NewTicket:
+    """A new ticket, acknowledged unless bulk, or unless our MTA says the From is forged:
+    an acknowledgement would then go to a victim of the forgery (backscatter)."""
+    failed = sender_failed(mail, ctx)
+    if failed:
+        return NewTicket(acknowledge=False, why_silent=f"the sender failed {failed}",
+                         follow_up_of=follow_up_of, sender_failed=failed)
+    return NewTicket(acknowledge=not mail.bulk, why_silent=_silence(mail), follow_up_of=follow_up_of)
 
 
 def _silence(mail: InboundMail) -> str:

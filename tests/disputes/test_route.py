@@ -71,7 +71,7 @@ def signed(participant: int, dispute: int = 7) -> str:
 
 def test_a_participant_writing_to_their_own_address_is_a_message():
     found = decide(frm="sam@seller.example", to=signed(2), body="#return\n")
-    assert found == DisputeMessage(7, 70, 2, "seller", "signed-address")
+    assert found == DisputeMessage(7, 70, 2, "seller", "signed-address", proof="signed reply address")
 
 
 def test_anyone_else_with_that_address_is_refused():

@@ -20,7 +20,7 @@ from helpdesk.reports import digest
 from helpdesk.runtime import app as app_module
 from helpdesk.runtime import service
 from helpdesk.store.schema import Bounce, DigestRun, Dispute, Outbox, RawMessage, Ticket
-from tests.conftest import mail, write_config
+from tests.conftest import authenticated, mail, write_config
 
 UTC = dt.UTC
 ROOT = Path(__file__).resolve().parents[2]
@@ -383,8 +383,8 @@ def test_a_real_conversation_shows_up_in_the_digest(desk, db_url):
     """Through the pipeline: a customer mail, an agent's answer an hour later."""
     desk.ingest(mail(message_id="first"))
     desk.clock.advance(dt.timedelta(hours=1))
-    desk.ingest(mail(frm="Alice <alice@shop.example>", subject="Re: Key does not work",
-                     body="Here is a new key.", headers={"In-Reply-To": "<first@example.com>"}))
+    desk.ingest(authenticated(mail(frm="Alice <alice@shop.example>", subject="Re: Key does not work",
+                                   body="Here is a new key.", headers={"In-Reply-To": "<first@example.com>"})))
     now = desk.clock.now() + dt.timedelta(days=1)
     got = digest.build(desk.app.config, now, digest.current_period(desk.app.config, now))
     assert got.new_tickets == 1

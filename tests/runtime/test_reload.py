@@ -16,7 +16,7 @@ from helpdesk.config.settings import Config
 from helpdesk.intake.smtp import SmtpIntake
 from helpdesk.runtime import app as app_module
 from helpdesk.runtime import reload
-from tests.conftest import START, free_port, mail, write_config
+from tests.conftest import START, authenticated, free_port, mail, write_config
 from tests.flows.test_smtp import crlf
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -106,8 +106,9 @@ def test_a_new_staff_member_may_answer_by_mail_at_once(tmp_path, running):
     assert reload.reload(running)
     [notice] = [m for m in sent(tmp_path) if "To: Alice" in m]
     reply_to = notice.split("Reply-To: ")[1].split("\n")[0].strip("<>").split("<")[-1].rstrip(">")
-    answer = mail(frm="Dave <dave@shop.example>", to=reply_to, subject="Re: [T-1] Key does not work",
-                  body="#assign dave\nTry this key instead.\n", headers={"In-Reply-To": "<q@example.com>"})
+    answer = authenticated(mail(   # Alice's signed address proves nothing of Dave: our MTA's word does
+        frm="Dave <dave@shop.example>", to=reply_to, subject="Re: [T-1] Key does not work",
+        body="#assign dave\nTry this key instead.\n", headers={"In-Reply-To": "<q@example.com>"}))
     before = len(sent(tmp_path))
     ingest(running, answer)
     relayed = [m for m in sent(tmp_path)[before:] if "To: Bob Buyer" in m]

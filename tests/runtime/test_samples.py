@@ -18,6 +18,7 @@ from helpdesk.outbound.notify import Renderer
 from helpdesk.runtime import samples
 from tests.conftest import START, Desk, free_port, write_config
 from tests.flows import test_disputes_smtp as disputes
+from tests.flows import test_trust as trust
 from tests.outbound import test_outbox as outbox
 from tests.outbound import test_suppression as suppression
 from tests.staff import test_act as staff
@@ -34,6 +35,7 @@ TICKET_SCENARIOS = (
     deadlines.test_reminder_at_three_quarters_then_escalation_on_breach_each_once,
     deadlines.test_several_alerts_for_one_person_in_one_tick_become_one_list,
     suppression.test_the_staff_answer_still_goes_and_the_agent_is_told_the_address_bounced,
+    trust.confirmed_agent_answer,
 )
 DISPUTE_SCENARIOS = (
     disputes.test_opening_by_mail_tells_both_sides_with_the_deadline_and_the_image,
@@ -123,7 +125,8 @@ def test_the_samples_have_the_shape_of_real_contexts(tmp_path, rendered, monkeyp
         outbox.test_relay_down_defers_and_gives_up_after_max_attempts(lambda port: desk)
     finally:
         desk.app.close()
-    for number, scenario in enumerate(DISPUTE_SCENARIOS + (everyone_asks_for_help_once_the_administration_is_in,)):
+    for number, scenario in enumerate(DISPUTE_SCENARIOS + (everyone_asks_for_help_once_the_administration_is_in,
+                                                           trust.everyone_is_asked_to_confirm)):
         folder = tmp_path / f"d{number}"
         folder.mkdir()
         desk, smtp, market = disputes.make_market(folder, None)

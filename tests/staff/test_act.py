@@ -12,7 +12,7 @@ import re
 import pytest
 
 from helpdesk.store.schema import Message, Ticket, Timer
-from tests.conftest import START, mail
+from tests.conftest import START, authenticated, mail
 
 pytestmark = pytest.mark.usefixtures("db_url")
 ALICE = "Alice <alice@shop.example>"
@@ -147,8 +147,8 @@ def test_malformed_or_forbidden_commands_explain_themselves(desk, body, reason):
 
 def test_admin_may_assign_others(desk):
     desk.ingest(mail(message_id="first"))
-    desk.ingest(mail(frm="Carol <carol@shop.example>", subject="Re: Key does not work",
-                     body="#assign alice\n", headers={"In-Reply-To": "<first@example.com>"}))
+    desk.ingest(authenticated(mail(frm="Carol <carol@shop.example>", subject="Re: Key does not work",
+                                   body="#assign alice\n", headers={"In-Reply-To": "<first@example.com>"})))
     assert Ticket.get_by_id(1).assignee == "alice@shop.example"
     assert Ticket.get_by_id(1).status == "open"
 

@@ -16,7 +16,7 @@ from helpdesk.intake.spool import Incoming
 from helpdesk.runtime import app as app_module
 from helpdesk.runtime import tick
 from helpdesk.store.schema import Outbox, Ticket, Timer
-from tests.conftest import START, mail, write_config
+from tests.conftest import START, authenticated, mail, write_config
 
 pytestmark = pytest.mark.usefixtures("db_url")
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +47,8 @@ def test_reminder_at_three_quarters_then_escalation_on_breach_each_once(desk):
 
 def test_the_reminder_goes_to_the_assignee_only(desk):
     desk.ingest(mail(message_id="first"))
-    desk.ingest(mail(frm="Carol <carol@shop.example>", subject="Re: Key does not work",
-                     body="#assign carol\n", headers={"In-Reply-To": "<first@example.com>"}))
+    desk.ingest(authenticated(mail(frm="Carol <carol@shop.example>", subject="Re: Key does not work",
+                                   body="#assign carol\n", headers={"In-Reply-To": "<first@example.com>"})))
     desk.clock.advance(dt.timedelta(hours=3))
     desk.app.tick()
     assert [o.recipient for o in sent("reminder")] == ["carol@shop.example"]
@@ -56,8 +56,8 @@ def test_the_reminder_goes_to_the_assignee_only(desk):
 
 def test_an_answer_before_the_deadline_stops_reminder_and_escalation(desk):
     desk.ingest(mail(message_id="first"))
-    desk.ingest(mail(frm="Alice <alice@shop.example>", subject="Re: Key does not work",
-                     body="Here is a new key.", headers={"In-Reply-To": "<first@example.com>"}))
+    desk.ingest(authenticated(mail(frm="Alice <alice@shop.example>", subject="Re: Key does not work",
+                                   body="Here is a new key.", headers={"In-Reply-To": "<first@example.com>"})))
     desk.clock.advance(dt.timedelta(days=3))
     assert desk.app.tick().total == 0
     assert not sent("reminder") and not sent("escalation")

@@ -67,7 +67,7 @@ def signed(ticket: int, participant: int) -> str:
 def test_a_signed_reply_address_threads_only_the_participant_it_was_issued_to():
     found = decide(frm="bob@example.com", to=signed(42, 7), subject="Re: hello")
     assert found.route == TicketReply(42, silent=False, rule="signed-address")
-    assert found.rules == ("no_sender", "own_mail", "bounce", "thread")
+    assert found.rules == ("no_sender", "own_mail", "bounce", "confirmation", "thread")
     stranger = decide(frm="mallory@evil.example", to=signed(42, 7), subject="Re: hello")
     assert stranger.route == NewTicket(acknowledge=True)
 
@@ -91,9 +91,10 @@ def test_the_subject_token_counts_only_for_the_tickets_participants():
 
 
 def test_staff_threading_in_is_a_staff_reply_even_on_a_closed_ticket():
-    assert decide(frm="alice@shop.example", to=signed(42, 8)).route == StaffReply(42, "signed-address")
+    signed_reply = decide(frm="alice@shop.example", to=signed(42, 8)).route
+    assert signed_reply == StaffReply(42, "signed-address", proof="signed reply address")
     old = decide(frm="alice@shop.example", headers={"References": "<old@example.com>"})
-    assert old.route == StaffReply(50, "references")
+    assert old.route == StaffReply(50, "references", proof=None)    # a Message-ID proves nobody
 
 
 def test_a_reply_to_a_closed_ticket_opens_a_follow_up_and_an_auto_reply_to_it_is_dropped():
