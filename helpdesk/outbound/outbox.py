@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.settings import OutgoingSettings
-from helpdesk.errors import PermanentDeliveryError, TemporaryDeliveryError
+from helpdesk.errors import PermanentDeliveryError, StoreError, TemporaryDeliveryError
 from helpdesk.mail.compose import compose
 from helpdesk.store import outbox as outbox_rows
 from helpdesk.store.db import write_transaction
@@ -118,7 +118,25 @@ def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS,
     mail not tried yet is released (due again at once), not left to its lease."""
     report = DeliveryReport()
     now = naive_utc(clock.now())
-    due = outbox_rows.due(now, limit)
+    if _broken_off.is_set():        # one deliverer per process: no claim of ours is in flight
+        with write_transaction():
+            outbox_rows.release_mine(now)
+        _broken_off.clear()
+    try:
+        _deliver_groups(outbox_rows.due(now, limit), transport, now, policy, report, held, stopping)
+    except StoreError:
+        _broken_off.set()
+        raise
+    return report
+
+
+# A pass broke off on a store error (a lost connection, a full disk): its claims may
+# be left behind, committed though the answer never came; the next pass frees them.
+_broken_off = threading.Event()
+
+
+def _deliver_groups(due: list[int], transport, now: dt.datetime, policy: RetryPolicy,
+                    report: DeliveryReport, held, stopping: threading.Event | None) -> None:
     for start in range(0, len(due), GROUP):
         if _stopped(stopping):
             break
@@ -130,7 +148,6 @@ def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS,
                      for row, result in zip(rows, _send_group(rows, transport, now, stopping))]
         with write_transaction():
             outbox_rows.record(attempts)
-    return report
 
 
 def _stopped(stopping: threading.Event | None) -> bool:

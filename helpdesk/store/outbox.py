@@ -144,6 +144,15 @@ def claim(ids: list[int], now: dt.datetime, until: dt.datetime, worker: int | No
     return sorted(row_id for row_id, in query.tuples().execute())
 
 
+def release_mine(now: dt.datetime) -> int:
+    """This worker's claimed rows due again now: a pass that a store error broke off may
+    have claimed them (the commit reached the server, its answer did not) and will never
+    send them; waiting for the lease would hold their mail back for minutes."""
+    return (Outbox.update(next_attempt_at=now, claimed_by=None)
+            .where((Outbox.claimed_by == workers.claimant()) & (Outbox.status == "queued"))
+            .execute())
+
+
 def load(ids: list[int]) -> list[Queued]:
     """The rows of ``ids``, in id order."""
     if not ids:

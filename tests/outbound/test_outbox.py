@@ -425,3 +425,32 @@ def test_two_deliverers_never_send_the_same_row(desk):
     assert all(r.sent > 0 for r in reports)          # both really worked
     assert len(desk.outgoing()) == 80                # and nothing went out twice
     assert OutboxRow.select().where(OutboxRow.status == "sent").count() == 80
+
+
+def test_claims_left_by_a_pass_cut_off_by_the_store_are_due_again_at_the_next_pass(desk, monkeypatch):
+    """The claim committed on the server but its pass broke off (the connection went
+    before the answer): the next pass sends the mail at once, not after the 10-minute lease."""
+    from helpdesk.errors import StoreUnavailable
+    from helpdesk.outbound import outbox as outbox_module
+
+    desk.app.store([Incoming(mail(), "support", "file")])
+    desk.app.process()
+
+    def cut(ids):
+        raise StoreUnavailable("database unavailable: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(outbox_module.outbox_rows, "load", cut)
+    with pytest.raises(StoreUnavailable):
+        outbox_module.deliver_due(_maildir(desk), desk.clock, outbox_module.RetryPolicy())
+    assert Outbox.select().where(Outbox.claimed_by.is_null(False)).count() == 2   # claimed, unsent
+    monkeypatch.undo()
+
+    report = outbox_module.deliver_due(_maildir(desk), desk.clock, outbox_module.RetryPolicy())
+    assert report.sent == 2
+    assert len(desk.outgoing()) == 2
+    assert {o.status for o in Outbox.select()} == {"sent"}
+
+
+def _maildir(desk):
+    from helpdesk.outbound.transports import MaildirTransport
+    return MaildirTransport(desk.folder / "mailboxes" / "outgoing")
