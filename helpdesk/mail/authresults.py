@@ -6,13 +6,16 @@ the configured ``authserv_ids`` (an MTA adds its header on top and removes
 copies of its own id it received), so every other header is the sender's own
 words and is ignored. Parsed with the ``authres`` library, pure: no DNS, no I/O.
 
-Proof: ``dmarc=pass`` (for the From domain), or ``dkim=pass`` whose signing
-domain is aligned with the From domain (relaxed alignment, simplified: equal,
-or one a subdomain of the other). Failure: ``dmarc=fail`` or ``spf=fail``.
+Proof: ``dmarc=pass`` naming the From domain (``header.from``: a pass that does
+not say for which domain proves nothing), or ``dkim=pass`` whose signing domain
+is aligned with the From domain (relaxed alignment, simplified: equal, or one a
+subdomain of the other) — unless the same header says ``dmarc=fail``, which is
+the MTA's last word on the From domain. Failure: ``dmarc=fail`` or ``spf=fail``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +32,7 @@ class Verdict:
 
 
 NOTHING = Verdict()
+_COMMENT = re.compile(r"\([^()]*\)")
 
 
 def verdict(values: Iterable[str], authserv_ids: Iterable[str], from_addr: str) -> Verdict:
@@ -40,7 +44,9 @@ def verdict(values: Iterable[str], authserv_ids: Iterable[str], from_addr: str) 
     if header is None:
         return NOTHING
     domain = from_addr.rpartition("@")[2].lower().rstrip(".")
-    return Verdict(_proof(header, domain), _failure(header), header.authserv_id.lower())
+    failed = _failure(header)
+    proven = None if failed == "dmarc=fail" else _proof(header, domain)
+    return Verdict(proven, failed, header.authserv_id.lower())
 
 
 def aligned(signer: str, domain: str) -> bool:
@@ -61,7 +67,7 @@ def _topmost_trusted(values: Iterable[str], trusted: frozenset[str]):
         try:
             header = authres.AuthenticationResultsHeader.parse_value(value)
         except Exception:  # noqa: BLE001 - authres raises several kinds on garbage
-            if value.split(";", 1)[0].strip().lower() in trusted:
+            if _uncommented(value.split(";", 1)[0]).strip().lower() in trusted:
                 return None
             continue
         if str(header.authserv_id or "").lower() in trusted:
@@ -76,7 +82,7 @@ def _proof(header, domain: str) -> str | None:
             continue
         if method == "dmarc":
             said = _property(result, "header", "from")
-            if said is None or said.lower().rstrip(".") == domain:
+            if said is not None and said.lower().rstrip(".") == domain:
                 return "dmarc"
         elif method == "dkim":
             signer = _property(result, "header", "d") or _property(result, "header", "i") or ""
@@ -87,11 +93,22 @@ def _proof(header, domain: str) -> str | None:
 
 
 def _failure(header) -> str | None:
-    for result in header.results:
-        method, outcome = str(result.method).lower(), str(result.result).lower()
-        if method in ("dmarc", "spf") and outcome == "fail":
+    """``dmarc=fail`` before ``spf=fail``: the first cancels a DKIM pass, the second does not."""
+    said = {(str(r.method).lower(), str(r.result).lower()) for r in header.results}
+    for method in ("dmarc", "spf"):
+        if (method, "fail") in said:
             return f"{method}=fail"
     return None
+
+
+def _uncommented(text: str) -> str:
+    """Without RFC 5322 comments, innermost first, so ``(x) mx.shop.example`` is our id too.
+    Each pass removes at least two characters: linear in passes, and ids are short."""
+    while True:
+        stripped = _COMMENT.sub(" ", text)
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def _property(result, kind: str, name: str) -> str | None:

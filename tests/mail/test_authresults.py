@@ -15,8 +15,8 @@ def ar(text: str, server: str = "mx.shop.example") -> str:
 
 @pytest.mark.parametrize("results, proven", [
     ("dmarc=pass header.from=shop.example", "dmarc"),
-    ("dmarc=pass", "dmarc"),
     ("dkim=pass header.d=shop.example", "dkim d=shop.example"),
+    ("dkim=pass header.d=shop.example; spf=fail smtp.mailfrom=a@fwd.example", "dkim d=shop.example"),
     ("dkim=pass header.d=mail.shop.example", "dkim d=mail.shop.example"),
     ("dkim=pass header.i=@shop.example", "dkim d=shop.example"),
     ("dkim=fail header.d=shop.example; dkim=pass header.d=shop.example", "dkim d=shop.example"),
@@ -32,6 +32,9 @@ def test_trusted_pass_proves(results, proven):
     "dkim=pass header.d=notshop.example",
     "dmarc=pass header.from=evil.example",      # the MTA read another From than we did
     "dmarc=fail header.from=shop.example",
+    "dmarc=pass",                               # a pass for no named domain proves no From
+    "dmarc=pass header.from=",
+    "dkim=pass header.d=shop.example; dmarc=fail header.from=shop.example",   # DMARC has the last word
     "spf=pass smtp.mailfrom=alice@shop.example",  # SPF alone is the envelope, not From
     "dkim=neutral header.d=shop.example",
     "none",
@@ -74,7 +77,8 @@ def test_failures():
 
 
 def test_authserv_id_compared_without_case():
-    assert verdict([ar("dmarc=pass", "MX.Shop.Example")], TRUSTED, "a@shop.example").proven == "dmarc"
+    assert verdict([ar("dmarc=pass header.from=shop.example", "MX.Shop.Example")], TRUSTED,
+                   "a@shop.example").proven == "dmarc"
 
 
 @pytest.mark.parametrize("signer, domain, expected", [
@@ -84,3 +88,10 @@ def test_authserv_id_compared_without_case():
 ])
 def test_aligned(signer, domain, expected):
     assert aligned(signer, domain) is expected
+
+
+def test_a_comment_before_the_authserv_id_does_not_hide_that_the_header_claims_ours():
+    """``(x) mx.shop.example`` names our id (RFC 8601 allows the comment): a garbled one of
+    those stops the search as a plain one does, and a parsed one is ours to judge."""
+    assert verdict(["(x) mx.shop.example; dkim=((", ar("dmarc=pass header.from=shop.example")],
+                   TRUSTED, "alice@shop.example") == NOTHING
