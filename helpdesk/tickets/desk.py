@@ -12,13 +12,13 @@ import re
 from dataclasses import dataclass
 
 from helpdesk.clock import Clock, naive_utc
-from helpdesk.config.settings import Config, Mailbox
+from helpdesk.config.settings import Config, Mailbox, TrustSettings
 from helpdesk.disputes import rules as dispute_rules
 from helpdesk.mail import replyaddr
 from helpdesk.mail.compose import clip
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice, Notifier
-from helpdesk.routing import RecordBounce
+from helpdesk.routing import RecordBounce, proof
 from helpdesk.store import holds, tickets
 from helpdesk.store.attachments import AttachmentStore, StoredAttachment
 from helpdesk.store.tickets import TicketRow
@@ -73,7 +73,7 @@ class Desk:
                    raw_id: int, mailbox: Mailbox) -> int:
         now = naive_utc(self.clock.now())
         subject = clean_subject(mail.subject)
-        address = requester_of(mail, self.config.trust.form_senders)
+        address = requester_of(mail, self.config.trust)
         unverified = mail.reply_to if mail.reply_to != address else None
         number = tickets.create(mailbox.name, subject, address, clip(mail.from_name), now,
                                 route.follow_up_of, reply_to=unverified)
@@ -214,15 +214,16 @@ class Desk:
             token=f"[{label(ticket.number)}]", **extra)
 
 
-def requester_of(mail: InboundMail, form_senders: tuple[str, ...]) -> str:
+def requester_of(mail: InboundMail, trust: TrustSettings) -> str:
     """Whose ticket a new mail opens: its From address, never its Reply-To.
 
     Anyone can write any Reply-To: taking it made a stranger's address the
     requester (acknowledged, answered, listed under their name) on the word of
     whoever sent the mail. Only a configured contact form, whose From is the
-    form itself, speaks for the customer named in its Reply-To.
+    form itself, speaks for the customer named in its Reply-To, and only when
+    our MTA proves that From: a form's address is as easy to forge as any other.
     """
-    if mail.reply_to and mail.from_addr in form_senders:
+    if mail.reply_to and mail.from_addr in trust.form_senders and proof(mail, trust):
         return mail.reply_to
     return mail.from_addr
 

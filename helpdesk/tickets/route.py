@@ -72,6 +72,7 @@ Route = (NewTicket | TicketReply | StaffReply | TicketsStatusRequest | ConfirmHo
 class TicketIndex(ThreadIndex, Protocol):
     def participant(self, participant_id: int) -> tuple[int, str] | None: ...
     def is_participant(self, ticket_id: int, address: str) -> bool: ...
+    def participating(self, ticket_ids: list[int], address: str) -> set[int]: ...
     def role_of(self, ticket_id: int, address: str) -> str | None: ...
     def ticket_status(self, ticket_id: int) -> str | None: ...
 
@@ -140,16 +141,28 @@ def _by_signed_address(mail: InboundMail, ctx: TicketContext) -> tuple[int, str]
 
 
 def _by_references(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None:
-    """A known Message-ID threads whoever sends it, like every mail client does.
+    """A known Message-ID threads the ticket's own people, and newcomers only by ours.
 
-    A Message-ID works as a capability: only people who received the mail know
-    it (ours are random; clients use UUIDs or equivalent), and a thread's
-    colleagues and forwarded-to helpers must be able to answer in it. What
-    proves nothing (Reply-To, a ticket number in the subject) never counts.
-    The newest matching ticket wins, so a follow-up's thread stays on it.
+    Our Message-IDs are random and reach only those we wrote to, so whoever
+    quotes one received our mail: a thread's colleagues and forwarded-to helpers
+    answer in it. A Message-ID an inbound mail carried proves nothing of the
+    sort: its writer chose it and anyone can quote it, so it threads only mail
+    from someone already on that ticket (else a stranger joined as a copy and
+    received the agent's answers). Staff thread as before: what a staff mail
+    does needs proof of its own (``proof``). What proves nothing (Reply-To, a ticket
+    number in the subject) never counts. The newest matching ticket wins, so
+    a follow-up's thread stays on it.
     """
     matches = ctx.index.thread_matches(mail.thread_ids)
-    return (matches[0][0], "references") if matches else None
+    if not matches:
+        return None
+    theirs = [ticket for ticket, ours in matches if not ours]
+    member = ctx.index.participating(theirs, mail.from_addr) if theirs else set()
+    staff = mail.from_addr in ctx.staff     # staff may thread anywhere: what they do needs proof
+    for ticket, ours in matches:
+        if ours or staff or ticket in member:
+            return ticket, "references"
+    return None
 
 
 def _by_subject(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None:

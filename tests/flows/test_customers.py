@@ -12,7 +12,7 @@ from helpdesk.config.loader import load_config
 from helpdesk.errors import ConfigError
 from helpdesk.reports.listings import ticket_detail
 from helpdesk.store.schema import Ticket
-from tests.conftest import START, Desk, mail, write_config
+from tests.conftest import START, Desk, authenticated, mail, write_config
 
 pytestmark = pytest.mark.usefixtures("db_url")
 
@@ -59,14 +59,59 @@ def test_a_trusted_form_sender_speaks_for_its_reply_to(tmp_path, request):
     config = write_config(tmp_path, db_url=url, extra='\n[trust]\nform_senders = ["noreply@forms.example"]\n')
     desk = Desk(tmp_path, config, Clock(START))
     try:
-        desk.ingest(mail(frm="Shop form <noreply@forms.example>",
-                         headers={"Reply-To": "Clara <clara@example.org>"}))
+        desk.ingest(authenticated(mail(frm="Shop form <noreply@forms.example>",
+                                       headers={"Reply-To": "Clara <clara@example.org>"})))
         assert (Ticket.get().requester, Ticket.get().reply_to) == ("clara@example.org", None)
         assert len(desk.to("clara@example.org")) == 1
         assert desk.to("noreply@forms.example") == []
         assert "unverified" not in text_of(desk.to("alice@shop.example")[0])
     finally:
         desk.app.close()
+
+
+def test_a_forged_form_sender_does_not_speak_for_its_reply_to(tmp_path, request):
+    """The form's address is as easy to write as any: without our MTA's word for it, the
+    From stays the requester and the Reply-To named (a victim) gets nothing."""
+    url = request.getfixturevalue("db_url")
+    config = write_config(tmp_path, db_url=url, extra='\n[trust]\nform_senders = ["noreply@forms.example"]\n')
+    desk = Desk(tmp_path, config, Clock(START))
+    try:
+        desk.ingest(mail(frm="Shop form <noreply@forms.example>",
+                         headers={"Reply-To": "Victor <victim@buyers.example>"}))
+        assert (Ticket.get().requester, Ticket.get().reply_to) == ("noreply@forms.example",
+                                                                   "victim@buyers.example")
+        assert desk.to("victim@buyers.example") == []
+        assert "Reply-To (unverified): victim@buyers.example" in text_of(desk.to("alice@shop.example")[0])
+    finally:
+        desk.app.close()
+
+
+def test_a_stranger_quoting_a_customers_own_message_id_does_not_join_the_ticket(desk):
+    """A Message-ID the customer wrote is no capability: anyone can write one and then
+    quote it. Only ours (random, known to those we wrote to) thread a newcomer in; the
+    stranger's mail opens a ticket of its own and the agent's answer reaches the customer only."""
+    desk.ingest(mail(frm="Victor <victim@buyers.example>", message_id="chosen",
+                     subject="Refund for order 77"))
+    desk.ingest(mail(frm="Mallory <mallory@evil.example>", subject="Re: Refund for order 77",
+                     headers={"In-Reply-To": "<chosen@example.com>"}))
+    assert Ticket.select().count() == 2
+    assert Ticket.get_by_id(2).requester == "mallory@evil.example"
+    [notice] = [m for m in desk.to("alice@shop.example") if "[T-1]" in str(m["Subject"])]
+    desk.ingest(mail(frm="Alice <alice@shop.example>", to=reply_address(notice),
+                     subject="Re: " + str(notice["Subject"]), body="Your refund code is 1234.\n",
+                     headers={"In-Reply-To": notice["Message-ID"]}))
+    assert [m for m in desk.to("mallory@evil.example") if "1234" in text_of(m)] == []
+    assert len([m for m in desk.to("victim@buyers.example") if "1234" in text_of(m)]) == 1
+
+
+def test_a_colleague_answering_our_mail_still_joins_the_ticket(desk):
+    """Our Message-IDs are random and reach only those we wrote to: whoever quotes one
+    received our mail (a colleague it was forwarded to) and is threaded in."""
+    desk.ingest(mail(frm="Victor <victim@buyers.example>", message_id="first"))
+    [ack] = desk.to("victim@buyers.example")
+    desk.ingest(mail(frm="Colleague <colleague@buyers.example>", subject="Re: " + str(ack["Subject"]),
+                     headers={"In-Reply-To": ack["Message-ID"]}))
+    assert Ticket.select().count() == 1
 
 
 def test_a_bad_form_senders_value_is_one_line(tmp_path):

@@ -36,8 +36,11 @@ class Index:
     known: dict = field(default_factory=lambda: {"parent@example.com": 42, "old@example.com": 50,
                                                  "chat@shop.example": 60})
 
+    ours: dict = field(default_factory=dict)          # our own Message-IDs, by ticket
+
     def thread_matches(self, msgids):
-        return [(self.known[m], False) for m in msgids if m in self.known]
+        return ([(self.known[m], False) for m in msgids if m in self.known]
+                + [(self.ours[m], True) for m in msgids if m in self.ours])
 
     def participant(self, pid):
         found = self.people.get(pid)
@@ -45,6 +48,9 @@ class Index:
 
     def is_participant(self, ticket_id, address):
         return self.role_of(ticket_id, address) is not None
+
+    def participating(self, ticket_ids, address):
+        return {t for t in ticket_ids if self.is_participant(t, address)}
 
     def role_of(self, ticket_id, address):
         return next((role for t, a, role in self.people.values() if t == ticket_id and a == address), None)
@@ -80,8 +86,21 @@ def test_a_forged_mac_threads_nothing():
     assert decide(frm="bob@example.com", to=forged).route == NewTicket(acknowledge=True)
 
 
-def test_a_known_message_id_threads_whoever_sends_it():
-    found = decide(frm="colleague@example.com", headers={"In-Reply-To": "<parent@example.com>"})
+def test_an_inbound_message_id_threads_the_tickets_people_and_staff_not_a_stranger():
+    """parent@example.com was written by a sender (not ours): anyone could quote it."""
+    own = decide(frm="bob@example.com", headers={"In-Reply-To": "<parent@example.com>"})
+    assert own.route == TicketReply(42, silent=False, rule="references")
+    stranger = decide(frm="colleague@example.com", headers={"In-Reply-To": "<parent@example.com>"})
+    assert stranger.route == NewTicket(acknowledge=True)
+
+
+def test_one_of_our_message_ids_threads_whoever_sends_it():
+    """Ours are random and reach only those we wrote to: a forwarded-to colleague holds one."""
+    index = Index()
+    index.ours = {"ours@shop.example": 42}
+    ctx = TicketContext(OURS, SECRET, index, STAFF)
+    found = route(parse(mail(frm="colleague@example.com", headers={"In-Reply-To": "<ours@shop.example>"})),
+                  ctx, RULES)
     assert found.route == TicketReply(42, silent=False, rule="references")
 
 
