@@ -309,7 +309,10 @@ def test_acknowledgements_leave_while_a_backlog_is_still_being_processed(tmp_pat
         statuses = [status for _, status in raw_rows(config)]
     finally:
         assert service.stop() == 0
-    assert statuses.count("pending") > total // 2, statuses.count("pending")   # mail left mid-backlog
+    # Mid-backlog: without the wake-up after each batch the first acknowledgement left after the
+    # whole backlog (0 pending). How far it gets first depends on the machine's load (the group's
+    # syncfs waits for every writer's dirty pages): a tenth still pending is mid-backlog.
+    assert statuses.count("pending") > total // 10, statuses.count("pending")
 
 
 def test_the_stages_take_sqlites_write_lock_in_turn(tmp_path):
