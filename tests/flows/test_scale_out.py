@@ -18,6 +18,7 @@ mailbox was read by one worker at a time, and no process of the workers is left 
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import itertools
 import os
@@ -82,6 +83,7 @@ class Switch:
         self.upstream = ("127.0.0.1", upstream_port)
         self.hung = False
         self.held: list[socket.socket] = []
+        self.passed: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -100,8 +102,18 @@ class Switch:
             except OSError:
                 client.close()
                 continue
+            self.passed += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def hang(self) -> None:
+        """From now on the relay hangs; the sessions it had are gone (it was restarted)."""
+        self.hung = True
+        passed, self.passed = self.passed, []
+        for sock in passed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def back(self) -> None:
         self.hung = False
@@ -295,7 +307,7 @@ def test_three_workers_one_database_through_faults(private_pg, tmp_path):  # noq
         private_pg.restart()                                          # every connection dropped
 
         until(lambda: total() >= 3 * N // 4, 120, "three quarters sent")
-        switch.hung = True                                            # the relay hangs ...
+        switch.hang()                                                 # the relay hangs ...
         time.sleep(6)
         switch.back()                                                 # ... and comes back
 
@@ -324,6 +336,9 @@ def test_three_workers_one_database_through_faults(private_pg, tmp_path):  # noq
         dovecot.close()
     logs = "\n".join(line for w in workers for line in w.lines)
     assert sent["smtp"] + sent["imap"] == N
+    # Each fault was felt: the restart cut connections, the hung relay deferred mail.
+    assert "database connection lost" in logs or "database unreachable" in logs, logs
+    assert "deferred mail" in logs, logs
 
     # Every message in exactly one ticket.
     assert one("SELECT count(*) FROM raw_message") == N
@@ -335,7 +350,9 @@ def test_three_workers_one_database_through_faults(private_pg, tmp_path):  # noq
     queued = {row[0].strip("<>") for row in check.execute("SELECT message_id FROM outbox")}
     assert set(capture.seen) == queued
     repeats = sum(count - 1 for count in capture.seen.values())
-    print(f"\nscale-out proof: N={N}, {len(queued)} mails, wall {wall:.1f} s, repeated {repeats}")
+    deferred = logs.count("deferred mail")
+    print(f"\nscale-out proof: N={N}, {len(queued)} mails, wall {wall:.1f} s, repeated {repeats}, "
+          f"{deferred} deferrals")
     assert repeats <= GROUP, repeats
 
     # Every deadline fired exactly once: each timer row fired, and the fired counts logged by
