@@ -56,7 +56,7 @@ from imapclient.exceptions import CapabilityError, IMAPClientAbortError, IMAPCli
 
 from helpdesk.clock import Clock
 from helpdesk.config.settings import Mailbox
-from helpdesk.errors import ConfigError, HelpdeskError, TokenError
+from helpdesk.errors import ConfigError, HelpdeskError, TemporaryStoreError, TokenError
 from helpdesk.intake.spool import Incoming, Stored
 from helpdesk.oauth2 import sasl, tokens
 from helpdesk.oauth2.tokens import Token, Tokens
@@ -676,7 +676,8 @@ class Watcher:
         level = logging.ERROR if fault.lasting else logging.WARNING
         level = logging.DEBUG if str(fault) == self._failed else level
         log.log(level, "mailbox %s: %s; retrying in %ds", self.mailbox.name, fault, delay)
-        imap_cursor.failed(self.mailbox.name, str(fault))
+        with contextlib.suppress(TemporaryStoreError):   # the fault may be the database itself:
+            imap_cursor.failed(self.mailbox.name, str(fault))   # noting it must not end the watcher
         self._failed = str(fault)
         self._sleep(delay)
 

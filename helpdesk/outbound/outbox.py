@@ -120,7 +120,9 @@ def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS,
     now = naive_utc(clock.now())
     if _broken_off.is_set():        # one deliverer per process: no claim of ours is in flight
         with write_transaction():
+            outbox_rows.record(_unrecorded)
             outbox_rows.release_mine(now)
+        _unrecorded.clear()
         _broken_off.clear()
     try:
         _deliver_groups(outbox_rows.due(now, limit), transport, now, policy, report, held, stopping)
@@ -133,6 +135,9 @@ def deliver_due(transport, clock: Clock, policy: RetryPolicy, limit: int = PASS,
 # A pass broke off on a store error (a lost connection, a full disk): its claims may
 # be left behind, committed though the answer never came; the next pass frees them.
 _broken_off = threading.Event()
+# The attempts of a group handed over whose record that error cut off: the next pass
+# writes them first, so a database restart does not send the group again.
+_unrecorded: list[Attempt] = []
 
 
 def _deliver_groups(due: list[int], transport, now: dt.datetime, policy: RetryPolicy,
@@ -146,8 +151,12 @@ def _deliver_groups(due: list[int], transport, now: dt.datetime, policy: RetryPo
         rows = [row for row in rows if row.id not in reasons]
         attempts += [_recorded(row, result, now, policy, report)
                      for row, result in zip(rows, _send_group(rows, transport, now, stopping))]
-        with write_transaction():
-            outbox_rows.record(attempts)
+        try:
+            with write_transaction():
+                outbox_rows.record(attempts)
+        except StoreError:
+            _unrecorded.extend(attempts)
+            raise
 
 
 def _stopped(stopping: threading.Event | None) -> bool:

@@ -17,7 +17,7 @@ import peewee as pw
 
 from helpdesk.errors import StoreError
 from helpdesk.store import sql
-from helpdesk.store.db import _open, _schema_version, redact  # the connection's own recipe, no migration
+from helpdesk.store.db import _open, _schema_version, redact, temporary_faults  # the connection's own recipe
 from helpdesk.store.schema import MIGRATIONS, Meta, Outbox, Timer, db
 
 TICK_KEY = "tick:last"
@@ -99,8 +99,9 @@ def overdue_timers(before: dt.datetime) -> int:
 def ticked(at: dt.datetime) -> None:
     """Record a finished deadline tick (one upsert: cheap next to the tick's own reads)."""
     value = at.isoformat()
-    (Meta.insert(key=TICK_KEY, value=value)
-     .on_conflict(conflict_target=[Meta.key], update={Meta.value: value}).execute())
+    with temporary_faults(writes=False):    # a lost connection: StoreUnavailable, not a failed job
+        (Meta.insert(key=TICK_KEY, value=value)
+         .on_conflict(conflict_target=[Meta.key], update={Meta.value: value}).execute())
 
 
 def last_tick() -> dt.datetime | None:

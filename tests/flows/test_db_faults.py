@@ -223,3 +223,20 @@ def test_the_running_service_survives_killed_connections_and_an_outage(pg, tmp_p
     backs = [x for x in lines if "connection back after" in x]
     assert len(outages) == 2 and len(backs) == 2, "\n".join(lines)
     assert not [x for x in lines if "Traceback" in x or " ERROR " in x or "job " in x], "\n".join(lines)
+
+
+def test_the_tick_record_on_a_killed_connection_is_an_outage_not_a_failed_job(pg, tmp_path):
+    """Found by test_scale_out: a PostgreSQL restart between the tick's reads and its record
+    logged ``ERROR job deadlines failed: OperationalError`` instead of waiting for the store."""
+    from helpdesk.errors import TemporaryStoreError
+    from helpdesk.store import health
+    admin, schema, app_name = pg
+    desk = Desk(tmp_path, write_config(tmp_path, db_url=url(schema, app_name)), Clock(START))
+    try:
+        health.ticked(START)                      # the connection is open
+        assert kill_connections(admin, app_name) >= 1
+        with pytest.raises(TemporaryStoreError):
+            health.ticked(START)
+        health.ticked(START)                      # and the next turn works
+    finally:
+        desk.app.close()

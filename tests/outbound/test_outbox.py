@@ -454,3 +454,29 @@ def test_claims_left_by_a_pass_cut_off_by_the_store_are_due_again_at_the_next_pa
 def _maildir(desk):
     from helpdesk.outbound.transports import MaildirTransport
     return MaildirTransport(desk.folder / "mailboxes" / "outgoing")
+
+
+def test_a_group_handed_over_whose_record_the_store_cut_off_is_not_sent_again(desk, monkeypatch):
+    """The relay took the group, then the database went (a server restart) before the
+    group was marked sent: the next pass writes what happened, it does not send it again
+    (found by tests/flows/test_scale_out.py: each worker repeated its group)."""
+    from helpdesk.errors import StoreUnavailable
+    from helpdesk.outbound import outbox as outbox_module
+
+    desk.app.store([Incoming(mail(), "support", "file")])
+    desk.app.process()
+    record = outbox_module.outbox_rows.record
+
+    def cut(attempts):
+        raise StoreUnavailable("database unavailable: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(outbox_module.outbox_rows, "record", cut)
+    with pytest.raises(StoreUnavailable):
+        outbox_module.deliver_due(_maildir(desk), desk.clock, outbox_module.RetryPolicy())
+    assert len(desk.outgoing()) == 2                  # handed over, not marked
+    monkeypatch.setattr(outbox_module.outbox_rows, "record", record)
+
+    outbox_module.deliver_due(_maildir(desk), desk.clock, outbox_module.RetryPolicy())
+    assert len(desk.outgoing()) == 2                  # not again
+    assert {o.status for o in Outbox.select()} == {"sent"}
+    assert Outbox.select().where(Outbox.claimed_by.is_null(False)).count() == 0
