@@ -440,6 +440,7 @@ def bulk_load(url: str, tickets: int, messages: int) -> dict[str, int]:
 
 def explain_lookups(url: str) -> None:
     """Print the plan of each per-message lookup of the pipeline, as the store runs them."""
+    from helpdesk.store import raw
     from helpdesk.store.db import connect
     from helpdesk.store.schema import Outbox, Participant, RawMessage, ThreadRef, Ticket, db
     connect(url)
@@ -451,9 +452,6 @@ def explain_lookups(url: str) -> None:
         "raw dedupe key (raw._by_key)":
             RawMessage.select(RawMessage.id, RawMessage.dedupe_key)
             .where(RawMessage.dedupe_key.in_(["bulk17", "bulk99"])),
-        "pending raw messages (raw.claim / pending)":
-            RawMessage.select(RawMessage.id).where((RawMessage.status == "pending") & (RawMessage.id > 0))
-            .order_by(RawMessage.id).limit(100),
         "participant by token id (index.participant)":
             Participant.select(Participant.ticket, Participant.address).where(Participant.id == 17),
         "participant of a ticket (index.role_of)":
@@ -472,6 +470,11 @@ def explain_lookups(url: str) -> None:
         cursor = db.execute_sql(("EXPLAIN " if pg else "EXPLAIN QUERY PLAN ") + sql, params)
         plan = [row[0] if pg else row[-1] for row in cursor.fetchall()]
         print(f"  {label}:\n    " + "\n    ".join(plan))
+    pick, mark = [0, "2026-12-01 00:00:00", 1, 100], [1, "2026-12-01 00:05:00"]
+    cursor = db.execute_sql(("EXPLAIN " if pg else "EXPLAIN QUERY PLAN ") + raw._claim_sql(pg),
+                            pick + mark if pg else mark + pick)
+    plan = [row[0] if pg else row[-1] for row in cursor.fetchall()]
+    print("  claim of pending messages (raw.claim):\n    " + "\n    ".join(plan))
     db.close()
 
 
