@@ -137,26 +137,28 @@ def measure_e2e(folder: Path, url: str, messages: list[bytes], count: int) -> tu
     skipped = sum(r["skipped"] for r in results)
     done = sum(r["processed"] for r in results)
     sent = sum(r["sent"] for r in results)
-    rows, tickets = _outbox_rows(config)
+    rows, tickets, quarantined = _outbox_rows(config)
     files = len(os.listdir(folder / "mailboxes" / "outgoing" / "new"))
     ok = pending == 0 and skipped == 0 and done == len(messages) and sent == rows == files
     each = ", ".join(f"{r['processed']}/{r['skipped']}/{r['sent']}" for r in results)
     verdict = "ok" if ok else (f"FAILED: {pending} pending, {skipped} skipped, {done} processed, "
                                f"{sent} sent, {rows} outbox rows, {files} files")
-    verdict += f" ({tickets} tickets)"
+    verdict += f" ({tickets} tickets, {quarantined} quarantined)"
     n = len(messages)
     return (f"{n / processed_at:>9.0f} {n / delivered_at:>7.0f} {sent:>6} {load:>5.1f}  {each}  {verdict}",
             ok)
 
 
-def _outbox_rows(config: Path) -> tuple[int, int]:
-    """Outgoing mails queued in all, and tickets: a mail sent twice would make files > rows."""
+def _outbox_rows(config: Path) -> tuple[int, int, int]:
+    """Outgoing mails queued in all (a mail sent twice would make files > rows), tickets
+    (a reply applied beside its parent by another worker makes one more), quarantined."""
     from helpdesk.config.loader import load_config
     from helpdesk.store.db import connect
-    from helpdesk.store.schema import Outbox, Ticket, db
+    from helpdesk.store.schema import Outbox, RawMessage, Ticket, db
     connect(load_config(config).database.url)
     try:
-        return Outbox.select().count(), Ticket.select().count()
+        quarantined = RawMessage.select().where(RawMessage.status == "quarantined").count()
+        return Outbox.select().count(), Ticket.select().count(), quarantined
     finally:
         db.close()
 
