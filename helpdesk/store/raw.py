@@ -151,8 +151,12 @@ def _claim_sql(postgres: bool) -> str:
                 f'LIMIT {p} FOR UPDATE SKIP LOCKED) '
                 f'UPDATE "raw_message" AS r SET "claimed_by" = {p}, "claimed_until" = {p} FROM picked '
                 f'WHERE r."id" = picked."id" RETURNING r."id", r."mailbox", r."envelope_to"')
+    # INDEXED BY: once ANALYZE (or PRAGMA optimize) has run, SQLite's statistics say every
+    # status value covers most rows (it keeps no histogram), so it walked the rowids from
+    # after_id through every processed message: 90 ms a claim at 5,000,000 messages.
     return (f'UPDATE "raw_message" SET "claimed_by" = {p}, "claimed_until" = {p} WHERE "id" IN '
-            f'(SELECT "id" FROM "raw_message" WHERE {free} ORDER BY "id" LIMIT {p}) '
+            f'(SELECT "id" FROM "raw_message" INDEXED BY "raw_message_status_id" WHERE {free} '
+            f'ORDER BY "id" LIMIT {p}) '
             f'RETURNING "id", "mailbox", "envelope_to"')
 
 
