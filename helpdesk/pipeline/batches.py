@@ -47,7 +47,7 @@ CLAIM = dt.timedelta(minutes=5)
 @dataclass(frozen=True)
 class Outcome:
     raw_id: int
-    kind: str            # new_ticket | reply | bounce | dropped | quarantined | skipped | deferred
+    kind: str            # new_ticket | reply | bounce | dropped | quarantined | skipped | deferred | clashed
     ticket_id: int | None = None
     detail: str = ""
 
@@ -161,6 +161,9 @@ class Pipeline:
         except TemporaryStoreError:
             raise                # a lost connection or a full disk is no fault of the message
         except Exception as exc:
+            clash = recovery.conflict(exc)
+            if clash is not None:   # another worker's transaction: pending, the next pass redoes it
+                return Outcome(row.id, "clashed", None, f"clashed with another worker ({clash})")
             log.debug("message %s crashed the pipeline", row.id, exc_info=True)
             outcome = Outcome(row.id, "quarantined", None, failure("apply", exc))
             self._finish(row.id, outcome)
@@ -213,6 +216,9 @@ def _tell_files(outcomes: list[Outcome]) -> None:
 def _log(outcome: Outcome) -> None:
     if outcome.kind == "deferred":
         log.debug("message %s: deferred, stays pending: %s", outcome.raw_id, outcome.detail)
+        return
+    if outcome.kind == "clashed":
+        log.info("message %s: %s; stays pending, redone at the next pass", outcome.raw_id, outcome.detail)
         return
     where = f"T-{outcome.ticket_id}" if outcome.ticket_id else "-"   # a dispute's chat is a ticket too
     level = logging.WARNING if outcome.kind == "quarantined" else logging.INFO

@@ -71,6 +71,18 @@ def classify(exc: BaseException) -> type[TemporaryStoreError] | None:
     return None
 
 
+_CONFLICT_STATES = ("40P01", "40001")      # deadlock detected, serialization failure
+
+
+def conflict(exc: BaseException) -> str | None:
+    """The reason when ``exc`` is a clash with another worker's transaction (PostgreSQL chose
+    ours as a deadlock's victim): no fault of the work, which is simply done again."""
+    for found in _chain(exc):
+        if (getattr(found, "sqlstate", None) or "") in _CONFLICT_STATES:
+            return reason(found)
+    return None
+
+
 def temporary(exc: BaseException) -> TemporaryStoreError | None:
     """The temporary error ``exc`` stands for, its message naming the real cause (not
     SQLite's "cannot rollback - no transaction is active" that followed it), or None."""

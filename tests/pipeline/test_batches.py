@@ -476,3 +476,26 @@ def test_colleagues_reply_before_the_customers_mail_still_joins_it(desk):
     roles = {p.address: p.role for p in Participant.select()}
     assert roles["ann@example.com"] == "requester" and roles["bob@example.com"] == "cc"
     assert "support@shop.example" not in roles and roles["alice@shop.example"] == "staff"
+
+
+def test_a_deadlock_with_another_worker_leaves_the_message_pending_for_the_next_pass(desk, monkeypatch):
+    """PostgreSQL picks one of two workers' transactions as a deadlock's victim: that is no
+    fault of the message, which is redone at the next pass instead of quarantined."""
+    import psycopg
+
+    domain = desk.app.pipeline.domains["tickets"]
+    real, calls = domain.apply, []
+
+    def once_a_victim(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:    # the optimistic pass, then the careful one
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(domain, "apply", once_a_victim)
+    first = desk.ingest(mail(message_id="clash"))
+    assert first.counts["clashed"] == 1 and first.counts["quarantined"] == 0
+    assert RawMessage.get().status == "pending" and quarantined() == []
+    again = desk.app.process()
+    assert again.counts["new_ticket"] == 1
+    assert (RawMessage.get().status, Ticket.select().count()) == ("done", 1)
