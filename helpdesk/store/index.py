@@ -31,12 +31,6 @@ class StoreIndex:
         rows = sql.select(Participant, ["role"], {"ticket": ticket_id, "address": address})
         return rows[0][0] if rows else None
 
-    def participating(self, ticket_ids: list[int], address: str) -> set[int]:
-        """Which of these tickets ``address`` is on, in one query."""
-        rows = (Participant.select(Participant.ticket)
-                .where((Participant.address == address) & Participant.ticket.in_(ticket_ids[:200])).tuples())
-        return {ticket for ticket, in rows}
-
     def is_participant(self, ticket_id: int, address: str) -> bool:
         return bool(sql.select(Participant, ["id"], {"ticket": ticket_id, "address": address}))
 

@@ -23,7 +23,7 @@ from helpdesk.store import holds, tickets
 from helpdesk.store.attachments import AttachmentStore, StoredAttachment
 from helpdesk.store.tickets import TicketRow
 from helpdesk.tickets import lifecycle
-from helpdesk.tickets.route import NewTicket, TicketReply
+from helpdesk.tickets.route import INBOUND_ONLY, NewTicket, TicketReply
 from helpdesk.units import format_duration
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw|odp|res)\s*(\[\d+\])?\s*:\s*)+",
@@ -100,6 +100,8 @@ class Desk:
         subject, status, requester = tickets.shown(route.ticket_id)
         status = lifecycle.customer_wrote(route.ticket_id, status, now, self.config.tickets)
         tickets.update(route.ticket_id, status=status, updated_at=now)
+        if route.rule == INBOUND_ONLY:     # recorded on the ticket; joins it only by our Message-ID
+            return route.ticket_id
         person = self.person(route.ticket_id, mail.from_addr, mail.from_name, "cc")
         refused = [a for a in stored if a.refused]
         if refused:

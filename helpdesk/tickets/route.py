@@ -72,7 +72,6 @@ Route = (NewTicket | TicketReply | StaffReply | TicketsStatusRequest | ConfirmHo
 class TicketIndex(ThreadIndex, Protocol):
     def participant(self, participant_id: int) -> tuple[int, str] | None: ...
     def is_participant(self, ticket_id: int, address: str) -> bool: ...
-    def participating(self, ticket_ids: list[int], address: str) -> set[int]: ...
     def role_of(self, ticket_id: int, address: str) -> str | None: ...
     def ticket_status(self, ticket_id: int) -> str | None: ...
 
@@ -87,6 +86,7 @@ class TicketContext:
 
 
 Rule = Callable[[InboundMail, TicketContext], Route | None]
+INBOUND_ONLY = "references-inbound"     # threaded by a Message-ID we did not write: not joined
 
 
 def thread(mail: InboundMail, ctx: TicketContext) -> Route | None:
@@ -141,28 +141,27 @@ def _by_signed_address(mail: InboundMail, ctx: TicketContext) -> tuple[int, str]
 
 
 def _by_references(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None:
-    """A known Message-ID threads the ticket's own people, and newcomers only by ours.
+    """A known Message-ID threads the mail; only ours let a newcomer join the ticket.
 
     Our Message-IDs are random and reach only those we wrote to, so whoever
-    quotes one received our mail: a thread's colleagues and forwarded-to helpers
-    answer in it. A Message-ID an inbound mail carried proves nothing of the
-    sort: its writer chose it and anyone can quote it, so it threads only mail
-    from someone already on that ticket (else a stranger joined as a copy and
-    received the agent's answers). Staff thread as before: what a staff mail
-    does needs proof of its own (``proof``). What proves nothing (Reply-To, a ticket
-    number in the subject) never counts. The newest matching ticket wins, so
-    a follow-up's thread stays on it.
+    quotes one received our mail: a colleague it was forwarded to answers in
+    the thread and joins the ticket. A Message-ID an inbound mail carried
+    proves nothing of the sort (its writer chose it, anyone can quote it): a
+    newcomer quoting one is threaded, so the text lands where it belongs
+    (a colleague answering the customer's mail), but does not join the ticket
+    and its answers (``references-inbound``; a stranger who forged the first
+    mail got the agent's answers as a copy). The ticket's people and staff
+    (whose actions need proof of their own) thread as before. What proves
+    nothing (Reply-To, a ticket number in the subject) never counts. The
+    newest matching ticket wins, so a follow-up's thread stays on it.
     """
     matches = ctx.index.thread_matches(mail.thread_ids)
     if not matches:
         return None
-    theirs = [ticket for ticket, ours in matches if not ours]
-    member = ctx.index.participating(theirs, mail.from_addr) if theirs else set()
-    staff = mail.from_addr in ctx.staff     # staff may thread anywhere: what they do needs proof
-    for ticket, ours in matches:
-        if ours or staff or ticket in member:
-            return ticket, "references"
-    return None
+    ticket, ours = matches[0]
+    if ours or mail.from_addr in ctx.staff or ctx.index.is_participant(ticket, mail.from_addr):
+        return ticket, "references"
+    return ticket, INBOUND_ONLY
 
 
 def _by_subject(mail: InboundMail, ctx: TicketContext) -> tuple[int, str] | None:

@@ -11,7 +11,7 @@ from helpdesk.clock import Clock
 from helpdesk.config.loader import load_config
 from helpdesk.errors import ConfigError
 from helpdesk.reports.listings import ticket_detail
-from helpdesk.store.schema import Ticket
+from helpdesk.store.schema import Participant, Ticket
 from tests.conftest import START, Desk, authenticated, mail, write_config
 
 pytestmark = pytest.mark.usefixtures("db_url")
@@ -88,14 +88,16 @@ def test_a_forged_form_sender_does_not_speak_for_its_reply_to(tmp_path, request)
 
 def test_a_stranger_quoting_a_customers_own_message_id_does_not_join_the_ticket(desk):
     """A Message-ID the customer wrote is no capability: anyone can write one and then
-    quote it. Only ours (random, known to those we wrote to) thread a newcomer in; the
-    stranger's mail opens a ticket of its own and the agent's answer reaches the customer only."""
+    quote it (here the stranger forged the first mail too). The stranger's mail is kept on
+    the ticket, but the stranger does not join it: the agent's answer reaches the customer only."""
     desk.ingest(mail(frm="Victor <victim@buyers.example>", message_id="chosen",
                      subject="Refund for order 77"))
     desk.ingest(mail(frm="Mallory <mallory@evil.example>", subject="Re: Refund for order 77",
-                     headers={"In-Reply-To": "<chosen@example.com>"}))
-    assert Ticket.select().count() == 2
-    assert Ticket.get_by_id(2).requester == "mallory@evil.example"
+                     body="Please send the refund code to this address.\n",
+                     headers={"In-Reply-To": "<chosen@example.com>", "Cc": "victim@buyers.example"}))
+    assert Ticket.select().count() == 1
+    assert "refund code to this address" in str(ticket_detail("T-1"))
+    assert not Participant.select().where(Participant.address == "mallory@evil.example").exists()
     [notice] = [m for m in desk.to("alice@shop.example") if "[T-1]" in str(m["Subject"])]
     desk.ingest(mail(frm="Alice <alice@shop.example>", to=reply_address(notice),
                      subject="Re: " + str(notice["Subject"]), body="Your refund code is 1234.\n",
@@ -112,6 +114,7 @@ def test_a_colleague_answering_our_mail_still_joins_the_ticket(desk):
     desk.ingest(mail(frm="Colleague <colleague@buyers.example>", subject="Re: " + str(ack["Subject"]),
                      headers={"In-Reply-To": ack["Message-ID"]}))
     assert Ticket.select().count() == 1
+    assert Participant.select().where(Participant.address == "colleague@buyers.example").exists()
 
 
 def test_a_bad_form_senders_value_is_one_line(tmp_path):

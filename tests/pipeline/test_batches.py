@@ -416,16 +416,16 @@ def test_reply_to_does_not_prove_participation(desk):
                                           Participant.ticket == number).exists()
 
 
-def test_a_colleague_answering_the_customers_own_mail_opens_a_ticket_of_their_own(desk):
+def test_a_colleague_answering_the_customers_own_mail_is_threaded_but_does_not_join(desk):
     """The customer's Message-ID is the customer's choice, and anyone can quote it (with the
-    customer in copy too): it does not let a newcomer into the ticket and its answers.
-    A colleague who answers *our* mail joins (the next test)."""
+    customer in copy too): the answer lands on the ticket, but its sender does not join it
+    and its answers. A colleague who answers *our* mail joins (the next test)."""
     desk.ingest(mail(message_id="root"))
     desk.ingest(mail(frm="Ann <ann@example.com>", subject="Re: Key does not work",
                      headers={"In-Reply-To": "<root@example.com>", "Cc": "Bob <bob@example.com>"}))
-    assert Ticket.select().count() == 2
-    assert not Participant.select().where((Participant.address == "ann@example.com")
-                                          & (Participant.ticket == 1)).exists()
+    assert Ticket.select().count() == 1
+    assert Message.select().where(Message.ticket == 1).count() == 2
+    assert not Participant.select().where(Participant.address == "ann@example.com").exists()
 
 
 def test_our_message_id_threads_whoever_replies_and_adds_them(desk):

@@ -49,9 +49,6 @@ class Index:
     def is_participant(self, ticket_id, address):
         return self.role_of(ticket_id, address) is not None
 
-    def participating(self, ticket_ids, address):
-        return {t for t in ticket_ids if self.is_participant(t, address)}
-
     def role_of(self, ticket_id, address):
         return next((role for t, a, role in self.people.values() if t == ticket_id and a == address), None)
 
@@ -86,12 +83,12 @@ def test_a_forged_mac_threads_nothing():
     assert decide(frm="bob@example.com", to=forged).route == NewTicket(acknowledge=True)
 
 
-def test_an_inbound_message_id_threads_the_tickets_people_and_staff_not_a_stranger():
+def test_an_inbound_message_id_threads_a_stranger_without_letting_them_join():
     """parent@example.com was written by a sender (not ours): anyone could quote it."""
     own = decide(frm="bob@example.com", headers={"In-Reply-To": "<parent@example.com>"})
     assert own.route == TicketReply(42, silent=False, rule="references")
     stranger = decide(frm="colleague@example.com", headers={"In-Reply-To": "<parent@example.com>"})
-    assert stranger.route == NewTicket(acknowledge=True)
+    assert stranger.route == TicketReply(42, silent=False, rule="references-inbound")   # threaded, not joined
 
 
 def test_one_of_our_message_ids_threads_whoever_sends_it():
