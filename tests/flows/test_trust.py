@@ -204,7 +204,8 @@ def test_the_buyer_forging_the_seller_with_the_token_returns_nothing(market, cap
     [held] = [m for m in json.loads(capsys.readouterr().out)["messages"] if m.get("unverified")]
     assert held["from"] == SELLER
     asked = market.last_to(SELLER)
-    assert "Please confirm" in asked["Subject"] and "#return" not in body(asked)
+    assert "Please confirm" in asked["Subject"]      # asked, the #return only quoted for the seller to judge
+    assert "Commands: #return" in body(asked) and "reply to this mail" in body(asked)
     assert "Please confirm" not in market.last_to(BUYER)["Subject"]
 
 
@@ -303,3 +304,24 @@ def test_no_status_list_and_no_dispute_for_a_from_our_mta_says_is_forged(market)
     assert Dispute.select().count() == 0
     [quarantined] = RawMessage.select().where(RawMessage.status == "quarantined")
     assert "dmarc=fail" in quarantined.reason                 # kept, with the reason
+
+
+# --- security review: what a confirmation shows, and no silence past the cap -----------
+
+def test_the_confirmation_quotes_what_it_would_apply_with_links_defanged(desk):
+    open_ticket(desk)
+    desk.ingest(forged("#close\n" + PHISH))
+    text = body_of(confirmations(desk)[-1])
+    assert "#close, #priority low" in text                    # the commands it would apply
+    assert "Dear customer, confirm your card at" in text      # its first lines
+    assert "hxxps://verify[.]evil[.]example" in text
+    assert "verify.evil.example" not in text                  # no clickable link to the phishing page
+    assert "alice@shop.example" in text and "UTC" in text     # the claimed From and when it came
+
+
+def test_a_long_held_mail_is_quoted_clipped(desk):
+    open_ticket(desk)
+    desk.ingest(forged("".join(f"line {n}\n" for n in range(500))))
+    text = body_of(confirmations(desk)[-1])
+    assert "line 9\n" in text and "line 10\n" not in text
+    assert len(text) < 3000
