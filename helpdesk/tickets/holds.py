@@ -48,7 +48,7 @@ def hold(desk: Desk, ticket_id: int, person: Person, audience: str, mail: Inboun
         desk.notifiers[mailbox.name].queue(_confirmation(desk, hold_id, ticket_id, person, audience, mail,
                                                          mailbox, thread_label or label(ticket_id)))
     return Applied("held", ticket_id, f"unverified sender {mail.from_addr}: held for confirmation"
-                   + ("" if mailed else " (no mail: rate limit)"))
+                   + ("" if mailed else " (rate limit: in the next combined mail, tickets/held_mail)"))
 
 
 def confirm(desk: Desk, route: ConfirmHold, mail: InboundMail) -> Applied:

@@ -168,9 +168,12 @@ def test_confirmation_mails_are_capped_per_person_per_day(desk):
 
 
 def confirmed_agent_answer(desk):
-    """For the template samples: a held agent answer and its confirmation mail."""
+    """For the template samples: a held agent answer and its confirmation mail; past the
+    cap, the combined mail."""
     open_ticket(desk)
-    desk.ingest(forged())
+    for _ in range(6):
+        desk.ingest(forged())
+    desk.app.tick()
 
 
 # --- disputes: the buyer may not act for the seller, nor anyone for the administration ------
@@ -253,14 +256,18 @@ def test_a_held_seller_return_applies_once_the_seller_confirms(market):
 
 
 def everyone_is_asked_to_confirm(market):
-    """For the template samples: a held message of the seller, the buyer and the admin."""
+    """For the template samples: a held message of the seller, the buyer and the admin;
+    past the cap, their combined mails."""
     notice = dispute_opened(market)
-    forged_party(market, f"Sam <{SELLER}>", "#return\n")
-    forged_party(market, f"Bob <{BUYER}>", "#withdraw\n")
+    for _ in range(6):
+        forged_party(market, f"Sam <{SELLER}>", "#return\n")
+        forged_party(market, f"Bob <{BUYER}>", "#withdraw\n")
     market.reply(notice, SELLER, "#propose 20% discount on the next purchase")
     market.later(days=3)
     market.reply(market.last_to(BUYER), BUYER, "#escalate")
-    forged_party(market, f"Carol <{ADMIN}>", "#decide buyer Full refund.\n")
+    for _ in range(6):
+        forged_party(market, f"Carol <{ADMIN}>", "#decide buyer Full refund.\n")
+    market.run()
 
 
 # --- backscatter --------------------------------------------------------------------
@@ -325,3 +332,44 @@ def test_a_long_held_mail_is_quoted_clipped(desk):
     text = body_of(confirmations(desk)[-1])
     assert "line 9\n" in text and "line 10\n" not in text
     assert len(text) < 3000
+
+
+def test_past_the_cap_the_real_agent_is_still_told_in_one_combined_mail_a_day(desk):
+    open_ticket(desk)
+    for _ in range(5):                                       # the attacker spends Alice's cap
+        desk.ingest(forged("#close\n"))
+    desk.ingest(forged("#priority high\nA new key: ABCD-1234.\n"))   # Alice's own fresh [T-1] mail
+    assert len(confirmations(desk)) == 5
+    desk.app.tick()
+    desk.app.deliver()
+    [told] = confirmations(desk)[5:]                         # no silence: one combined mail
+    text = body_of(told)
+    assert "ABCD-1234" in text and "#priority high" in text
+    [address] = [a for a in re.findall(r"write to (\S+)", text)]
+    for _ in range(10):                                      # more forgeries: no flood
+        desk.ingest(forged("#close\n"))
+    desk.app.tick()
+    desk.app.deliver()
+    assert len(confirmations(desk)) == 6
+    desk.clock.advance(dt.timedelta(hours=23))
+    assert desk.ingest(mail(frm=FORGED_ALICE, to=address, subject="Re: x", body="yes\n")).counts["hold_confirmed"] == 1
+    desk.ingest()
+    assert Ticket.get_by_id(1).priority == "high"            # done, with one extra reply
+    assert Ticket.get_by_id(1).status != "resolved"
+    desk.clock.advance(dt.timedelta(hours=2))
+    desk.app.tick()
+    desk.app.deliver()
+    [next_day] = confirmations(desk)[6:]                      # the next day's one mail lists the rest
+    assert "10 more messages" in body_of(next_day)
+
+
+def test_past_the_cap_a_seller_is_still_told(market):
+    dispute_opened(market)
+    for _ in range(5):
+        forged_party(market, f"Sam <{SELLER}>", "#return\n")
+    asked = len([m for m in market.desk.to(SELLER) if "Please confirm" in str(m["Subject"])])
+    forged_party(market, f"Sam <{SELLER}>", "I can offer a discount.\n")
+    market.run()
+    combined = [m for m in market.desk.to(SELLER) if "Please confirm" in str(m["Subject"])][asked:]
+    assert len(combined) == 1 and "I can offer a discount." in body(combined[0])
+    assert "D-1" in body(combined[0])
