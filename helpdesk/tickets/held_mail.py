@@ -32,7 +32,9 @@ SCAN = 5000                     # holds read per tick: a flood costs bounded wor
 def announce(desk: Desk, now: dt.datetime) -> int:
     """Send the combined mails due now; returns how many went (one transaction)."""
     with write_transaction():
-        waiting = holds.unannounced(now, now - PERIOD, SCAN)
+        known = {m.name for m in desk.config.mailboxes}
+        # a mailbox since removed from the config cannot sign a reply address: its holds wait
+        waiting = [row for row in holds.unannounced(now, now - PERIOD, SCAN) if row.mailbox in known]
         by_person: dict[str, list[holds.Unannounced]] = defaultdict(list)
         for row in waiting:
             by_person[row.address].append(row)
