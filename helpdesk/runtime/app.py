@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpdesk.clock import Clock
+from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.loader import load_config
 from helpdesk.config.settings import Config
 from helpdesk.disputes import deadlines as dispute_deadlines
@@ -36,6 +36,7 @@ from helpdesk.staff import act as staff_act
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import connect
 from helpdesk.tickets import deadlines as ticket_deadlines
+from helpdesk.tickets import held_mail
 from helpdesk.tickets.desk import Desk
 from helpdesk.tickets.inbox import TicketInbox
 
@@ -91,7 +92,12 @@ class App:
 
     def tick(self, stopping: threading.Event | None = None) -> TickReport:
         """Fire every deadline and reminder due now (on ``stopping``, up to the chunk in hand)."""
-        return fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers, stopping=stopping)
+        report = fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers, stopping=stopping)
+        try:   # held mail the confirmation cap left unmailed: one combined mail a day per person
+            held_mail.announce(self.desk, naive_utc(self.clock.now()))
+        except Exception as exc:   # noqa: BLE001 - the next tick tries again; the deadlines fired
+            log.error("held mail announcement failed: %s: %s", type(exc).__name__, exc)
+        return report
 
     @property
     def transport(self):

@@ -38,6 +38,19 @@ def _person(address: str, name: str) -> dict:
     return {"helpdesk_name": NAME, "recipient": address, "recipient_name": name}
 
 
+def _held(subject: str) -> dict:
+    """What a confirmation mail quotes of the held mail (tickets/holds.quote)."""
+    return {"held_subject": subject, "held_from": "alice@shop.example", "held_at": "2026-12-01 09:00 UTC",
+            "held_commands": ["#close", "#priority low"],
+            "held_text": "#close\n#priority low\nConfirm your card at hxxps://verify[.]evil[.]example"}
+
+
+def _held_list(address: str, name: str, thread: str) -> dict:
+    """The combined mail past the confirmation cap (tickets/held_mail)."""
+    one = {"thread": thread, "confirm_address": "support+c.1.2.sig@shop.example", **_held(f"Re: [{thread}] x")}
+    return {**_person(address, name), "holds": [one, one], "more": 3, "confirm_within": "3 days"}
+
+
 def _about_ticket(address: str = "bob@example.com", name: str = "Bob Buyer") -> dict:
     ticket = TicketView(42, "My key does not work", "open", "bob@example.com")
     return {**_person(address, name), "ticket": ticket.context()}
@@ -75,7 +88,8 @@ def _staff_mail() -> dict:
         ("staff", "command_error"): {**staff, "error": "#priority: expected one of low, normal, high, urgent",
                                      "help": HELP},
         ("staff", "confirm_hold"): {**_person("alice@shop.example", "Alice"), "thread": "T-42",
-                                    "held_subject": "Re: [T-42] My key does not work", "confirm_within": "3 days"},
+                                    "confirm_within": "3 days", **_held("Re: [T-42] My key does not work")},
+        ("staff", "confirm_holds"): _held_list("alice@shop.example", "Alice", "T-42"),
         ("staff", "help"): {**staff, **summary},
         ("staff", "ticket_status"): {**staff, **summary},
         ("staff", "reminder"): {**staff, **reminder},
@@ -139,8 +153,8 @@ def _dispute_mail() -> dict:
                                                     "why": "the negotiation window is still open",
                                                     "when": "after Tuesday 01 December 2026, 09:00 UTC"}
         found[(role, "confirm_hold")] = {**_person(f"{role}@example.com", role.title()), "thread": "D-7",
-                                         "held_subject": "Re: [D-7] Order 100234",
-                                         "confirm_within": "3 days"}
+                                         "confirm_within": "3 days", **_held("Re: [D-7] Order 100234")}
+        found[(role, "confirm_holds")] = _held_list(f"{role}@example.com", role.title(), "D-7")
     found[("buyer", "dispute_opened")] = _participant("buyer")
     found[("seller", "dispute_opened")] = _participant("seller")
     found[("seller", "dispute_reminder")] = {**_participant("seller"), "left": "6 hours"}

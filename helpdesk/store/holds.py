@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import peewee as pw
+
 from helpdesk.store import raw as raw_messages
-from helpdesk.store.schema import Hold, Message, SenderFailure
+from helpdesk.store.schema import Dispute, Hold, Message, Participant, SenderFailure, Ticket
 
 CONFIRMED_DIRECTION = "held_ok"   # the held entry once its person confirmed it (then applied anew)
 
@@ -38,6 +40,48 @@ def create(ticket_id: int, raw_id: int, participant_id: int, address: str, now: 
 def mailed_since(address: str, since: dt.datetime) -> int:
     """Confirmation mails sent to ``address`` since then (the per-person rate cap)."""
     return Hold.select().where((Hold.address == address) & Hold.mailed & (Hold.created_at >= since)).count()
+
+
+@dataclass(frozen=True)
+class Unannounced:
+    """A pending hold past the cap, never mailed: what its combined mail needs of it."""
+    id: int
+    participant_id: int
+    address: str
+    name: str
+    role: str
+    ticket_id: int
+    mailbox: str
+    dispute_id: int | None
+    sender: str
+    subject: str
+    body: str
+    received: dt.datetime
+
+
+def unannounced(now: dt.datetime, since: dt.datetime, limit: int) -> list[Unannounced]:
+    """Pending holds never mailed nor announced, of people with no combined mail since then
+    (one query, oldest first; at most ``limit``: the rest wait for the next tick)."""
+    told = Hold.select(Hold.address).where(Hold.announced_at >= since)
+    rows = (Hold.select(Hold.id, Hold.participant, Hold.address, Participant.name, Participant.role,
+                        Hold.ticket, Ticket.mailbox, Dispute.id, Message.sender, Message.subject,
+                        Message.body, Message.created_at)
+            .join(Ticket, on=(Ticket.id == Hold.ticket))
+            .join(Participant, on=(Participant.id == Hold.participant))
+            .join(Dispute, pw.JOIN.LEFT_OUTER, on=(Dispute.ticket == Hold.ticket))
+            .join(Message, on=((Message.raw == Hold.raw) & (Message.ticket == Hold.ticket)
+                               & (Message.direction == "held")))
+            .where((Hold.status == "pending") & ~Hold.mailed & Hold.announced_at.is_null()
+                   & Hold.address.not_in(told))
+            .order_by(Hold.id).limit(limit).tuples())
+    return [Unannounced(*row) for row in rows]
+
+
+def announced(hold_ids: list[int], now: dt.datetime, expires_at: dt.datetime) -> None:
+    """Told in a combined mail: their one-time addresses work from now on (one UPDATE)."""
+    if hold_ids:
+        Hold.update(announced_at=now, expires_at=expires_at).where(
+            Hold.id.in_(hold_ids) & (Hold.status == "pending")).execute()
 
 
 def read(hold_id: int) -> HoldRow | None:

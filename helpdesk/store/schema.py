@@ -321,6 +321,7 @@ class Hold(BaseModel):
     created_at = pw.DateTimeField(index=True)
     expires_at = pw.DateTimeField()
     confirmed_at = pw.DateTimeField(null=True)
+    announced_at = pw.DateTimeField(null=True)           # past the cap: told in the combined mail of then
 
 
 class SenderFailure(BaseModel):
@@ -395,8 +396,18 @@ def _schema_6(database: pw.Database) -> None:
     database.create_tables(MODELS_6, safe=True)
 
 
+def _schema_7(database: pw.Database) -> None:
+    """Held mail past the confirmation cap is announced in one combined mail a day."""
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as run_migrations
+
+    if "announced_at" not in {c.name for c in database.get_columns("hold")}:
+        run_migrations(SchemaMigrator.from_database(database).add_column(
+            "hold", "announced_at", Hold._meta.fields["announced_at"]))
+
+
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
-                     _schema_4, _schema_5, _schema_6)
+                     _schema_4, _schema_5, _schema_6, _schema_7)

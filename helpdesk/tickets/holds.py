@@ -18,6 +18,8 @@ import datetime as dt
 
 from helpdesk.clock import naive_utc
 from helpdesk.mail import replyaddr
+from helpdesk.mail.compose import clip
+from helpdesk.mail.defang import defang
 from helpdesk.mail.parse import InboundMail
 from helpdesk.outbound.notify import Notice
 from helpdesk.routing import CONFIRM_TOKEN, Applied, ConfirmHold
@@ -27,6 +29,7 @@ from helpdesk.units import format_duration
 
 CONFIRMED = "confirmed by reply"
 _CLIP = 200          # what of the held mail's subject the confirmation mail repeats
+_LINES, _CHARS = 10, 1000   # what of its text it quotes
 
 
 def hold(desk: Desk, ticket_id: int, person: Person, audience: str, mail: InboundMail, stored,
@@ -45,7 +48,7 @@ def hold(desk: Desk, ticket_id: int, person: Person, audience: str, mail: Inboun
         desk.notifiers[mailbox.name].queue(_confirmation(desk, hold_id, ticket_id, person, audience, mail,
                                                          mailbox, thread_label or label(ticket_id)))
     return Applied("held", ticket_id, f"unverified sender {mail.from_addr}: held for confirmation"
-                   + ("" if mailed else " (no mail: rate limit)"))
+                   + ("" if mailed else " (rate limit: in the next combined mail, tickets/held_mail)"))
 
 
 def confirm(desk: Desk, route: ConfirmHold, mail: InboundMail) -> Applied:
@@ -73,11 +76,29 @@ def confirmed(raw_id: int) -> str | None:
 def _confirmation(desk: Desk, hold_id: int, ticket_id: int, person: Person, audience: str,
                   mail: InboundMail, mailbox, thread_label: str) -> Notice:
     token = replyaddr.ReplyToken(CONFIRM_TOKEN, hold_id, person.participant_id)
-    subject = mail.subject if len(mail.subject) <= _CLIP else mail.subject[:_CLIP] + "…"
     context = {"helpdesk_name": desk.config.helpdesk.name, "recipient_name": person.name,
-               "recipient": person.address, "thread": thread_label, "held_subject": subject,
-               "confirm_within": format_duration(desk.config.trust.confirm_within)}
+               "recipient": person.address, "thread": thread_label,
+               "confirm_within": format_duration(desk.config.trust.confirm_within),
+               **quote(mail.from_addr, mail.subject, mail.reply_text, naive_utc(desk.clock.now()))}
     return Notice(event="confirm_hold", audience=audience, recipient=person.address,
                   recipient_name=person.name, context=context, ticket_id=ticket_id,
                   reply_to=replyaddr.reply_address(desk.secret, mailbox.address, token),
                   token=f"[{thread_label}]")
+
+
+def quote(sender: str, subject: str, text: str, received: dt.datetime) -> dict:
+    """What the confirmation shows of a held mail: who it claims to be, when it came, the
+    commands it would apply and its first lines, links defanged.
+
+    Only the subject, and a forged ``#close`` with a phishing link under the agent's own
+    subject looked just like the agent's own held mail; the real person must see what
+    they would confirm. It goes to them alone, so the claimed sender learns nothing."""
+    lines = text.replace("\r\n", "\n").strip("\n").split("\n")
+    commands = [clip(line.strip()) for line in lines if line.strip().startswith("#")]
+    shown = "\n".join(lines[:_LINES])
+    if len(lines) > _LINES and len(shown) < _CHARS:
+        shown += "\n…"
+    return {"held_subject": defang(clip(subject, _CLIP)), "held_from": sender,
+            "held_at": received.strftime("%Y-%m-%d %H:%M UTC"),
+            "held_commands": [defang(c) for c in commands[:_LINES]],
+            "held_text": defang(clip(shown, _CHARS))}

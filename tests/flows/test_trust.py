@@ -168,9 +168,12 @@ def test_confirmation_mails_are_capped_per_person_per_day(desk):
 
 
 def confirmed_agent_answer(desk):
-    """For the template samples: a held agent answer and its confirmation mail."""
+    """For the template samples: a held agent answer and its confirmation mail; past the
+    cap, the combined mail."""
     open_ticket(desk)
-    desk.ingest(forged())
+    for _ in range(6):
+        desk.ingest(forged())
+    desk.app.tick()
 
 
 # --- disputes: the buyer may not act for the seller, nor anyone for the administration ------
@@ -204,7 +207,8 @@ def test_the_buyer_forging_the_seller_with_the_token_returns_nothing(market, cap
     [held] = [m for m in json.loads(capsys.readouterr().out)["messages"] if m.get("unverified")]
     assert held["from"] == SELLER
     asked = market.last_to(SELLER)
-    assert "Please confirm" in asked["Subject"] and "#return" not in body(asked)
+    assert "Please confirm" in asked["Subject"]      # asked, the #return only quoted for the seller to judge
+    assert "Commands: #return" in body(asked) and "reply to this mail" in body(asked)
     assert "Please confirm" not in market.last_to(BUYER)["Subject"]
 
 
@@ -252,14 +256,18 @@ def test_a_held_seller_return_applies_once_the_seller_confirms(market):
 
 
 def everyone_is_asked_to_confirm(market):
-    """For the template samples: a held message of the seller, the buyer and the admin."""
+    """For the template samples: a held message of the seller, the buyer and the admin;
+    past the cap, their combined mails."""
     notice = dispute_opened(market)
-    forged_party(market, f"Sam <{SELLER}>", "#return\n")
-    forged_party(market, f"Bob <{BUYER}>", "#withdraw\n")
+    for _ in range(6):
+        forged_party(market, f"Sam <{SELLER}>", "#return\n")
+        forged_party(market, f"Bob <{BUYER}>", "#withdraw\n")
     market.reply(notice, SELLER, "#propose 20% discount on the next purchase")
     market.later(days=3)
     market.reply(market.last_to(BUYER), BUYER, "#escalate")
-    forged_party(market, f"Carol <{ADMIN}>", "#decide buyer Full refund.\n")
+    for _ in range(6):
+        forged_party(market, f"Carol <{ADMIN}>", "#decide buyer Full refund.\n")
+    market.run()
 
 
 # --- backscatter --------------------------------------------------------------------
@@ -303,3 +311,65 @@ def test_no_status_list_and_no_dispute_for_a_from_our_mta_says_is_forged(market)
     assert Dispute.select().count() == 0
     [quarantined] = RawMessage.select().where(RawMessage.status == "quarantined")
     assert "dmarc=fail" in quarantined.reason                 # kept, with the reason
+
+
+# --- security review: what a confirmation shows, and no silence past the cap -----------
+
+def test_the_confirmation_quotes_what_it_would_apply_with_links_defanged(desk):
+    open_ticket(desk)
+    desk.ingest(forged("#close\n" + PHISH))
+    text = body_of(confirmations(desk)[-1])
+    assert "#close, #priority low" in text                    # the commands it would apply
+    assert "Dear customer, confirm your card at" in text      # its first lines
+    assert "hxxps://verify[.]evil[.]example" in text
+    assert "verify.evil.example" not in text                  # no clickable link to the phishing page
+    assert "alice@shop.example" in text and "UTC" in text     # the claimed From and when it came
+
+
+def test_a_long_held_mail_is_quoted_clipped(desk):
+    open_ticket(desk)
+    desk.ingest(forged("".join(f"line {n}\n" for n in range(500))))
+    text = body_of(confirmations(desk)[-1])
+    assert "line 9\n" in text and "line 10\n" not in text
+    assert len(text) < 3000
+
+
+def test_past_the_cap_the_real_agent_is_still_told_in_one_combined_mail_a_day(desk):
+    open_ticket(desk)
+    for _ in range(5):                                       # the attacker spends Alice's cap
+        desk.ingest(forged("#close\n"))
+    desk.ingest(forged("#priority high\nA new key: ABCD-1234.\n"))   # Alice's own fresh [T-1] mail
+    assert len(confirmations(desk)) == 5
+    desk.app.tick()
+    desk.app.deliver()
+    [told] = confirmations(desk)[5:]                         # no silence: one combined mail
+    text = body_of(told)
+    assert "ABCD-1234" in text and "#priority high" in text
+    [address] = [a for a in re.findall(r"write to (\S+)", text)]
+    for _ in range(10):                                      # more forgeries: no flood
+        desk.ingest(forged("#close\n"))
+    desk.app.tick()
+    desk.app.deliver()
+    assert len(confirmations(desk)) == 6
+    desk.clock.advance(dt.timedelta(hours=23))
+    assert desk.ingest(mail(frm=FORGED_ALICE, to=address, subject="Re: x", body="yes\n")).counts["hold_confirmed"] == 1
+    desk.ingest()
+    assert Ticket.get_by_id(1).priority == "high"            # done, with one extra reply
+    assert Ticket.get_by_id(1).status != "resolved"
+    desk.clock.advance(dt.timedelta(hours=2))
+    desk.app.tick()
+    desk.app.deliver()
+    [next_day] = confirmations(desk)[6:]                      # the next day's one mail lists the rest
+    assert "10 more messages" in body_of(next_day)
+
+
+def test_past_the_cap_a_seller_is_still_told(market):
+    dispute_opened(market)
+    for _ in range(5):
+        forged_party(market, f"Sam <{SELLER}>", "#return\n")
+    asked = len([m for m in market.desk.to(SELLER) if "Please confirm" in str(m["Subject"])])
+    forged_party(market, f"Sam <{SELLER}>", "I can offer a discount.\n")
+    market.run()
+    combined = [m for m in market.desk.to(SELLER) if "Please confirm" in str(m["Subject"])][asked:]
+    assert len(combined) == 1 and "I can offer a discount." in body(combined[0])
+    assert "D-1" in body(combined[0])
