@@ -212,7 +212,10 @@ def reading_periods(workers: list[Worker], killed: dict[int, float], end: float)
                 periods.append((start, at, n))
                 start = None
         if start is not None:
-            periods.append((start, killed.get(n, end), n))
+            # A line is stamped when the test reads it, a moment after it was written: what a
+            # killed worker wrote before its death may be stamped just after the kill.
+            last = max((at for at, _ in worker.stamped), default=start)
+            periods.append((start, max(killed[n], last) if n in killed else end, n))
     return sorted(periods)
 
 
