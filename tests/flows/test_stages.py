@@ -298,7 +298,7 @@ def test_acknowledgements_leave_while_a_backlog_is_still_being_processed(tmp_pat
     config = write_config(tmp_path, outgoing='transport = "maildir:mailboxes/outgoing"\npoll_interval = "1h"',
                           extra='\n[intake]\nbatch_size = 20\nparse_workers = 0\n')
     config.write_text(config.read_text().replace("[smtp_server]\n", "[smtp_server]\nenabled = false\n"))
-    total = 1500
+    total = 4000     # long enough that even a loaded machine's first group is mid-backlog
     for n in range(total):
         drop(tmp_path, mail(message_id=f"m{n}", frm=f"C{n} <c{n}@example.com>"), f"{n:05d}.host")
     service = Service(config)
