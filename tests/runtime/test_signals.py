@@ -104,6 +104,17 @@ def outgoing(folder) -> list[str]:
     return sorted(p.read_text() for p in new.iterdir()) if new.exists() else []
 
 
+def tickets_in(config) -> int:
+    from helpdesk.config.loader import load_config
+    from helpdesk.store.db import connect
+    from helpdesk.store.schema import Ticket, db
+    connect(load_config(config).database.url)
+    try:
+        return Ticket.select().count()
+    finally:
+        db.close()
+
+
 def wait_until(condition, timeout: float = 20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,10 +147,13 @@ def test_sigterm_finishes_the_batch_in_hand_and_stops_within_seconds(tmp_path, n
     service.wait_for(r"helpdesk stopped")
     statuses = [status for _, status in raw_rows(config)]
     done = statuses.count("done")
-    assert len(statuses) == total                               # every file was stored before
+    # The Maildir stage stores while processing runs (independent stages): SIGTERM may come
+    # before every file is stored; those wait in new/ for the next start. Nothing is lost.
+    left = len(list((tmp_path / "mailboxes" / "support" / "new").iterdir()))
+    assert len(statuses) + left == total, (len(statuses), left)
     assert 0 < done < total, done                               # stopped in the middle...
-    assert done % batch == 0, done                              # ...between two batches
-    assert statuses.count("pending") == total - done
+    assert statuses.count("pending") == len(statuses) - done
+    assert tickets_in(config) == done                           # ...between two batches: none half applied
     assert helpdesk(config, "run", "--once").returncode == 0    # the next start finishes the rest
     assert len(tickets(config)) == total                        # nothing lost, nothing doubled
 
