@@ -21,7 +21,7 @@ from helpdesk.config.settings import Config
 from helpdesk.disputes import deadlines as dispute_deadlines
 from helpdesk.disputes.desk import DisputeDesk
 from helpdesk.disputes.inbox import DisputeInbox
-from helpdesk.errors import ConfigError
+from helpdesk.errors import ConfigError, TemporaryStoreError
 from helpdesk.intake import spool
 from helpdesk.mail.loop import loop_id
 from helpdesk.oauth2 import tokens
@@ -95,6 +95,8 @@ class App:
         report = fire_due(self.timer_handlers, self.clock, flushers=self.timer_flushers, stopping=stopping)
         try:   # held mail the confirmation cap left unmailed: one combined mail a day per person
             held_mail.announce(self.desk, naive_utc(self.clock.now()))
+        except TemporaryStoreError as exc:   # an outage: the store logs it once; the next tick retries
+            log.debug("held mail announcement waits for the store: %s", exc)
         except Exception as exc:   # noqa: BLE001 - the next tick tries again; the deadlines fired
             log.error("held mail announcement failed: %s: %s", type(exc).__name__, exc)
         return report

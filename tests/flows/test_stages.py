@@ -298,9 +298,14 @@ def test_acknowledgements_leave_while_a_backlog_is_still_being_processed(tmp_pat
     config = write_config(tmp_path, outgoing='transport = "maildir:mailboxes/outgoing"\npoll_interval = "1h"',
                           extra='\n[intake]\nbatch_size = 20\nparse_workers = 0\n')
     config.write_text(config.read_text().replace("[smtp_server]\n", "[smtp_server]\nenabled = false\n"))
-    total = 4000     # long enough that even a loaded machine's first group is mid-backlog
+    total = 2000
     for n in range(total):
         drop(tmp_path, mail(message_id=f"m{n}", frm=f"C{n} <c{n}@example.com>"), f"{n:05d}.host")
+    # The backlog is stored before processing starts: were the Maildir stage still storing, a
+    # process stage that keeps up with it would run dry (and wake delivery) whatever it does.
+    stored = helpdesk(config, "run", "--once", "--only", "maildir")
+    assert stored.returncode == 0, stored.stderr
+    assert [status for _, status in raw_rows(config)].count("pending") == total
     service = Service(config)
     try:
         service.wait_for(r"helpdesk running")
