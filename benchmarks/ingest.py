@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections import Counter
 from email.parser import BytesHeaderParser
@@ -74,8 +75,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="profile one run of -n under cProfile")
     parser.add_argument("--top", type=int, default=30, help="rows of profile output (default 30)")
-    parser.add_argument("--stages", action="store_true",
-                        help="deliver in the service's deliver stage while ingesting (end to end)")
+    parser.add_argument("--stages", nargs="?", const="thread", choices=("thread", "process"),
+                        help="deliver while ingesting (end to end): in the service's deliver stage, "
+                             "a thread of the ingesting process (default), or in a process of its "
+                             "own, `helpdesk run --only deliver`")
     parser.add_argument("--child", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--prepare", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -209,12 +212,12 @@ def write_config(folder: Path) -> Path:
     return path
 
 
-def run_child(folder: Path, profile: bool, stages: bool = False) -> dict:
+def run_child(folder: Path, profile: bool, stages: str | None = None) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(folder)]
     if profile:
         command.append("--profile")
     if stages:
-        command.append("--stages")
+        command += ["--stages", stages]
     _run(command, folder, "child")
     measured = json.loads((folder / "result.json").read_text())
     lines = (folder / "child.out").read_text(errors="replace").strip().splitlines()
@@ -307,7 +310,7 @@ def print_profile(path: Path, top: int) -> None:
         stats.strip_dirs().sort_stats(key).print_stats(top)
 
 
-def report(results, profiled: bool, stages: bool = False) -> int:
+def report(results, profiled: bool, stages: str | None = None) -> int:
     print()
     print(f"{'N':>7} {'ingest s':>9} {'msg/s':>7} {'deliver s':>10} {'mails/s':>8} {'total msg/s':>12}"
           f" {'peak MB':>8} {'worker MB':>10}" + ("   (under cProfile)" if profiled else ""))
@@ -357,7 +360,7 @@ def report(results, profiled: bool, stages: bool = False) -> int:
 
 # --------------------------------------------------------------------------- child
 
-def child(folder: Path, profile: bool, stages: bool = False) -> int:
+def child(folder: Path, profile: bool, stages: str | None = None) -> int:
     """Run what ``helpdesk ingest`` runs, in this fresh process, timing its two phases.
 
     ``cmd_ingest`` is ``ingest_files`` (store, parse, route, apply: tickets and
@@ -385,6 +388,8 @@ def child(folder: Path, profile: bool, stages: bool = False) -> int:
     logs.configure(app.config.helpdesk.log_level, app.config.helpdesk.log_format)
     if app.config.intake.parse_workers > 0:
         app.pipeline.parser.start()   # one-time start-up, like the imports: not in the rate
+    if stages == "process":
+        return _child_deliver_process(folder, app, files, before)
     if stages:
         return _child_stages(folder, app, files, before)
     started = time.perf_counter()
@@ -434,6 +439,48 @@ def _child_stages(folder: Path, app, files: list[str], before: int) -> int:
     stages.stop()
     for stage in stages.stages.values():
         stage.join(10)
+    sent = outbox_rows.count(("sent",))
+    workers = app.pipeline.parser.worker_peak_kb()
+    app.close()
+    print(cli._summary(report.tally, report.duplicates, len(report.unreadable)))
+    sys.stdout.flush()
+    (folder / "result.json").write_text(json.dumps(
+        {"seconds": ingested - started, "delivery_seconds": finished - ingested, "mails_sent": sent,
+         "rc": 1 if report.unreadable else 0,
+         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+         "worker_maxrss_kb": workers, "rss_before_kb": before, "vmhwm_kb": _proc_status("VmHWM"),
+         "files": len(files)}))
+    return 0
+
+
+def _child_deliver_process(folder: Path, app, files: list[str], before: int) -> int:
+    """Ingest in this process while ``helpdesk run --only deliver`` delivers in its own (as
+    a deployment would split them), polling the outbox every second; stop when it is empty."""
+    import resource
+    import signal
+
+    from helpdesk import cli
+    from helpdesk.runtime.ingest import ingest_files
+    from helpdesk.store import outbox as outbox_rows
+
+    config = folder / "config.toml"
+    config.write_text(config.read_text().replace('retry_delay = "1m"', 'retry_delay = "1m"\npoll_interval = "1s"'))
+    deliverer = subprocess.Popen([sys.executable, "-m", "helpdesk", "--config", str(config), "run",
+                                  "--only", "deliver"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    for line in deliverer.stderr:
+        if b"helpdesk running" in line:
+            break
+    else:
+        raise SystemExit("helpdesk run --only deliver did not start")
+    threading.Thread(target=deliverer.stderr.read, daemon=True).start()   # drain its log
+    started = time.perf_counter()
+    report = ingest_files(app, files)
+    ingested = time.perf_counter()
+    while outbox_rows.count(("queued",)):
+        time.sleep(0.005)
+    finished = time.perf_counter()
+    deliverer.send_signal(signal.SIGTERM)
+    deliverer.wait(60)
     sent = outbox_rows.count(("sent",))
     workers = app.pipeline.parser.worker_peak_kb()
     app.close()

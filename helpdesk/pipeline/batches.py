@@ -31,9 +31,10 @@ from helpdesk.errors import TemporaryStoreError
 from helpdesk.pipeline.parse_stage import Deferred, Job, Parsed, ParseStage, Prepared, failure
 from helpdesk.pipeline.workers import ParseLimits
 from helpdesk.routing import Domain
-from helpdesk.store import raw, recovery, workers
+from helpdesk.store import raw, recovery, thread_locks, workers
 from helpdesk.store.attachments import AttachmentStore
 from helpdesk.store.db import rebuildable_transaction, write_transaction
+from helpdesk.store.index import THREAD_IDS
 from helpdesk.store.raw import Pending
 
 log = logging.getLogger("helpdesk.pipeline")
@@ -123,11 +124,14 @@ class Pipeline:
         self.parser.close()
 
     def _batch(self, rows: list[Pending], parsed: list[Parsed]) -> list[Outcome]:
+        keys = _thread_keys(parsed)
         try:
             with rebuildable_transaction():
+                thread_locks.take(keys)
                 outcomes = [self._optimistic(row, mail) for row, mail in zip(rows, parsed)]
         except _Redo:
             with rebuildable_transaction():
+                thread_locks.take(keys)
                 outcomes = [self._one(row, mail) for row, mail in zip(rows, parsed)]
         for outcome in outcomes:
             _log(outcome)
@@ -198,6 +202,18 @@ class _TakenElsewhere(Exception):
 
 class _Redo(Exception):
     """Rolls back an optimistic batch: it is redone with a savepoint per message."""
+
+
+def _thread_keys(parsed: list[Parsed]) -> list[str]:
+    """Every Message-ID the batch's routing may look a thread up by (as many as it reads)."""
+    keys: list[str] = []
+    for item in parsed:
+        if isinstance(item, Prepared):
+            mail = item.mail
+            keys += mail.thread_ids[:THREAD_IDS]
+            if mail.bounce is not None and mail.bounce.original_message_id:
+                keys.append(mail.bounce.original_message_id)
+    return keys
 
 
 def _jobs(rows: list[Pending]) -> list[Job]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from helpdesk.store import sql
 from helpdesk.store.schema import Dispute, Participant, ThreadRef, Ticket
 
+THREAD_IDS = 200     # Message-IDs of a mail a thread is looked up by: a hostile References is long
+
 
 class StoreIndex:
     """The router's read-only view of threads and participants."""
@@ -17,7 +19,7 @@ class StoreIndex:
         if not msgids:
             return []
         rows = sql.select(ThreadRef, ["ticket", "ours"], {}, in_column="msgid",
-                                 in_values=msgids[:200])
+                                 in_values=msgids[:THREAD_IDS])
         best: dict[int, bool] = {}
         for ticket, ours in rows:
             best[ticket] = best.get(ticket, False) or bool(ours)

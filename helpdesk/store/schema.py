@@ -333,11 +333,22 @@ class SenderFailure(BaseModel):
     created_at = pw.DateTimeField(index=True)
 
 
+class ThreadLock(BaseModel):
+    """A bucket of Message-IDs that one transaction at a time may thread mail by.
+
+    A batch takes the buckets of its mails' Message-IDs first (``store.thread_locks``),
+    so two workers applying mails of one thread (a reply beside the mail it answers)
+    do it in turn and the later sees the earlier's ticket (docs/scaling.md)."""
+
+    bucket = pw.IntegerField(primary_key=True)
+
+
 MODELS_1 = (Meta, RawMessage, RawContent, Ticket, Participant, Message, ThreadRef, Attachment, Outbox, Bounce)
 MODELS_2 = (Timer, DigestRun, Order, Dispute, Proposal, DisputeEvent)
 MODELS_5 = (Worker, Lease)
 MODELS_6 = (Hold, SenderFailure)
-MODELS = MODELS_1 + MODELS_2 + MODELS_5 + MODELS_6
+MODELS_8 = (ThreadLock,)
+MODELS = MODELS_1 + MODELS_2 + MODELS_5 + MODELS_6 + MODELS_8
 
 
 def _schema_2(database: pw.Database) -> None:
@@ -406,8 +417,13 @@ def _schema_7(database: pw.Database) -> None:
             "hold", "announced_at", Hold._meta.fields["announced_at"]))
 
 
+def _schema_8(database: pw.Database) -> None:
+    """Workers thread the mails of one thread in turn: the thread lock buckets."""
+    database.create_tables(MODELS_8, safe=True)
+
+
 # Each entry upgrades the schema by one version; never edit a released step.
 # Step 1 builds whatever tables and columns the models have, so later steps
 # check what exists before adding it.
 MIGRATIONS: tuple = (lambda database: database.create_tables(MODELS, safe=True), _schema_2, _schema_3,
-                     _schema_4, _schema_5, _schema_6, _schema_7)
+                     _schema_4, _schema_5, _schema_6, _schema_7, _schema_8)
