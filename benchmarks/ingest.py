@@ -32,7 +32,9 @@ prints the top functions by cumulative and by own time.
 
 ``--stages`` delivers as ``helpdesk run`` does: the service's deliver stage runs
 in its own thread while the files are ingested, woken after each batch, and
-the clock stops when the last mail is durably in the outgoing Maildir. The
+the clock stops when the last mail is durably in the outgoing Maildir.
+``--stages process`` delivers in a process of its own instead,
+``helpdesk run --only deliver`` polling the outbox every second. The
 end-to-end rate (ingest and durable delivery) is the figure; target >= 1,000
 msg/s at N = 10,000.
 """
@@ -388,10 +390,8 @@ def child(folder: Path, profile: bool, stages: str | None = None) -> int:
     logs.configure(app.config.helpdesk.log_level, app.config.helpdesk.log_format)
     if app.config.intake.parse_workers > 0:
         app.pipeline.parser.start()   # one-time start-up, like the imports: not in the rate
-    if stages == "process":
-        return _child_deliver_process(folder, app, files, before)
     if stages:
-        return _child_stages(folder, app, files, before)
+        return _child_stages(folder, app, files, before, stages)
     started = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -416,29 +416,27 @@ def child(folder: Path, profile: bool, stages: str | None = None) -> int:
     return 0
 
 
-def _child_stages(folder: Path, app, files: list[str], before: int) -> int:
-    """Ingest in this thread while the service's deliver stage delivers in its own, woken
-    after every batch as the process stage wakes it; stop when the outbox is empty."""
+def _child_stages(folder: Path, app, files: list[str], before: int, mode: str) -> int:
+    """Ingest in this thread while another delivers: the service's deliver stage in a
+    thread of this process, woken after every batch as the process stage wakes it
+    (``thread``), or ``helpdesk run --only deliver`` in a process of its own polling the
+    outbox every second, as a deployment may split them (``process``). Stop when the
+    outbox is empty."""
     import resource
 
     from helpdesk import cli
-    from helpdesk.runtime import service
     from helpdesk.runtime.ingest import ingest_files
     from helpdesk.store import outbox as outbox_rows
 
-    stages = service.build_stages(app, frozenset({"deliver"}))
-    wake = stages.waker("deliver")
-    stages.start()
+    deliverer = _ThreadDeliverer(app) if mode == "thread" else _ProcessDeliverer(folder / "config.toml")
     started = time.perf_counter()
-    report = ingest_files(app, files, on_progress=lambda done: wake())
+    report = ingest_files(app, files, on_progress=lambda done: deliverer.wake())
     ingested = time.perf_counter()
     while outbox_rows.count(("queued",)):
-        wake()
+        deliverer.wake()
         time.sleep(0.005)
     finished = time.perf_counter()
-    stages.stop()
-    for stage in stages.stages.values():
-        stage.join(10)
+    deliverer.stop()
     sent = outbox_rows.count(("sent",))
     workers = app.pipeline.parser.worker_peak_kb()
     app.close()
@@ -453,46 +451,38 @@ def _child_stages(folder: Path, app, files: list[str], before: int) -> int:
     return 0
 
 
-def _child_deliver_process(folder: Path, app, files: list[str], before: int) -> int:
-    """Ingest in this process while ``helpdesk run --only deliver`` delivers in its own (as
-    a deployment would split them), polling the outbox every second; stop when it is empty."""
-    import resource
-    import signal
+class _ThreadDeliverer:
+    def __init__(self, app) -> None:
+        from helpdesk.runtime import service
+        self.stages = service.build_stages(app, frozenset({"deliver"}))
+        self.wake = self.stages.waker("deliver")
+        self.stages.start()
 
-    from helpdesk import cli
-    from helpdesk.runtime.ingest import ingest_files
-    from helpdesk.store import outbox as outbox_rows
+    def stop(self) -> None:
+        self.stages.stop()
+        for stage in self.stages.stages.values():
+            stage.join(10)
 
-    config = folder / "config.toml"
-    config.write_text(config.read_text().replace('retry_delay = "1m"', 'retry_delay = "1m"\npoll_interval = "1s"'))
-    deliverer = subprocess.Popen([sys.executable, "-m", "helpdesk", "--config", str(config), "run",
-                                  "--only", "deliver"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    for line in deliverer.stderr:
-        if b"helpdesk running" in line:
-            break
-    else:
-        raise SystemExit("helpdesk run --only deliver did not start")
-    threading.Thread(target=deliverer.stderr.read, daemon=True).start()   # drain its log
-    started = time.perf_counter()
-    report = ingest_files(app, files)
-    ingested = time.perf_counter()
-    while outbox_rows.count(("queued",)):
-        time.sleep(0.005)
-    finished = time.perf_counter()
-    deliverer.send_signal(signal.SIGTERM)
-    deliverer.wait(60)
-    sent = outbox_rows.count(("sent",))
-    workers = app.pipeline.parser.worker_peak_kb()
-    app.close()
-    print(cli._summary(report.tally, report.duplicates, len(report.unreadable)))
-    sys.stdout.flush()
-    (folder / "result.json").write_text(json.dumps(
-        {"seconds": ingested - started, "delivery_seconds": finished - ingested, "mails_sent": sent,
-         "rc": 1 if report.unreadable else 0,
-         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-         "worker_maxrss_kb": workers, "rss_before_kb": before, "vmhwm_kb": _proc_status("VmHWM"),
-         "files": len(files)}))
-    return 0
+
+class _ProcessDeliverer:
+    def __init__(self, config: Path) -> None:
+        config.write_text(config.read_text().replace('retry_delay = "1m"',
+                                                     'retry_delay = "1m"\npoll_interval = "1s"'))
+        self.proc = subprocess.Popen([sys.executable, "-m", "helpdesk", "--config", str(config), "run",
+                                      "--only", "deliver"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        for line in self.proc.stderr:
+            if b"helpdesk running" in line:
+                break
+        else:
+            raise SystemExit("helpdesk run --only deliver did not start")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()   # drain its log
+
+    def wake(self) -> None:
+        pass              # another process: it polls
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
 
 
 def _proc_status(field: str) -> int | None:

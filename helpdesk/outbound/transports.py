@@ -594,9 +594,10 @@ class _Guard:
                 pass     # closed already
 
 
-class _Guarded(smtplib.SMTP):
-    """``smtplib.SMTP`` telling the guard its socket as soon as it is connected, before the
-    greeting is read (smtplib connects and reads it in the constructor)."""
+class _Guarding:
+    """Mixed into ``smtplib.SMTP`` and ``SMTP_SSL``: tells the guard its socket as soon as
+    it is connected, before the greeting is read (smtplib connects and reads it in the
+    constructor)."""
 
     def __init__(self, guard: _Guard, *args, **kwargs) -> None:
         self._guard = guard
@@ -608,15 +609,12 @@ class _Guarded(smtplib.SMTP):
         return sock
 
 
-class _GuardedSSL(smtplib.SMTP_SSL):
-    def __init__(self, guard: _Guard, *args, **kwargs) -> None:
-        self._guard = guard
-        super().__init__(*args, **kwargs)
+class _Guarded(_Guarding, smtplib.SMTP):
+    pass
 
-    def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
-        self._guard.opened(self, sock)
-        return sock
+
+class _GuardedSSL(_Guarding, smtplib.SMTP_SSL):
+    pass
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:

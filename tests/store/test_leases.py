@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
-from helpdesk.store import db as store_db
-from helpdesk.store import leases, schema, workers
+from helpdesk.store import leases
 from tests.store.test_workers import _concurrently
 
 NOW = dt.datetime(2026, 11, 26, 9, 0)
 LATER = NOW + dt.timedelta(seconds=30)
-
-
-@pytest.fixture
-def database(tmp_path, db_url):
-    store_db.connect(db_url or f"sqlite:///{tmp_path}/helpdesk.db")
-    yield
-    schema.db.close()
-    workers._me = None
 
 
 def test_two_workers_taking_one_lease_at_once_one_gets_it(database):

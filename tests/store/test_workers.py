@@ -7,8 +7,6 @@ import datetime as dt
 import threading
 import time
 
-import pytest
-
 from helpdesk.clock import Clock
 from helpdesk.intake.spool import Incoming
 from helpdesk.runtime import app as app_module
@@ -20,14 +18,6 @@ from tests.conftest import START, mail
 
 NOW = dt.datetime(2026, 11, 26, 9, 0)
 SOON = NOW + dt.timedelta(minutes=5)
-
-
-@pytest.fixture
-def database(tmp_path, db_url):
-    store_db.connect(db_url or f"sqlite:///{tmp_path}/helpdesk.db")
-    yield
-    schema.db.close()
-    workers._me = None
 
 
 def _arrivals(count: int) -> None:
