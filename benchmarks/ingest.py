@@ -315,18 +315,21 @@ def print_profile(path: Path, top: int) -> None:
 def report(results, profiled: bool, stages: str | None = None) -> int:
     print()
     print(f"{'N':>7} {'ingest s':>9} {'msg/s':>7} {'deliver s':>10} {'mails/s':>8} {'total msg/s':>12}"
-          f" {'peak MB':>8} {'worker MB':>10}" + ("   (under cProfile)" if profiled else ""))
+          f" {'peak MB':>8} {'worker MB':>10} {'busy':>5}" + ("   (under cProfile)" if profiled else ""))
     for n, m, _ in results:
         total = m["seconds"] + m["delivery_seconds"]
         print(f"{n:>7} {m['seconds']:>9.2f} {n / m['seconds']:>7.0f} {m['delivery_seconds']:>10.2f} "
               f"{m['mails_sent'] / max(m['delivery_seconds'], 1e-9):>8.0f} {n / total:>12.0f}"
-              f" {m['maxrss_kb'] / 1024:>8.1f} {m['worker_maxrss_kb'] / 1024:>10.1f}")
+              f" {m['maxrss_kb'] / 1024:>8.1f} {m['worker_maxrss_kb'] / 1024:>10.1f}"
+              f" {_percent(m.get('machine_busy')):>5}")
     print("ingest: store, parse, route, apply, acknowledgements rendered and committed to the outbox;\n"
           "deliver: the outbox composed and written to the outgoing Maildir (durable: a group's files\n"
           "  written, one syncfs, renamed into new/, new/ fsynced)"
           + (", in the deliver stage while ingesting;\n  deliver s is the time after ingest until the "
              "last mail was in new/, total = both;\n" if stages else ";\n")
-          + "peak MB: ru_maxrss of the main process; worker MB: of the parse worker processes together")
+          + "peak MB: ru_maxrss of the main process; worker MB: of the parse worker processes together;\n"
+          + f"busy: the share of the machine's {os.cpu_count()} cores busy over the timed run (/proc/stat: "
+            "every process, the benchmark's own included)")
     verdicts = []
     n, largest, _ = results[-1]
     rate = n / largest["seconds"]
@@ -392,6 +395,7 @@ def child(folder: Path, profile: bool, stages: str | None = None) -> int:
         app.pipeline.parser.start()   # one-time start-up, like the imports: not in the rate
     if stages:
         return _child_stages(folder, app, files, before, stages)
+    cpu = _machine_cpu()
     started = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -412,7 +416,8 @@ def child(folder: Path, profile: bool, stages: str | None = None) -> int:
     (folder / "result.json").write_text(json.dumps(
         {"seconds": ingested - started, "delivery_seconds": finished - ingested,
          "mails_sent": delivery.sent, "rc": 1 if report.unreadable else 0, "maxrss_kb": peak,
-         "worker_maxrss_kb": workers, "rss_before_kb": before, "vmhwm_kb": hwm, "files": len(files)}))
+         "worker_maxrss_kb": workers, "rss_before_kb": before, "vmhwm_kb": hwm, "files": len(files),
+         "machine_busy": _busy_share(cpu, _machine_cpu())}))
     return 0
 
 
@@ -429,6 +434,7 @@ def _child_stages(folder: Path, app, files: list[str], before: int, mode: str) -
     from helpdesk.store import outbox as outbox_rows
 
     deliverer = _ThreadDeliverer(app) if mode == "thread" else _ProcessDeliverer(folder / "config.toml")
+    cpu = _machine_cpu()
     started = time.perf_counter()
     report = ingest_files(app, files, on_progress=lambda done: deliverer.wake())
     ingested = time.perf_counter()
@@ -436,6 +442,7 @@ def _child_stages(folder: Path, app, files: list[str], before: int, mode: str) -
         deliverer.wake()
         time.sleep(0.005)
     finished = time.perf_counter()
+    busy = _busy_share(cpu, _machine_cpu())
     deliverer.stop()
     sent = outbox_rows.count(("sent",))
     workers = app.pipeline.parser.worker_peak_kb()
@@ -447,7 +454,7 @@ def _child_stages(folder: Path, app, files: list[str], before: int, mode: str) -
          "rc": 1 if report.unreadable else 0,
          "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
          "worker_maxrss_kb": workers, "rss_before_kb": before, "vmhwm_kb": _proc_status("VmHWM"),
-         "files": len(files)}))
+         "files": len(files), "machine_busy": busy}))
     return 0
 
 
@@ -483,6 +490,28 @@ class _ProcessDeliverer:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(60)
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def _machine_cpu() -> tuple[float, float] | None:
+    """(busy, all) CPU time of the whole machine so far, every core, from /proc/stat: the
+    parse workers and the deliverer count too, which no rusage of this process shows."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]                     # idle and iowait
+    return float(sum(ticks) - idle), float(sum(ticks))
+
+
+def _busy_share(before, after) -> float | None:
+    """The share of every core's time that was busy between the two readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _proc_status(field: str) -> int | None:
