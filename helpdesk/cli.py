@@ -26,7 +26,7 @@ from helpdesk.outbound import mailq
 from helpdesk.pipeline.batches import Tally
 from helpdesk.reports import digest, listings
 from helpdesk.runtime import app as app_module
-from helpdesk.runtime import check, init_folder, logs, pipe, service, status
+from helpdesk.runtime import check, init_folder, logs, membership, pipe, service, status
 from helpdesk.runtime.ingest import ingest_files
 from helpdesk.staff import act as staff
 from helpdesk.staff import commands
@@ -156,8 +156,11 @@ def cmd_ingest(args) -> int:
     named = _named_mailbox(app, args.mailbox)
     paths = files.expand(args.files)
     progress = _Progress(len(paths))
-    report = ingest_files(app, paths, named, on_progress=progress.update)
-    app.deliver()
+    # A worker like `helpdesk run`: killed, its claimed batch is freed by the next start
+    # on this host (or another worker's heartbeat), not left to its 5-minute claim.
+    with membership.joined(app.clock, app.config.intake.worker_timeout):
+        report = ingest_files(app, paths, named, on_progress=progress.update)
+        app.deliver()
     progress.done()
     for path, why in report.unreadable:
         print(f"helpdesk: cannot read {path}: {why}", file=sys.stderr)

@@ -149,3 +149,38 @@ def test_leaving_without_the_database_is_one_line_not_a_crash(database, caplog, 
     member.leave()
     [line] = [r.getMessage() for r in caplog.records if "could not unregister" in r.getMessage()]
     assert "RuntimeError: database is down" in line and "\n" not in line
+
+
+def test_a_killed_ingest_leaves_no_claim_behind_the_next_start_takes_it_at_once(tmp_path):
+    """``helpdesk ingest`` registers as a worker too: killed with a batch in hand, that batch
+    is processed by the next start on this host at once, not after its 5-minute claim."""
+    import sys
+    config = write_config(tmp_path, extra='[intake]\nbatch_size = 20\nparse_workers = 0\n')
+    (tmp_path / "var").mkdir(exist_ok=True)
+    folder = tmp_path / "backlog"
+    folder.mkdir()
+    for n in range(1500):
+        (folder / f"{n:05d}.eml").write_bytes(mail(subject=f"n{n}", frm=f"C{n} <c{n}@example.com>"))
+    store_db.connect(load_config(config).database.url)       # the schema, before the ingest writes
+    ingest = subprocess.Popen([sys.executable, "-m", "helpdesk", "--config", str(config), "ingest", str(folder)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (RawMessage.select().where(RawMessage.status == "pending", RawMessage.claimed_by.is_null(False))
+                   .exists()):
+            assert ingest.poll() is None and time.monotonic() < deadline, "the ingest claimed nothing"
+            time.sleep(0.005)
+    finally:
+        ingest.kill()
+        ingest.wait()
+    claimed = RawMessage.select().where(RawMessage.status == "pending", RawMessage.claimed_by.is_null(False)).count()
+    assert claimed
+    stored = RawMessage.select().count()
+    schema.db.close()
+    once = subprocess.run([sys.executable, "-m", "helpdesk", "--config", str(config), "run", "--once"],
+                          capture_output=True, timeout=120, check=False)
+    assert once.returncode == 0, once.stderr
+    store_db.connect(load_config(config).database.url)
+    assert RawMessage.select().where(RawMessage.status == "done").count() == stored, claimed
+    assert _rows() == []
+    schema.db.close()
