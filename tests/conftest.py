@@ -109,6 +109,17 @@ def db_url(request, tmp_path):
     conn.close()
 
 
+@pytest.fixture
+def database(tmp_path, db_url):
+    """A connected store on each engine, with this process registered as no worker."""
+    from helpdesk.store import db as store_db
+    from helpdesk.store import schema, workers
+    store_db.connect(db_url or f"sqlite:///{tmp_path}/helpdesk.db")
+    yield
+    schema.db.close()
+    workers._me = None
+
+
 def _pg_driver():
     """psycopg 3, the driver the ``postgres`` extra installs. Without it the PostgreSQL
     half of the suite cannot run: a skip where PostgreSQL is optional, a failure where

@@ -8,8 +8,6 @@ import socket
 import subprocess
 import time
 
-import pytest
-
 from helpdesk.clock import Clock, naive_utc
 from helpdesk.config.loader import load_config
 from helpdesk.runtime import membership
@@ -21,14 +19,6 @@ from tests.conftest import START, mail, write_config
 from tests.runtime.test_signals import Service
 
 TIMEOUT = dt.timedelta(seconds=30)
-
-
-@pytest.fixture
-def database(tmp_path, db_url):
-    store_db.connect(db_url or f"sqlite:///{tmp_path}/helpdesk.db")
-    yield
-    schema.db.close()
-    workers._me = None
 
 
 def _gone_pid() -> int:
