@@ -167,11 +167,14 @@ def record(attempts: list[Attempt]) -> None:
     """Write each attempt's result on its row (a deferred row stays queued).
 
     A row the operator cancelled while it was being sent stays cancelled
-    unless it was sent: then the record says what happened.
+    unless it was sent: then the record says what happened. One statement per
+    kind of result, not per row (the fields a result sets are always the same).
     """
+    by_result: dict[str, list[tuple[int, dict]]] = {}
     for attempt in attempts:
-        only_if = None if attempt.result == "sent" else {"status": "queued"}
-        sql.update(Outbox, attempt.id, only_if=only_if, claimed_by=None, **_fields(attempt))
+        by_result.setdefault(attempt.result, []).append((attempt.id, {"claimed_by": None, **_fields(attempt)}))
+    for result, rows in by_result.items():
+        sql.update_rows(Outbox, rows, only_if=None if result == "sent" else {"status": "queued"})
 
 
 def _fields(attempt: Attempt) -> dict:

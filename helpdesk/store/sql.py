@@ -51,6 +51,18 @@ def update(model: type[pw.Model], row_id: int, only_if: dict | None = None,
     return _execute(sql, params).rowcount
 
 
+def update_rows(model: type[pw.Model], rows: Sequence[tuple[int, dict]], only_if: dict | None = None) -> None:
+    """UPDATE many rows by id with one prepared statement (every dict has the same
+    keys), each only while ``only_if`` holds: one round trip on PostgreSQL
+    (psycopg pipelines ``executemany``) instead of one per row."""
+    if not rows:
+        return
+    conditions = tuple(only_if or ())
+    sql, convert_set, convert_where = _update_sql(model, tuple(rows[0][1]), conditions, None)
+    where = convert_where(list((only_if or {}).values()))
+    db.cursor().executemany(sql, [convert_set(values.values()) + [row_id] + where for row_id, values in rows])
+
+
 def select(model: type[pw.Model], columns: Sequence[str], where: dict, *,
            in_column: str | None = None, in_values: Sequence = (),
            order_by: str | None = None, limit: int | None = None) -> list[tuple]:
