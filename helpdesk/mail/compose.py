@@ -114,15 +114,29 @@ def _with_files(body, files: list):
 
 
 def _text_part(subtype: str, body: str) -> MIMENonMultipart:
-    """7bit when the text allows it (most notices: no encoding work), else quoted-printable."""
+    """7bit when the text allows it (most notices: no encoding work), else
+    quoted-printable or base64, whichever is shorter."""
     part = MIMENonMultipart("text", subtype)
     if body.isascii() and max(map(len, body.splitlines()), default=0) <= 998:
         part.set_payload(body, Charset("us-ascii"))
         return part
-    charset = Charset("utf-8")
-    charset.body_encoding = QP
-    part.set_payload(body, charset)
+    part.set_payload(body, _BASE64_BODY if _shorter_in_base64(body) else _QP_BODY)
     return part
+
+
+def _shorter_in_base64(body: str) -> bool:
+    """Quoted-printable writes each 8-bit byte as three, base64 every byte as four
+    thirds: Cyrillic, Greek or CJK text is about three times as long in QP and a
+    third longer in base64 (encoded in C, too); mostly-ASCII text stays QP, which a
+    person can still read in the raw mail."""
+    data = body.encode("utf-8")
+    return len(data.translate(None, _ASCII)) * 6 > len(data)
+
+
+_ASCII = bytes(range(128))
+_QP_BODY = Charset("utf-8")
+_QP_BODY.body_encoding = QP
+_BASE64_BODY = Charset("utf-8")     # the stdlib's own choice for every UTF-8 body
 
 
 def _boundary() -> str:

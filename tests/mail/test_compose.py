@@ -58,3 +58,18 @@ def test_parts_are_separated_by_a_fresh_boundary_the_parser_finds():
     message = email.message_from_bytes(first, policy=policy.default)
     assert message.get_body(("plain",)).get_content() == "plain =_ text\n"
     assert message.get_body(("html",)).get_content().strip() == html
+
+
+def test_a_body_takes_the_shorter_transfer_encoding_and_reads_back_the_same():
+    cyrillic = "Здравствуйте! Ключ для Cyberpunk 2077 не активируется.\n" * 20
+    mostly_ascii = "Hello Zoë, your key for Cyberpunk 2077 is on its way.\n" * 20
+    sizes = {}
+    for name, text in (("cyrillic", cyrillic), ("mostly_ascii", mostly_ascii)):
+        data = compose.compose(message_id="m1@shop.example", subject="s", text=text, html=None,
+                               headers_json="{}", date=DATE)
+        message = email.message_from_bytes(data, policy=policy.default)
+        assert message.get_content() == text
+        sizes[name] = (message["Content-Transfer-Encoding"], len(data.split(b"\n\n", 1)[1]))
+    assert sizes["cyrillic"][0] == "base64"
+    assert sizes["cyrillic"][1] < len(cyrillic.encode()) * 1.4      # QP: about 2.6 times
+    assert sizes["mostly_ascii"][0] == "quoted-printable"          # still readable in the raw mail
