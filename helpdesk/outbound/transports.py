@@ -85,6 +85,12 @@ class MaildirTransport:
         self.path = Path(path)
         for sub in ("tmp", "new", "cur"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
+        # Plain strings for the per-mail paths: pathlib's joining cost more than the
+        # syscalls it names (a tenth of a group's delivery, measured).
+        self._tmp, self._new = os.path.join(self.path, "tmp", ""), os.path.join(self.path, "new", "")
+        # Read once: the host's name does not change under a running service, and
+        # asking the kernel for it cost a syscall per mail.
+        self._host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
 
     def send(
         self, envelope_from: str, recipients: Sequence[str], message: bytes
@@ -114,7 +120,7 @@ class MaildirTransport:
         for _, _, message in items:
             name = self._unique_name()
             try:
-                _write(self.path / "tmp" / name, message)
+                _write(self._tmp + name, message)
             except OSError as exc:
                 results.append(self._error(exc))
                 continue
@@ -126,7 +132,7 @@ class MaildirTransport:
             _sync_data(self.path / "tmp", [name for _, name in staged])
         except OSError as exc:
             for index, name in staged:
-                _unlink_quietly(self.path / "tmp" / name)
+                _unlink_quietly(self._tmp + name)
                 results[index] = self._error(exc)
             return results
         renamed = [index for index, name in staged if self._rename(index, name, results)]
@@ -140,9 +146,9 @@ class MaildirTransport:
 
     def _rename(self, index: int, name: str, results: list) -> bool:
         """Move one synced file into ``new/``; False (and its error) if that failed."""
-        tmp = self.path / "tmp" / name
+        tmp = self._tmp + name
         try:
-            os.rename(tmp, self.path / "new" / name)
+            os.rename(tmp, self._new + name)
             return True
         except OSError as exc:
             _unlink_quietly(tmp)
@@ -184,12 +190,11 @@ class MaildirTransport:
         """time.MusecPpidQcounter.host, the classic Maildir recipe; the numbers are
         zero-padded so that names sort in the order the mail was written."""
         now = time.time()
-        host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
         usec = int(now % 1 * 1_000_000)
-        return f"{int(now)}.M{usec:06d}P{os.getpid()}Q{next(self._counter):09d}.{host}"
+        return f"{int(now)}.M{usec:06d}P{os.getpid()}Q{next(self._counter):09d}.{self._host}"
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: str | Path, data: bytes) -> None:
     """A new file with ``data`` in it, not yet synced."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -253,9 +258,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str | Path) -> None:
     try:
-        path.unlink()
+        os.unlink(path)
     except OSError:
         pass
 
