@@ -8,6 +8,8 @@ repeat our assumptions about smtplib back to us.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import ssl
 import subprocess
@@ -214,6 +216,28 @@ def test_maildir_group_failure_is_per_mail_and_temporary(tmp_path):
 
     assert all(isinstance(r, TemporaryDeliveryError) and "maildir" in str(r) for r in results)
     assert list((tmp_path / "tmp").iterdir()) == []     # nothing half-delivered left behind
+
+
+def test_maildir_disk_full_leaves_nothing_behind_and_is_temporary(tmp_path, monkeypatch):
+    """A full disk while syncing the group, or while writing a file: every mail of the
+    group is deferred and no file stays in tmp/ or new/."""
+    from helpdesk.outbound import transports
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    transport = MaildirTransport(tmp_path)
+    monkeypatch.setattr(transports, "_sync_data", full)
+    results = transport.send_many([("a@x.test", ["b@x.test"], b"x\n"), ("a@x.test", ["c@x.test"], b"y\n")])
+    assert all(isinstance(r, TemporaryDeliveryError) and "No space left" in str(r) for r in results)
+    monkeypatch.undo()
+
+    real_write = os.write
+    monkeypatch.setattr(transports.os, "write", lambda fd, data: real_write(fd, data[:1]) and full())
+    with pytest.raises(TemporaryDeliveryError, match="No space left"):
+        transport.send("a@x.test", ["b@x.test"], b"half a mail\n")
+    monkeypatch.undo()
+    assert list((tmp_path / "tmp").iterdir()) == [] and list((tmp_path / "new").iterdir()) == []
 
 
 # ------------------------------------------------------------ plain SMTP
