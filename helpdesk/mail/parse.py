@@ -27,7 +27,9 @@ from helpdesk.mail.htmltext import html_to_text
 from helpdesk.mail.quotes import strip_reply
 
 _MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
-_BARE_MSGID = re.compile(r"[^<>\s\x00-\x1f\x7f\"(),;:]+@[^<>\s\x00-\x1f\x7f\"(),;:]+")
+# A match may start only where a run of its characters starts (the lookbehind): else every
+# position of a long run without "@" scans the run again, quadratic (16 KB took 1.7 s).
+_BARE_MSGID = re.compile(r"(?<![^<>\s\x00-\x1f\x7f\"(),;:])[^<>\s\x00-\x1f\x7f\"(),;:]+@[^<>\s\x00-\x1f\x7f\"(),;:]+")
 _SIMPLE_ADDRESS = re.compile(
     r"^\s*(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|[A-Za-z0-9 ._-]*<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -46,7 +48,7 @@ _BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
 _PLAIN_SENDER = re.compile(
     r"^\s*(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|([A-Za-z0-9 _-]*)<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
 _TAIL_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>\s*$")
-_ADDRESS_LIKE = re.compile(r"[^\s<>\"@,;:()]+@[^\s<>\"@,;:()]+")
+_ADDRESS_LIKE = re.compile(r"(?<![^\s<>\"@,;:()])[^\s<>\"@,;:()]+@[^\s<>\"@,;:()]+")   # as _BARE_MSGID
 MAX_AUTH_RESULTS = 20                 # Authentication-Results headers kept (the topmost)
 MAX_AUTH_RESULT_SIZE = 4096           # one longer than this is nobody's honest verdict: ignored
 MAX_PARTS = 1000        # MIME parts read per message; the config's [limits] max_parts

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import email
 import sys
+import time
+
+import pytest
 
 from helpdesk.mail import parse as parse_module
 from helpdesk.mail.parse import MAX_HEADER, MAX_PARTS, parse
@@ -86,3 +89,40 @@ def test_the_stdlib_parser_stops_making_parts_past_the_cap(monkeypatch):
     assert len(made) < 3 * MAX_PARTS
     assert mail.parts_skipped == 200_001 - MAX_PARTS      # the unread rest is counted too
     assert mail.text == "see the files"
+
+
+def _seconds(raw: bytes):
+    started = time.monotonic()
+    mail = parse(raw)
+    return time.monotonic() - started, mail
+
+
+def _with(header: str) -> bytes:
+    return (f"From: Bob <bob@example.com>\nTo: support@shop.example\nSubject: hi\n{header}\n\n"
+            "body\n").encode()
+
+
+@pytest.mark.parametrize("name, field", [("References", "references"), ("In-Reply-To", "in_reply_to")])
+def test_a_long_run_without_an_at_in_a_thread_header_costs_what_any_header_costs(name, field):
+    """100 KB of characters a bare Message-ID may hold, and no "@": the search for one
+    scanned the run again from each of its positions (about a minute here), which only
+    the parse worker's time limit stopped; now it costs what a filler header costs."""
+    run = "A" * 100_000
+    flat, _ = _seconds(_with(f"X-Filler: {run}"))
+    hostile, mail = _seconds(_with(f"{name}: {run} <a@b"))
+    assert hostile < 10 * flat + 0.25, (flat, hostile)
+    assert getattr(mail, field) == ("a@b",)          # the bare Message-ID after it is still read
+
+
+def test_a_display_name_of_16_kb_without_an_at_costs_what_any_header_costs():
+    """The name is searched for an address that would make the From ambiguous; a long name
+    without one cost a quadratic scan (1.7 s at 16 KB here)."""
+    name = "A" * (MAX_HEADER - 100)
+    flat, _ = _seconds(_with(f"X-Filler: {name} <alice@shop.example>"))
+    for frm, foreign in ((f"{name} <alice@shop.example>", False),
+                         (f'"{name} x@evil.example" <alice@shop.example>', True)):
+        hostile, mail = _seconds(_with(f"Reply-To: {frm}").replace(b"From: Bob <bob@example.com>",
+                                                                   f"From: {frm}".encode()))
+        assert hostile < 10 * flat + 0.25, (flat, hostile)
+        assert mail.from_addr == "alice@shop.example"
+        assert mail.from_ambiguous is foreign        # an address after the run is still seen
