@@ -283,7 +283,7 @@ class Dovecot:
             username_attribute = username
             active_attribute = active
             active_value = true
-            timeout_msecs = 5000
+            timeout_msecs = 30000
             """)
 
     def _make_cert(self) -> Path:

@@ -75,7 +75,7 @@ class TokenRelay:
 
     def _vouched(self, user: str, token: str) -> bool:
         body = urllib.parse.urlencode({"token": token}).encode()
-        with urllib.request.urlopen(self.oauth.introspection_url, data=body, timeout=5) as answer:
+        with urllib.request.urlopen(self.oauth.introspection_url, data=body, timeout=30) as answer:
             said = json.load(answer)
         return bool(said.get("active")) and said.get("username") == user
 

@@ -162,7 +162,7 @@ def running(app, monkeypatch):
 
     runner = threading.Thread(target=run, daemon=True)
     runner.start()
-    wait_for(lambda: loops or errors, 5)
+    wait_for(lambda: loops or errors, 30)
     try:
         yield watchers
     finally:
@@ -506,9 +506,9 @@ def test_mail_arriving_during_a_pass_is_read_before_idling(dovecot, tmp_path, de
 
     app.store = store_while_a_mail_arrives
     with running(app, monkeypatch) as watchers:
-        wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 5)
+        wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 30)
         dovecot.append(login, customer(1))
-        assert wait_for(lambda: RawMessage.select().count() == 2 and Ticket.select().count() == 2, 5) < 5
+        assert wait_for(lambda: RawMessage.select().count() == 2 and Ticket.select().count() == 2, 15) < 15
     assert ids(dovecot, login) == []
 
 
@@ -527,7 +527,7 @@ def test_mail_arriving_just_before_idle_is_read_at_once(dovecot, tmp_path, desks
 
     monkeypatch.setattr(imap.IMAPClient, "idle", idle)
     with running(desks[0].app, monkeypatch):
-        assert wait_for(lambda: Ticket.select().count() == 1, 5) < 5
+        assert wait_for(lambda: Ticket.select().count() == 1, 15) < 15
     assert arrived and ids(dovecot, login) == []
 
 
@@ -563,10 +563,10 @@ def test_server_without_idle_is_polled_at_the_poll_interval(tmp_path, desks, mon
         desks.append(make_desk(tmp_path, imap_lines(server, support, extra='poll_interval = "1s"'),
                                imap_lines(server, disputes, extra='poll_interval = "1h"')))
         with running(desks[0].app, monkeypatch) as watchers:
-            wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 5)
+            wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 30)
             server.append(disputes, customer(2, to="disputes@shop.example"))
             server.append(support, customer(1))
-            assert wait_for(lambda: Ticket.select().count() == 1, 5) < 5
+            assert wait_for(lambda: Ticket.select().count() == 1, 15) < 15
             time.sleep(0.5)   # > IDLE_RENEW since the append
             assert handled("disputes") == 0 and ids(server, disputes) == ["m2"]
     finally:
@@ -582,16 +582,16 @@ def test_idle_turns_a_new_mail_into_a_ticket_within_seconds_on_two_mailboxes(dov
                            imap_lines(dovecot, disputes, extra=hour)))
     with running(desks[0].app, monkeypatch) as watchers:
         assert [w.mailbox.name for w in watchers] == ["support", "disputes"]
-        wait_for(lambda: all(w.idling.is_set() for w in watchers), 5)
+        wait_for(lambda: all(w.idling.is_set() for w in watchers), 30)
         started = time.monotonic()
         dovecot.append(support, customer(1))
         dovecot.append(disputes, customer(2, to="disputes@shop.example"))
-        wait_for(lambda: Ticket.select().count() == 1 and handled("disputes") == 1, 5)
-        assert time.monotonic() - started < 5
+        wait_for(lambda: Ticket.select().count() == 1 and handled("disputes") == 1, 15)
+        assert time.monotonic() - started < 15     # IDLE: poll_interval is an hour
         assert Ticket.get().mailbox == "support"
-        wait_for(lambda: all(w.idling.is_set() for w in watchers), 5)   # back in IDLE
+        wait_for(lambda: all(w.idling.is_set() for w in watchers), 30)   # back in IDLE
         dovecot.append(support, customer(3))
-        assert wait_for(lambda: Ticket.select().count() == 2, 5) < 5
+        assert wait_for(lambda: Ticket.select().count() == 2, 15) < 15
     assert ids(dovecot, support) == [] and ids(dovecot, disputes) == []
 
 
@@ -611,7 +611,7 @@ def test_wrong_password_is_one_line_naming_the_mailbox_and_the_other_is_read(dov
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr)
     try:
         wait_for(lambda: Ticket.select().count() == 1 and not ids(dovecot, good), 15)
-        wait_for(lambda: "mailbox disputes" in log.read_text(), 5)
+        wait_for(lambda: "mailbox disputes" in log.read_text(), 30)
         assert proc.poll() is None, "helpdesk run died"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -655,9 +655,9 @@ def test_idle_over_tls(dovecot_tls, tmp_path, desks, monkeypatch):
     login = user()
     desks.append(make_desk(tmp_path, imap_lines(dovecot_tls, login, "imaps", extra='poll_interval = "1h"')))
     with running(desks[0].app, monkeypatch) as watchers:
-        wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 5)
+        wait_for(lambda: watchers and all(w.idling.is_set() for w in watchers), 30)
         dovecot_tls.append(login, customer(1))
-        assert wait_for(lambda: Ticket.select().count() == 1, 5) < 5
+        assert wait_for(lambda: Ticket.select().count() == 1, 15) < 15
 
 
 def test_untrusted_certificate_is_refused_by_default(dovecot_tls, tmp_path, desks, caplog):
@@ -733,7 +733,7 @@ def test_a_missing_folder_is_a_config_error_logged_once(dovecot, tmp_path, desks
         return [r for r in caplog.records if r.name == "helpdesk.imap" and "retrying in" in r.getMessage()]
 
     with running(desks[0].app, monkeypatch):
-        wait_for(lambda: len(retries()) >= 2, 5)
+        wait_for(lambda: len(retries()) >= 2, 30)
     first, again = retries()[:2]
     assert first.levelno == logging.ERROR and again.levelno == logging.DEBUG   # ERROR: a lasting fault
     assert first.getMessage() == again.getMessage()

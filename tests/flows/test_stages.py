@@ -148,7 +148,7 @@ def test_a_relay_that_times_out_is_marked_down_and_its_other_mail_deferred_witho
         assert queued >= 6                                          # 3 acks, 3 staff notices
         assert relay.connections == 1                               # the others never connected
         assert first.deferred == queued and first.sent == 0
-        assert took < 2.5, took                                     # one time-out, not one per mail
+        assert took < 5, took               # one 1 s time-out, not one per mail (six: over 6 s)
         errors = {row.last_error for row in app_outbox(app)}
         assert any("did not answer within 1 s; marked down for 1 minute" in e for e in errors), errors
 

@@ -45,7 +45,7 @@ class Ticker:
 def settings(**changes) -> OAuth2Settings:
     base = OAuth2Settings(provider=None, tenant=None, grant="refresh_token", token_url=None, scope=None,
                           client_id="helpdesk", client_secret_env=None, client_secret_file=None,
-                          refresh_token_file=None, token_command=None, timeout=dt.timedelta(seconds=5),
+                          refresh_token_file=None, token_command=None, timeout=dt.timedelta(seconds=30),
                           protocol="imap", label="mailbox support")
     return replace(base, **changes)
 
@@ -343,7 +343,7 @@ def script(tmp_path: Path, body: str) -> tuple[str, ...]:
     return (str(path),)
 
 
-def command(argv: tuple[str, ...], timeout: float = 5) -> OAuth2Settings:
+def command(argv: tuple[str, ...], timeout: float = 30) -> OAuth2Settings:
     return settings(grant=None, client_id=None, token_command=argv, timeout=dt.timedelta(seconds=timeout))
 
 

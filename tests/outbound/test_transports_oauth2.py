@@ -60,7 +60,7 @@ def grant(oauth, tmp_path, monkeypatch):
     return OAuth2Settings(provider=None, tenant=None, grant="refresh_token", token_url=oauth.token_url,
                           scope=None, client_id="helpdesk", client_secret_env="HD_SECRET",
                           client_secret_file=None, refresh_token_file=tmp_path / "support.rt",
-                          token_command=None, timeout=dt.timedelta(seconds=5), protocol="smtp",
+                          token_command=None, timeout=dt.timedelta(seconds=30), protocol="smtp",
                           label="outgoing relay")
 
 
@@ -115,7 +115,7 @@ def test_a_token_from_a_token_command(relay, tls, oauth, tmp_path):
     helper.chmod(0o700)
     settings = OAuth2Settings(provider=None, tenant=None, grant=None, token_url=None, scope=None, client_id=None,
                               client_secret_env=None, client_secret_file=None, refresh_token_file=None,
-                              token_command=(str(helper),), timeout=dt.timedelta(seconds=5), protocol="smtp",
+                              token_command=(str(helper),), timeout=dt.timedelta(seconds=30), protocol="smtp",
                               label="outgoing relay")
     with transport(port, tls, settings) as smtp:
         send(smtp)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpdesk.clock import Clock
+from helpdesk.mail.parse import parse
 from helpdesk.pipeline.parse_stage import MIN_FOR_WORKER, ParseStage, Prepared
 from helpdesk.pipeline.workers import ParseLimits
 from helpdesk.store.schema import RawMessage, Ticket
@@ -47,7 +48,10 @@ def statuses() -> dict[str, tuple[str, str | None]]:
 def test_a_message_over_the_time_limit_is_quarantined_and_the_next_one_goes_on(limited):
     started = time.monotonic()
     limited.ingest(big_html(), mail(subject="normal"))
-    assert time.monotonic() - started < 2.5       # killed after 1 s, not parsed to the end
+    took = time.monotonic() - started
+    started = time.monotonic()
+    parse(big_html())                             # the whole parse, on the same machine now
+    assert took < time.monotonic() - started      # killed after 1 s, not parsed to the end
     found = statuses()
     assert found["heavy"] == ("quarantined", "parse failed: took longer than the 1 s limit per message")
     assert found["normal"][0] == "done"

@@ -165,7 +165,7 @@ def test_a_database_locked_past_pipe_wait_is_ex_tempfail_then_the_retry_stores(a
     err = one_line(result)
     assert err.startswith("helpdesk: the mail was not stored, try again later: ")
     assert ("database is locked" if db_url is None else "lock timeout") in err
-    assert 1.0 <= waited < 8, waited              # waited pipe_wait (1s), not the service's 30s
+    assert 1.0 <= waited < 20, waited             # waited pipe_wait (1s), not the service's 30s
     assert [s for _, s in raw_rows(config)] == ["done"]
     assert pipe(config, mail(message_id="second")).returncode == 0
     assert len(tickets(config)) == 2
