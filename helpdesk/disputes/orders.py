@@ -239,7 +239,7 @@ def _order_id(value) -> str:
 
 def _address(value, role: str) -> str:
     address = email.utils.parseaddr(str(value))[1].strip().lower()
-    if not _ADDRESS.match(address) or len(address) > 320:
+    if len(address) > 320 or not _ADDRESS.match(address):     # the length first: the match is quadratic
         raise ValueError(f"{role} {str(value)[:80]!r} is not an email address")
     return address
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from helpdesk.config.settings import Config, Mailbox
@@ -17,6 +18,7 @@ from helpdesk.intake.spool import split_head
 _RECIPIENT_HEADERS = re.compile(rb"^(?:to|cc|delivered-to|x-original-to):(.*(?:\r?\n[ \t].*)*)",
                                 re.IGNORECASE | re.MULTILINE)
 _ADDRESS = re.compile(rb"[\w.!#$%&'*+/=?^`{|}~-]+@[\w.-]+")
+_ADDRESS_STARTS = re.compile(rb"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w.-]+")
 
 
 def expand(paths: list[str]) -> list[str]:
@@ -41,12 +43,22 @@ def read(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
+def _addresses(field: bytes) -> Iterator[bytes]:
+    """``_ADDRESS.findall`` in linear time: ``findall`` tries every position, and each
+    position of a long run without "@" scanned the run again. A match is tried where the
+    last one ended (it may start inside a run there), else only where a run starts."""
+    pos = 0
+    while (found := _ADDRESS.match(field, pos) or _ADDRESS_STARTS.search(field, pos)) is not None:
+        yield found.group()
+        pos = found.end()
+
+
 def mailbox_for(raw: bytes, config: Config, named: Mailbox | None) -> Mailbox:
     if named is not None:
         return named
     head = split_head(raw)[0]
     for field in _RECIPIENT_HEADERS.findall(head):
-        for address in _ADDRESS.findall(field):
+        for address in _addresses(field):
             mailbox = config.mailbox_for_address(address.decode("ascii", "replace"))
             if mailbox is not None:
                 return mailbox

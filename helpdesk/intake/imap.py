@@ -554,8 +554,9 @@ def _text(exc: BaseException) -> str:
     text = str(exc)
     if text[:2] in ("b'", 'b"') and text[-1:] in ("'", '"'):
         text = text[2:-1]
-    text = re.sub(r"\s*\(\d+(?:\.\d+)?(?: \+ \d+(?:\.\d+)?)* secs\)\.?", "", text)
-    text = re.sub(r"\s*\[[^\[\]\s]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]$", "", text)   # [host:time]
+    # (?<!\s): a match starts where the blanks start, not again inside them (quadratic)
+    text = re.sub(r"(?<!\s)\s*\(\d+(?:\.\d+)?(?: \+ \d+(?:\.\d+)?)* secs\)\.?", "", text)
+    text = re.sub(r"(?<!\s)\s*\[[^\[\]\s]+:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]$", "", text)   # [host:time]
     return " ".join(text.split()) or type(exc).__name__
 
 

@@ -40,7 +40,8 @@ def html_to_text(html: str) -> str:
         else:
             text = get_text(html)
     except Exception:  # noqa: BLE001 - unparseable HTML still yields its text
-        text = _TAG.sub(" ", html)
+        end = html.rfind(">") + 1       # no tag closes after the last ">": each "<" there would
+        text = _TAG.sub(" ", html[:end]) + html[end:]   # scan to the end again (quadratic)
     lines = [line.rstrip() for line in text.splitlines()]
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 

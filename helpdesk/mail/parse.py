@@ -31,7 +31,7 @@ _MSGID = re.compile(r"<([^<>\s\x00-\x1f\x7f]+)>")
 # position of a long run without "@" scans the run again, quadratic (16 KB took 1.7 s).
 _BARE_MSGID = re.compile(r"(?<![^<>\s\x00-\x1f\x7f\"(),;:])[^<>\s\x00-\x1f\x7f\"(),;:]+@[^<>\s\x00-\x1f\x7f\"(),;:]+")
 _SIMPLE_ADDRESS = re.compile(
-    r"^\s*(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|[A-Za-z0-9 ._-]*<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
+    r"^\s*+(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|[A-Za-z0-9 ._-]*<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _FOLD = re.compile(r"\r?\n[ \t]+")
 # Labels mail clients use for the superset their text is really in (as browsers do).
@@ -46,7 +46,7 @@ _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 _BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
 # plain ``Name <a@b>`` / ``a@b``: headerregistry's answer, for a twentieth of its cost
 _PLAIN_SENDER = re.compile(
-    r"^\s*(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|([A-Za-z0-9 _-]*)<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
+    r"^\s*+(?:([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)|([A-Za-z0-9 _-]*)<([A-Za-z0-9._%+=-]+@[A-Za-z0-9.-]+)>)\s*$")
 _TAIL_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>\s*$")
 _ADDRESS_LIKE = re.compile(r"(?<![^\s<>\"@,;:()])[^\s<>\"@,;:()]+@[^\s<>\"@,;:()]+")   # as _BARE_MSGID
 MAX_AUTH_RESULTS = 20                 # Authentication-Results headers kept (the topmost)
