@@ -45,14 +45,16 @@ from helpdesk.routing import (
 from helpdesk.units import normalise_reason
 
 # Mail text is an outsider's and may be megabytes: each pattern here is linear in it. The
-# look-ahead for a digit runs only after a letter (which starts a fresh run), and the
-# reason's blanks are possessive; the plain forms re-scanned a run from each of its
-# positions (order-order-... or 40,000 newlines: 7-15 s, and four times that per doubling).
+# look-ahead for a digit runs only after a letter (which starts a fresh run); the reason
+# stays on its line and its words are taken possessively. The plain forms re-scanned a run
+# from each of its positions (order-order-... or 40,000 newlines: 7-15 s, four times that
+# per doubling), and a blank "Reason:" took the next line of the mail as its reason.
 _ORDER = re.compile(
     r"\border\b(?:[\s-]*(?:id|number|nr|no)\b\.?)?[\s:#]*((?:\d|[A-Za-z](?=[\w-]*\d))[\w-]{0,63})",
     re.IGNORECASE | re.ASCII)
 _ORDER_LINE = re.compile(r"^\s*order\b[^\n]*$", re.IGNORECASE)
-_REASON = re.compile(r"^[^\S\n]*reason\s*[:=-]\s*((?:[^\S\n]*+\S)*+)\s*$", re.IGNORECASE | re.MULTILINE)
+_REASON = re.compile(r"^[^\S\n]*reason[^\S\n]*[:=-][^\S\n]*((?:[^\S\n]*+\S)*+)[^\S\n]*$",
+                     re.IGNORECASE | re.MULTILINE)
 _SUBJECT_TOKEN = re.compile(r"\[D-(\d{1,9})\]", re.IGNORECASE)
 _PREFIXES = re.compile(r"^\s*((re|fwd?|aw|wg|sv|vs|tr|rv|antw)\s*:\s*)+", re.IGNORECASE)
 

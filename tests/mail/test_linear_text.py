@@ -30,7 +30,7 @@ def seconds(call: Callable[[], object]) -> float:
 
 def costs_what_flat_costs(hostile: Callable[[], object], flat: Callable[[], object]) -> None:
     flat_time = seconds(flat)
-    hostile_time = seconds(hostile)
+    hostile_time = min(seconds(hostile) for _ in range(3))      # a scheduler stall is not the text's
     assert hostile_time < 10 * flat_time + 0.25, (flat_time, hostile_time)
 
 
@@ -101,3 +101,12 @@ def test_an_imported_order_address_is_checked_in_linear_time():
     costs_what_flat_costs(lambda: pytest.raises(ValueError, orders._address, hostile, "buyer"),
                           lambda: pytest.raises(ValueError, orders._address, "x" * 40_000, "buyer"))
     assert orders._address("Bob <Bob@Example.com>", "buyer") == "bob@example.com"
+
+
+def test_a_blank_reason_line_asks_for_the_reason_instead_of_taking_the_next_line():
+    request = parse_request("Order 1", "Reason:\nIt fails when I log in.\n", REASONS)
+    assert not request.reason_given and "no_reason" in request.problems
+    assert request.description == "It fails when I log in."
+    assert parse_request("Order 1", "reason\n: not received\nNothing came.", REASONS).reason_given is None
+    crlf = parse_request("Order 1", "Reason:  not received \r\nNothing came.\r\n", REASONS)
+    assert (crlf.reason, crlf.description) == ("not received", "Nothing came.")
